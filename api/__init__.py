@@ -1,0 +1,1 @@
+"""The FastAPI service: routes, parameter validation, auth, and the error shape."""

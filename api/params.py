@@ -1,0 +1,108 @@
+"""Validation of the activity endpoint's parameters (SPEC §4). Pure.
+
+Errors are returned, not raised: the SPEC checks 401 and 403 before 400, so the route holds on
+to a parameter error until the token has been judged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import get_args
+
+from api.errors import InvalidParameter
+from state.dates import GRANULARITIES, Bucket, Granularity, buckets, days_inclusive
+from state.reader import Metric
+
+METRICS: tuple[Metric, ...] = get_args(Metric)
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+LABELS: dict[Granularity, str] = {
+    "daily": "Daily Users",
+    "weekly": "Weekly Users",
+    "monthly": "Monthly Users",
+    "quarterly": "Quarterly Users",
+}
+
+
+def label(metric: Metric, granularity: Granularity) -> str:
+    return "Total Activity" if metric == "activity-count" else LABELS[granularity]
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityParams:
+    metric: Metric
+    granularity: Granularity
+    start: date
+    end: date
+    buckets: list[Bucket]
+
+
+def _uuid(name: str, value: str) -> str | InvalidParameter:
+    if not _UUID.fullmatch(value):
+        return InvalidParameter(f"Invalid {name}: {value}. Expected a UUID", {name: value})
+    return value.lower()
+
+
+def _date(name: str, value: str | None) -> date | InvalidParameter:
+    if value is None:
+        return InvalidParameter(f"Missing required parameter: {name}", {name: None})
+    try:
+        if not _DATE.fullmatch(value):
+            raise ValueError(value)
+        return date.fromisoformat(value)
+    except ValueError:
+        return InvalidParameter(
+            f"Invalid {name}: {value}. Expected a calendar date as YYYY-MM-DD", {name: value}
+        )
+
+
+def parse_activity_params(
+    client_id: str,
+    device_id: str,
+    metric: str | None,
+    start_date: str | None,
+    end_date: str | None,
+    granularity: str | None,
+    max_range_days: int,
+) -> ActivityParams | InvalidParameter:
+    """The first invalid parameter wins, in the order of the SPEC's table: path, metric,
+    granularity, dates, then the range."""
+    for name, value in (("client_id", client_id), ("device_id", device_id)):
+        checked = _uuid(name, value)
+        if isinstance(checked, InvalidParameter):
+            return checked
+    if metric is None:
+        return InvalidParameter("Missing required parameter: metric", {"metric": None})
+    if metric not in METRICS:
+        return InvalidParameter(
+            f"Unknown metric: {metric}. Valid values: {', '.join(METRICS)}", {"metric": metric}
+        )
+    chosen = "daily" if granularity is None else granularity
+    if chosen not in GRANULARITIES:
+        return InvalidParameter(
+            f"Unknown granularity: {chosen}. Valid values: {', '.join(GRANULARITIES)}",
+            {"granularity": chosen},
+        )
+    start = _date("start_date", start_date)
+    if isinstance(start, InvalidParameter):
+        return start
+    end = _date("end_date", end_date)
+    if isinstance(end, InvalidParameter):
+        return end
+    both = {"start_date": start_date, "end_date": end_date}
+    if start > end:
+        return InvalidParameter("start_date must not be after end_date", both)
+    if days_inclusive(start, end) > max_range_days:
+        return InvalidParameter(
+            f"Range of {days_inclusive(start, end)} days exceeds the limit of "
+            f"{max_range_days} days",
+            both,
+        )
+    typed_metric: Metric = "activity-count" if metric == "activity-count" else "user-count"
+    typed_granularity = next(g for g in GRANULARITIES if g == chosen)
+    return ActivityParams(
+        typed_metric, typed_granularity, start, end, buckets(start, end, typed_granularity)
+    )

@@ -1,0 +1,12 @@
+"""Settings of the API process (`devact api`)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from state.settings import StoreSettings
+
+
+class ApiSettings(StoreSettings):
+    max_range_days: int = Field(default=90, ge=1)
+    """Longest accepted range, counted inclusively: 90 is accepted, 91 refused (SPEC §4)."""

@@ -1,0 +1,238 @@
+"""The `devact` command: worker, api, client, token, inspect, produce (SPEC §6)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, TypeVar
+from zoneinfo import ZoneInfo
+
+import orjson
+import typer
+
+from state.connection import connect
+from state.errors import StateError
+from state.inspect import inspect_device, retention_days_back
+from state.registry import Registry, validate_timezone
+from state.settings import StoreSettings
+
+T = TypeVar("T")
+
+app = typer.Typer(help="device-activity: heartbeats in, device activity series out.")
+client_app = typer.Typer(help="Register and list clients.")
+token_app = typer.Typer(help="Create and revoke API tokens.")
+app.add_typer(client_app, name="client")
+app.add_typer(token_app, name="token")
+
+DEMO_CLIENT = "aa7cf840-9ca9-46a3-9778-9015d6580d50"
+DEMO_DEVICE = "f1e2d3c4-b5a6-7890-abcd-ef1234567890"
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _with_redis(action: Callable[[Registry], Awaitable[T]]) -> T:
+    async def run() -> T:
+        redis = connect(StoreSettings())
+        try:
+            return await action(Registry(redis))
+        finally:
+            await redis.aclose()
+
+    try:
+        return asyncio.run(run())
+    except StateError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def worker() -> None:
+    """Run the Faust worker: heartbeats topic -> Redis (until SIGTERM)."""
+    from stream.settings import WorkerSettings
+    from stream.worker import run_worker
+
+    run_worker(WorkerSettings())
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    _setup_logging()
+    uvicorn.run(
+        "api.main:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@client_app.command("add")
+def client_add(
+    client_id: str,
+    timezone: Annotated[str, typer.Option(help="IANA timezone, e.g. Europe/Berlin.")],
+    name: Annotated[str, typer.Option(help="A display name.")] = "",
+) -> None:
+    """Register a client, or change its timezone or name."""
+    cid = _uuid_or_exit(client_id)
+    try:
+        validate_timezone(timezone)
+    except StateError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    _with_redis(lambda r: r.add_client(cid, timezone, name, datetime.now(UTC)))
+    typer.echo(f"client {cid} timezone={timezone}")
+
+
+@client_app.command("list")
+def client_list(
+    json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List clients with their timezone, name and number of devices."""
+    for c in _with_redis(lambda r: r.list_clients()):
+        if json:
+            typer.echo(orjson.dumps(asdict(c)))
+        else:
+            typer.echo(f"{c.client_id}\t{c.timezone}\t{c.name}\t{c.device_count} devices")
+
+
+@token_app.command("create")
+def token_create(
+    client: Annotated[list[str] | None, typer.Option(help="A client the token may read.")] = None,
+    all_clients: Annotated[bool, typer.Option(help="Grant every client.")] = False,
+    name: Annotated[str, typer.Option(help="What the token is for.")] = "",
+) -> None:
+    """Create a token and print it, alone, on stdout (it is stored only as a hash)."""
+    if not client and not all_clients:
+        typer.echo("error: give --client at least once, or --all-clients", err=True)
+        raise typer.Exit(2)
+    clients = [_uuid_or_exit(c) for c in client or []]
+    token = _with_redis(lambda r: r.create_token(clients, all_clients, name))
+    typer.echo(token)
+
+
+@token_app.command("revoke")
+def token_revoke(token: str) -> None:
+    """Revoke a token; requests with it get 401 from then on."""
+    if not _with_redis(lambda r: r.revoke_token(token)):
+        typer.echo("error: no such token", err=True)
+        raise typer.Exit(1)
+    typer.echo("revoked")
+
+
+@app.command()
+def inspect(
+    client: Annotated[str, typer.Option(help="Client id.")],
+    device: Annotated[str, typer.Option(help="Device id.")],
+    day: Annotated[
+        str | None, typer.Option("--date", help="One local day (YYYY-MM-DD); default: all.")
+    ] = None,
+) -> None:
+    """Print, as JSON, what Redis holds for a device."""
+    settings = StoreSettings()
+    cid, did = _uuid_or_exit(client), _uuid_or_exit(device)
+    if day is not None:
+        days = [date.fromisoformat(day)]
+    else:
+        days = retention_days_back(datetime.now(UTC).date(), settings.retention_days)
+
+    async def run() -> dict[str, object]:
+        redis = connect(settings)
+        try:
+            return await inspect_device(redis, cid, did, days)
+        finally:
+            await redis.aclose()
+
+    typer.echo(orjson.dumps(asyncio.run(run()), option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def produce(
+    rate: Annotated[float, typer.Option(help="Live heartbeats per second.")] = 50.0,
+    duration: Annotated[
+        float | None, typer.Option(help="Seconds of live traffic; default: until stopped.")
+    ] = None,
+    clients: Annotated[int, typer.Option(help="Number of generated clients.")] = 3,
+    devices: Annotated[int, typer.Option(help="Devices per client.")] = 20,
+    timezone: Annotated[str, typer.Option(help="Timezone of generated clients.")] = "UTC",
+    history_days: Annotated[
+        int, typer.Option(help="First send this many past days of history.")
+    ] = 0,
+    per_message: Annotated[int, typer.Option(help="Heartbeats per message (JSON array).")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    demo: Annotated[
+        bool, typer.Option(help="The demo client and device of the README, 14 days of history.")
+    ] = False,
+) -> None:
+    """Generate realistic heartbeats (working hours, quiet weekends) into the topic."""
+    from stream.generator import HeartbeatGenerator
+    from stream.producer import Publisher, publish_at_rate
+    from stream.settings import WorkerSettings
+
+    _setup_logging()
+    settings = WorkerSettings()
+    if demo:
+        zones = {DEMO_CLIENT: "America/New_York"}
+        generator = HeartbeatGenerator(
+            zones, devices, seed, pinned_devices={DEMO_CLIENT: [DEMO_DEVICE]}
+        )
+        history_days = max(history_days, 14)
+    else:
+        zones = {str(_client_uuid(seed, n)): timezone for n in range(clients)}
+        generator = HeartbeatGenerator(zones, devices, seed)
+
+    async def run() -> None:
+        async with Publisher(settings.kafka_bootstrap, settings.topic, per_message) as pub:
+            if history_days:
+                today = datetime.now(ZoneInfo(next(iter(zones.values())))).date()
+                # History ends yesterday; today's data comes from the live traffic below.
+                yesterday = today - timedelta(days=1)
+                first = today - timedelta(days=history_days)
+                await pub.publish(generator.history(first, yesterday, 96))
+                logging.getLogger(__name__).info("history sent: %d heartbeats", pub.sent)
+            await publish_at_rate(pub, generator.live, rate, duration)
+
+    asyncio.run(run())
+
+
+def _client_uuid(seed: int, n: int) -> str:
+    import uuid
+
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"device-activity/demo/{seed}/{n}"))
+
+
+def _uuid_or_exit(value: str) -> str:
+    import uuid
+
+    try:
+        return str(uuid.UUID(value)).lower() if len(value) == 36 else _bad_uuid(value)
+    except ValueError:
+        return _bad_uuid(value)
+
+
+def _bad_uuid(value: str) -> str:
+    typer.echo(f"error: not a UUID: {value}", err=True)
+    raise typer.Exit(2)
+
+
+def main() -> None:
+    app(prog_name="devact")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The Redis key schema. Every key string of the project is built here and nowhere else.
+
+All keys of one device carry the hash tag ``{d:<device_id>}`` so that a device's whole series
+lives in one Redis Cluster slot: the Lua scripts that apply a batch and read a series touch only
+that slot. Ids are stored lower-case; dates are local days of the client's timezone (ISO format).
+
+Keys (one line each: key, type, what it holds):
+
+- ``da:{d:<device>}:meta`` hash: ``client`` = the owning client id.
+- ``da:{d:<device>}:<YYYY-MM-DD>`` hash: ``n`` = activity count of the local day; ``o<p>`` = the
+  highest offset of Kafka partition p applied to it (replays at or below it are skipped).
+- ``da:{d:<device>}:<YYYY-MM-DD>:u`` HyperLogLog: distinct user ids of the local day.
+- ``da:client:<client>`` hash: ``timezone``, ``name``, ``created_at``.
+- ``da:client:<client>:devices`` set: device ids of the client.
+- ``da:clients`` set: every client id.
+- ``da:token:<sha256 hex of the token>`` hash: ``clients`` (ids, or ``*``), ``name``.
+
+Day keys expire (EXPIREAT) when their day leaves the retention window; the meta key with the
+device's newest day. Clients, device sets and tokens do not expire.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+PREFIX = "da"
+CLIENTS = f"{PREFIX}:clients"
+
+
+def device_tag(device_id: str) -> str:
+    return f"{PREFIX}:{{d:{device_id}}}"
+
+
+def device_meta(device_id: str) -> str:
+    return f"{device_tag(device_id)}:meta"
+
+
+def day_counter(device_id: str, day: date) -> str:
+    return f"{device_tag(device_id)}:{day.isoformat()}"
+
+
+def day_users(device_id: str, day: date) -> str:
+    return f"{device_tag(device_id)}:{day.isoformat()}:u"
+
+
+def client(client_id: str) -> str:
+    return f"{PREFIX}:client:{client_id}"
+
+
+def client_devices(client_id: str) -> str:
+    return f"{PREFIX}:client:{client_id}:devices"
+
+
+def token(token_hash: str) -> str:
+    return f"{PREFIX}:token:{token_hash}"
+
+
+ALL_CLIENTS = "*"
+"""Value of a token's ``clients`` field that grants every client."""
+
+OFFSET_FIELD_PREFIX = "o"
+COUNT_FIELD = "n"

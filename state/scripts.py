@@ -1,0 +1,29 @@
+"""The Lua scripts of state/, loaded from ``state/lua`` and registered on a client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.resources import files
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+
+def _source(name: str) -> str:
+    return files("state").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    apply_device: AsyncScript
+    read_counts: AsyncScript
+    read_users: AsyncScript
+
+    @classmethod
+    def register(cls, redis: Redis) -> Scripts:
+        """Bind the scripts to ``redis``; they are sent by SHA and loaded on first NOSCRIPT."""
+        return cls(
+            apply_device=redis.register_script(_source("apply_device")),
+            read_counts=redis.register_script(_source("read_counts")),
+            read_users=redis.register_script(_source("read_users")),
+        )

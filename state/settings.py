@@ -1,0 +1,16 @@
+"""Settings every process that talks to Redis shares; each process kind extends them."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEVACT_", extra="ignore")
+
+    redis_url: str = "redis://localhost:6379/0"
+    default_timezone: str = "UTC"
+    retention_days: int = Field(default=400, ge=1)
+    redis_timeout_s: float = Field(default=1.0, gt=0)
+    """Socket connect and read timeout; keeps the API's 503 within 2 s when Redis is gone."""

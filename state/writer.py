@@ -1,0 +1,128 @@
+"""Applying a batch of heartbeats to Redis: counters, user sketches, ownership, TTLs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from state import keys
+from state.errors import StoreUnavailable
+from state.scripts import Scripts
+
+_KNOWN_DEVICES_LIMIT = 200_000
+"""Bound of the writer's memory of (client, device) pairs already in their client's set."""
+
+
+@dataclass(frozen=True, slots=True)
+class Contribution:
+    """One heartbeat's part of a device-day, with the Kafka position it came from."""
+
+    partition: int
+    offset: int
+    count: int
+    user_id: str | None
+
+
+@dataclass(slots=True)
+class DayBatch:
+    expire_at: int
+    """Unix time at which the day leaves the retention window (EXPIREAT of its keys)."""
+    contributions: list[Contribution] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DeviceBatch:
+    """Everything a batch adds to one device on behalf of one client, by local day."""
+
+    client_id: str
+    device_id: str
+    days: dict[date, DayBatch] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: int = 0
+    """Events counted now."""
+    skipped: int = 0
+    """Events found already applied (a replay); they change nothing."""
+    owner: str | None = None
+    """Set when the device belongs to another client: nothing of the batch was applied."""
+
+    @property
+    def rejected(self) -> bool:
+        return self.owner is not None
+
+
+def _script_call(batch: DeviceBatch) -> tuple[list[str], list[str | int]]:
+    script_keys = [keys.device_meta(batch.device_id)]
+    args: list[str | int] = [batch.client_id, len(batch.days)]
+    for day, day_batch in batch.days.items():
+        script_keys += [
+            keys.day_counter(batch.device_id, day),
+            keys.day_users(batch.device_id, day),
+        ]
+        args += [day_batch.expire_at, len(day_batch.contributions)]
+        for c in day_batch.contributions:
+            args += [c.partition, c.offset, c.count, c.user_id or ""]
+    return script_keys, args
+
+
+class Writer:
+    """Applies device batches. Safe to call again with the same events: replays are skipped."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._scripts = Scripts.register(redis)
+        self._known_devices: set[tuple[str, str]] = set()
+
+    async def apply(self, batches: Sequence[DeviceBatch]) -> list[ApplyResult]:
+        """Apply every device batch, in order, in one round trip; results in the same order.
+
+        Each device batch is one atomic script call. A failure part-way leaves some devices
+        applied and others not; calling again with the same batches completes the rest.
+        """
+        try:
+            results = await self._apply_scripts(batches)
+            await self._register_devices(batches, results)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return results
+
+    async def _apply_scripts(self, batches: Sequence[DeviceBatch]) -> list[ApplyResult]:
+        if not batches:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for batch in batches:
+                script_keys, args = _script_call(batch)
+                await self._scripts.apply_device(keys=script_keys, args=args, client=pipe)
+            replies = await pipe.execute()
+        return [
+            ApplyResult(applied=int(r[1]), skipped=int(r[2]))
+            if int(r[0]) == 1
+            else ApplyResult(owner=str(r[1]))
+            for r in replies
+        ]
+
+    async def _register_devices(
+        self, batches: Sequence[DeviceBatch], results: Sequence[ApplyResult]
+    ) -> None:
+        """Add newly seen devices to their client's device set (another slot than the device)."""
+        new = {
+            (b.client_id, b.device_id)
+            for b, r in zip(batches, results, strict=True)
+            if not r.rejected and (b.client_id, b.device_id) not in self._known_devices
+        }
+        if not new:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for client_id, device_id in sorted(new):
+                pipe.sadd(keys.client_devices(client_id), device_id)
+            await pipe.execute()
+        if len(self._known_devices) + len(new) > _KNOWN_DEVICES_LIMIT:
+            self._known_devices.clear()
+        self._known_devices |= new

@@ -1,0 +1,118 @@
+"""The Faust app: the heartbeats topic, the dead-letter topic, and the batching agent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
+
+from state.connection import connect
+from state.registry import Registry
+from state.writer import Writer
+from stream.dlq import DeadLetterRecord
+from stream.plan import Message
+from stream.processor import BatchProcessor
+from stream.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(settings: WorkerSettings) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_urls(),
+        store="memory://",
+        web_enabled=False,
+        datadir=str(settings.worker_dir),
+        topic_partitions=settings.topic_partitions,
+        # A new consumer group must start from the oldest retained heartbeat, not skip the
+        # backlog produced before the first worker came up.
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    source = app.topic(settings.topic, key_type=bytes, value_type=bytes)
+    dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
+
+    async def send_dead_letters(records: Sequence[DeadLetterRecord]) -> None:
+        """Send and wait for the broker's acknowledgement, so a batch is only acknowledged once
+        its dead letters are durable."""
+        pending = [await dlq.send(key=r.key, value=r.value, headers=r.headers) for r in records]
+        await asyncio.gather(*pending)
+
+    # concurrency=1: one instance of the agent per worker, so each partition's batches are
+    # applied strictly in offset order (the effectively-once check in state/ relies on it).
+    @app.agent(source, concurrency=1)
+    async def heartbeats(stream: Any) -> None:
+        redis = connect(settings)
+        processor = BatchProcessor(
+            registry=Registry(redis),
+            writer=Writer(redis),
+            send=send_dead_letters,
+            clock=_utc_now,
+            default_timezone=settings.default_timezone,
+            retention_days=settings.retention_days,
+        )
+        try:
+            async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
+                await processor.process([_message(e.message) for e in events])
+        finally:
+            await redis.aclose()
+
+    return app
+
+
+def _message(record: Any) -> Message:
+    return Message(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+    )
+
+
+async def ensure_topics(settings: WorkerSettings, retry_for_s: float = 120.0) -> None:
+    """Create the heartbeats and dead-letter topics when missing (Faust only creates its own
+    internal topics). Waits for the broker, retrying, instead of failing on a slow start."""
+    deadline = asyncio.get_running_loop().time() + retry_for_s
+    delay = 0.2
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            wanted = [
+                NewTopic(name, settings.topic_partitions, 1)
+                for name in (settings.topic, settings.dlq_topic)
+                if name not in existing
+            ]
+            if wanted:
+                response = await admin.create_topics(wanted)
+                _check_created(response)
+            return
+        except (KafkaConnectionError, OSError) as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("Kafka not reachable yet (%s); retrying in %.1f s", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        finally:
+            await admin.close()
+
+
+def _check_created(response: Any) -> None:
+    """Topic creation answers per topic; "already exists" means another worker won the race."""
+    for topic, code, *_ in response.topic_errors:
+        if code not in (0, TopicAlreadyExistsError.errno):
+            raise for_code(code)(f"cannot create topic {topic}")

@@ -1,0 +1,176 @@
+"""The heartbeat event and its validation (SPEC §2). Pure: bytes in, heartbeats or rejections out.
+
+Rules that need the client's timezone (the retention window) are judged later, in ``plan``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import orjson
+
+Reason = Literal[
+    "invalid_utf8",
+    "invalid_json",
+    "not_an_object",
+    "empty_array",
+    "missing_field",
+    "invalid_field",
+    "event_in_future",
+    "event_too_old",
+    "device_client_mismatch",
+]
+
+MAX_USER_ID_LENGTH = 256
+MAX_ACTIVITY_COUNT = 1_000_000
+FUTURE_TOLERANCE = timedelta(hours=24)
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    client_id: str
+    device_id: str
+    user_id: str | None
+    generated_at: datetime
+    """Aware, in UTC."""
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: Reason
+    detail: str
+    field: str | None = None
+
+
+class _Invalid(Exception):
+    def __init__(self, rejection: Rejection) -> None:
+        self.rejection = rejection
+
+
+def _missing(name: str) -> _Invalid:
+    return _Invalid(Rejection("missing_field", f"{name} is required", name))
+
+
+def _invalid(name: str, detail: str) -> _Invalid:
+    return _Invalid(Rejection("invalid_field", f"{name}: {detail}", name))
+
+
+def _uuid(obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if value is None:
+        raise _missing(name)
+    if not isinstance(value, str) or not _UUID.fullmatch(value):
+        raise _invalid(name, f"not a UUID: {value!r:.80}")
+    return value.lower()
+
+
+def _user_id(obj: dict[str, Any]) -> str | None:
+    value = obj.get("user_id")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid("user_id", f"must be a string or null, got {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_USER_ID_LENGTH:
+        raise _invalid("user_id", f"length must be 1 to {MAX_USER_ID_LENGTH}, got {len(value)}")
+    return value
+
+
+def _instant(obj: dict[str, Any]) -> datetime:
+    value = obj.get("generated_at_utc")
+    if value is None:
+        raise _missing("generated_at_utc")
+    # A bare date is not an instant; fromisoformat would read it as midnight.
+    if not isinstance(value, str) or len(value) <= len("YYYY-MM-DD"):
+        raise _invalid("generated_at_utc", f"not an ISO-8601 instant: {value!r:.80}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise _invalid("generated_at_utc", f"not an ISO-8601 instant: {value!r:.80}") from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)  # SPEC §2: a value without an offset is UTC
+    return parsed.astimezone(UTC)
+
+
+def _count(obj: dict[str, Any]) -> int:
+    value = obj.get("total_activity_count")
+    if value is None:
+        raise _missing("total_activity_count")
+    # bool is an int subclass in Python; JSON true is not a count. 3.0 is refused too: the
+    # contract says integer, and a producer sending floats has a bug worth seeing in the DLQ.
+    if type(value) is not int or not 0 <= value <= MAX_ACTIVITY_COUNT:
+        raise _invalid("total_activity_count", f"must be an integer 0 to 1000000: {value!r:.80}")
+    return value
+
+
+def validate(obj: object, now: datetime) -> Heartbeat | Rejection:
+    """Judge one decoded element. ``now`` is aware; extra fields are ignored."""
+    if not isinstance(obj, dict):
+        return Rejection("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    try:
+        heartbeat = Heartbeat(
+            client_id=_uuid(obj, "client_id"),
+            device_id=_uuid(obj, "device_id"),
+            user_id=_user_id(obj),
+            generated_at=_instant(obj),
+            count=_count(obj),
+        )
+    except _Invalid as exc:
+        return exc.rejection
+    if heartbeat.generated_at > now + FUTURE_TOLERANCE:
+        return Rejection("event_in_future", "generated_at_utc is more than 24 h ahead")
+    return heartbeat
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    """One event of a message: its verdict, and where it sits in the message value."""
+
+    verdict: Heartbeat | Rejection
+    index: int | None = None
+    """Position in a JSON-array message; None when the value is a single event."""
+
+
+def decode(raw: bytes, now: datetime) -> list[Element]:
+    """Split one Kafka message value into judged elements (one, or one per array element)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [Element(Rejection("invalid_utf8", f"value is not UTF-8: {exc.reason}"))]
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return [Element(Rejection("invalid_json", f"value is not JSON: {exc}"))]
+    if not isinstance(doc, list):
+        return [Element(validate(doc, now))]
+    if not doc:
+        return [Element(Rejection("empty_array", "a JSON array with no events"))]
+    return [Element(validate(item, now), i) for i, item in enumerate(doc)]
+
+
+def original_bytes(raw: bytes, index: int | None) -> bytes:
+    """The exact source bytes of an element, for the DLQ: the whole value, or the element's
+    slice of a JSON array. Only rejected events pay for this second parse."""
+    if index is None:
+        return raw
+    text = raw.decode("utf-8")
+    decoder = json.JSONDecoder()
+    pos = text.index("[") + 1
+    for position in range(index + 1):
+        pos = _skip_whitespace(text, pos)
+        _, end = decoder.raw_decode(text, pos)
+        if position == index:
+            return text[pos:end].encode("utf-8")
+        pos = _skip_whitespace(text, end) + 1  # past the comma
+    raise IndexError(index)  # unreachable for an index that decode() produced
+
+
+def _skip_whitespace(text: str, pos: int) -> int:
+    while text[pos] in " \t\n\r":
+        pos += 1
+    return pos

@@ -1,0 +1,101 @@
+"""Turning a batch of Kafka messages into "apply these increments" for state/. Pure: no I/O.
+
+Two steps, because the client's timezone sits between them: ``decode_batch`` judges every event
+on its own, the caller looks up the timezones of the clients named, then ``plan_batch`` buckets
+the heartbeats by local day and groups them per device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from state.dates import day_expires_at, local_day
+from state.writer import Contribution, DayBatch, DeviceBatch
+from stream.model import Element, Heartbeat, Rejection, decode
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """The parts of a Kafka record the worker needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    message: Message
+    element: Element
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A rejected event and where it came from."""
+
+    message: Message
+    index: int | None
+    rejection: Rejection
+
+
+@dataclass(slots=True)
+class Plan:
+    device_batches: list[DeviceBatch] = field(default_factory=list)
+    members: list[list[Judged]] = field(default_factory=list)
+    """The events behind each device batch (same order), to dead-letter them if it is refused."""
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def decode_batch(messages: Sequence[Message], now: datetime) -> list[Judged]:
+    return [Judged(m, element) for m in messages for element in decode(m.value, now)]
+
+
+def client_ids(judged: Sequence[Judged]) -> set[str]:
+    return {j.element.verdict.client_id for j in judged if isinstance(j.element.verdict, Heartbeat)}
+
+
+def plan_batch(
+    judged: Sequence[Judged],
+    timezones: Mapping[str, str],
+    now: datetime,
+    retention_days: int,
+) -> Plan:
+    """Group valid heartbeats per (device, client) and local day, in first-seen order.
+
+    Within a device batch, events keep their order in the batch, which keeps each partition's
+    offsets ascending: the effectively-once check in state/ relies on it.
+    """
+    plan = Plan()
+    by_device: dict[tuple[str, str], int] = {}
+    zones: dict[str, ZoneInfo] = {}
+    now_ts = now.timestamp()
+    for j in judged:
+        verdict = j.element.verdict
+        if isinstance(verdict, Rejection):
+            plan.dead_letters.append(DeadLetter(j.message, j.element.index, verdict))
+            continue
+        tz = zones.get(verdict.client_id)
+        if tz is None:
+            tz = zones[verdict.client_id] = ZoneInfo(timezones[verdict.client_id])
+        day = local_day(verdict.generated_at, tz)
+        expire_at = day_expires_at(day, tz, retention_days)
+        if expire_at <= now_ts:
+            too_old = Rejection("event_too_old", f"local day {day} is past the retention window")
+            plan.dead_letters.append(DeadLetter(j.message, j.element.index, too_old))
+            continue
+        slot = by_device.get((verdict.device_id, verdict.client_id))
+        if slot is None:
+            slot = by_device[(verdict.device_id, verdict.client_id)] = len(plan.device_batches)
+            plan.device_batches.append(DeviceBatch(verdict.client_id, verdict.device_id))
+            plan.members.append([])
+        day_batch = plan.device_batches[slot].days.setdefault(day, DayBatch(expire_at))
+        day_batch.contributions.append(
+            Contribution(j.message.partition, j.message.offset, verdict.count, verdict.user_id)
+        )
+        plan.members[slot].append(j)
+    return plan
