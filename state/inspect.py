@@ -8,13 +8,16 @@ from typing import Any
 from redis.asyncio import Redis
 
 from state import keys
+from state.scripts import Scripts
 
 
 async def inspect_device(
     redis: Redis, client_id: str, device_id: str, days: list[date]
 ) -> dict[str, Any]:
     """The device's owner and registry entries, and every day of ``days`` that holds data:
-    its keys, activity count, distinct-user estimate, applied offsets and seconds to expiry."""
+    its keys, activity count, distinct users (and whether exact), applied offsets and seconds
+    to expiry."""
+    read_users = Scripts.register(redis).read_users
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.client(client_id))
         pipe.hgetall(keys.device_meta(device_id))
@@ -22,12 +25,17 @@ async def inspect_device(
         pipe.sismember(keys.client_devices(client_id), device_id)
         for day in days:
             pipe.hgetall(keys.day_counter(device_id, day))
-            pipe.pfcount(keys.day_users(device_id, day))
+            pipe.type(keys.day_users(device_id, day))
             pipe.ttl(keys.day_counter(device_id, day))
-        client, meta, meta_ttl, listed, *per_day = await pipe.execute()
+        await read_users(
+            keys=[keys.device_scratch(device_id)] + [keys.day_users(device_id, d) for d in days],
+            args=[1] * len(days),
+            client=pipe,
+        )
+        client, meta, meta_ttl, listed, *per_day, user_counts = await pipe.execute()
     out_days = []
-    for day, counter, users, ttl in zip(
-        days, per_day[::3], per_day[1::3], per_day[2::3], strict=True
+    for day, counter, kind, ttl, users in zip(
+        days, per_day[::3], per_day[1::3], per_day[2::3], user_counts, strict=True
     ):
         if not counter:
             continue
@@ -37,7 +45,8 @@ async def inspect_device(
                 "counter_key": keys.day_counter(device_id, day),
                 "users_key": keys.day_users(device_id, day),
                 "activity_count": int(counter.get(keys.COUNT_FIELD, 0)),
-                "user_count_estimate": users,
+                "user_count": users,
+                "users_exact": kind != "string",
                 "applied_offsets": {
                     f[len(keys.OFFSET_FIELD_PREFIX) :]: int(v)
                     for f, v in counter.items()

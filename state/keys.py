@@ -9,7 +9,10 @@ Keys (one line each: key, type, what it holds):
 - ``da:{d:<device>}:meta`` hash: ``client`` = the owning client id.
 - ``da:{d:<device>}:<YYYY-MM-DD>`` hash: ``n`` = activity count of the local day; ``o<p>`` = the
   highest offset of Kafka partition p applied to it (replays at or below it are skipped).
-- ``da:{d:<device>}:<YYYY-MM-DD>:u`` HyperLogLog: distinct user ids of the local day.
+- ``da:{d:<device>}:<YYYY-MM-DD>:u`` set or HyperLogLog: the users of the local day, as 64-bit
+  hashes of their ids (``state/encoding.py``): an exact set (an intset) up to 500 users, then a
+  HyperLogLog of the same hashes. ``TYPE`` tells which (``set`` or ``string``).
+- ``da:{d:<device>}:scratch``: a temporary HyperLogLog that a read script creates and deletes.
 - ``da:client:<client>`` hash: ``timezone``, ``name``, ``created_at``.
 - ``da:client:<client>:devices`` set: device ids of the client.
 - ``da:clients`` set: every client id.
@@ -41,6 +44,10 @@ def day_counter(device_id: str, day: date) -> str:
 
 def day_users(device_id: str, day: date) -> str:
     return f"{device_tag(device_id)}:{day.isoformat()}:u"
+
+
+def device_scratch(device_id: str) -> str:
+    return f"{device_tag(device_id)}:scratch"
 
 
 def client(client_id: str) -> str:

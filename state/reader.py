@@ -77,6 +77,7 @@ class Reader:
             day_keys = [keys.day_counter(device_id, d) for d in days]
             script = self._scripts.read_counts
         else:
-            day_keys = [keys.day_users(device_id, d) for d in days]
+            day_keys = [keys.device_scratch(device_id)]
+            day_keys += [keys.day_users(device_id, d) for d in days]
             script = self._scripts.read_users
         await script(keys=day_keys, args=bucket_sizes, client=pipe)

@@ -11,6 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from state import keys
+from state.encoding import EXACT_USERS_LIMIT, user_member
 from state.errors import StoreUnavailable
 from state.scripts import Scripts
 
@@ -60,7 +61,7 @@ class ApplyResult:
 
 def _script_call(batch: DeviceBatch) -> tuple[list[str], list[str | int]]:
     script_keys = [keys.device_meta(batch.device_id)]
-    args: list[str | int] = [batch.client_id, len(batch.days)]
+    args: list[str | int] = [batch.client_id, EXACT_USERS_LIMIT, len(batch.days)]
     for day, day_batch in batch.days.items():
         script_keys += [
             keys.day_counter(batch.device_id, day),
@@ -68,7 +69,8 @@ def _script_call(batch: DeviceBatch) -> tuple[list[str], list[str | int]]:
         ]
         args += [day_batch.expire_at, len(day_batch.contributions)]
         for c in day_batch.contributions:
-            args += [c.partition, c.offset, c.count, c.user_id or ""]
+            user = "" if c.user_id is None else user_member(c.user_id)
+            args += [c.partition, c.offset, c.count, user]
     return script_keys, args
 
 

@@ -65,7 +65,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         )
         try:
             async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-                await processor.process([_message(e.message) for e in events])
+                await processor.process_until_done([_message(e.message) for e in events])
         finally:
             await redis.aclose()
 

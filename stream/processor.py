@@ -11,7 +11,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
 
 from state.errors import StoreUnavailable
 from state.registry import Registry
@@ -21,7 +20,6 @@ from stream.model import Rejection
 from stream.plan import DeadLetter, Message, client_ids, decode_batch, plan_batch
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SendDeadLetters = Callable[[Sequence[DeadLetterRecord]], Awaitable[None]]
 Clock = Callable[[], datetime]
@@ -54,22 +52,35 @@ class BatchProcessor:
         self._default_timezone = default_timezone
         self._retention_days = retention_days
 
-    async def process(self, messages: Sequence[Message]) -> BatchOutcome:
-        """Process a batch completely before returning; the caller acknowledges it afterwards.
+    async def process_until_done(self, messages: Sequence[Message]) -> BatchOutcome:
+        """Process a batch, retrying with backoff until it succeeds; never raises.
 
-        While Redis is unreachable this waits and retries (applying twice is harmless), so the
-        consumer stops pulling and nothing unapplied is ever acknowledged.
+        The caller acknowledges the batch afterwards, so while Redis (or the broker, for dead
+        letters) is unreachable the consumer stops pulling and nothing unapplied is ever
+        committed. Retrying is safe: state/ skips events it already applied. Only dead letters
+        may be sent twice if a failure strikes between sending them and finishing.
         """
+        delay = _BACKOFF_FIRST_S
+        while True:
+            try:
+                return await self.process(messages)
+            except StoreUnavailable as exc:
+                log.warning("Redis unavailable (%s); retrying the batch in %.1f s", exc, delay)
+            except Exception:
+                log.exception("Batch failed; retrying in %.1f s", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    async def process(self, messages: Sequence[Message]) -> BatchOutcome:
+        """Process a batch completely: every event is applied or dead-lettered on return."""
         now = self._clock()
         judged = decode_batch(messages, now)
         names = client_ids(judged)
         zones: dict[str, str] = {}
         if names:
-            zones = await _retrying(
-                lambda: self._registry.timezones(names, self._default_timezone, now)
-            )
+            zones = await self._registry.timezones(names, self._default_timezone, now)
         plan = plan_batch(judged, zones, now, self._retention_days)
-        results = await _retrying(lambda: self._writer.apply(plan.device_batches))
+        results = await self._writer.apply(plan.device_batches)
         letters = list(plan.dead_letters)
         for result, members in zip(results, plan.members, strict=True):
             if result.owner is not None:
@@ -84,14 +95,3 @@ class BatchProcessor:
             skipped=sum(r.skipped for r in results),
             dead_letters=len(letters),
         )
-
-
-async def _retrying(attempt: Callable[[], Awaitable[T]]) -> T:
-    delay = _BACKOFF_FIRST_S
-    while True:
-        try:
-            return await attempt()
-        except StoreUnavailable as exc:
-            log.warning("Redis unavailable (%s); retrying in %.1f s", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _BACKOFF_MAX_S)

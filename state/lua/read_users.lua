@@ -1,11 +1,38 @@
 -- Distinct users per bucket of a device's days.
--- KEYS: day HyperLogLogs in day order; ARGV: the number of days of each bucket, in order.
--- PFCOUNT of several keys counts their union server side, so a user active on several days of
--- a bucket counts once. Returns one integer per bucket.
-local out, first = {}, 1
+-- KEYS[1]: a scratch key of the device's slot; KEYS[2..]: day users keys in day order.
+-- ARGV: the number of days of each bucket, in order. Returns one integer per bucket.
+--
+-- A user active on several days of a bucket counts once. When every day of the bucket is an
+-- exact set, the answer is exact (SUNION). When some day has outgrown its set and holds a
+-- HyperLogLog, the bucket is estimated: the sketches merge into the scratch key, the exact days'
+-- members are added to it, and it is counted and deleted within this script.
+local scratch = KEYS[1]
+local out, first = {}, 2
 for b = 1, #ARGV do
   local last = first + tonumber(ARGV[b]) - 1
-  out[b] = redis.call('PFCOUNT', unpack(KEYS, first, last))
+  local sketches, sets = {}, {}
+  for k = first, last do
+    local kind = redis.call('TYPE', KEYS[k])['ok']
+    if kind == 'string' then
+      sketches[#sketches + 1] = KEYS[k]
+    elseif kind == 'set' then
+      sets[#sets + 1] = KEYS[k]
+    end
+  end
+  if #sketches == 0 then
+    out[b] = (#sets == 0) and 0 or #redis.call('SUNION', unpack(sets))
+  else
+    redis.call('DEL', scratch)
+    redis.call('PFMERGE', scratch, unpack(sketches))
+    for _, key in ipairs(sets) do
+      local members = redis.call('SMEMBERS', key)
+      for i = 1, #members, 1000 do
+        redis.call('PFADD', scratch, unpack(members, i, math.min(i + 999, #members)))
+      end
+    end
+    out[b] = redis.call('PFCOUNT', scratch)
+    redis.call('DEL', scratch)
+  end
   first = last + 1
 end
 return out

@@ -1,0 +1,263 @@
+"""state/ against a real Redis: applying batches, replays, ownership, TTLs, tokens, reading."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+
+from state import keys
+from state.connection import connect
+from state.dates import Bucket
+from state.reader import Reader, SeriesQuery
+from state.registry import Registry
+from state.settings import StoreSettings
+from state.writer import Contribution, DayBatch, DeviceBatch, Writer
+
+T = TypeVar("T")
+NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
+FAR_EXPIRY = int((NOW + timedelta(days=30)).timestamp())
+
+
+def run(services: Any, body: Callable[[Redis], Awaitable[T]]) -> T:
+    async def main() -> T:
+        redis = connect(StoreSettings(redis_url=services.redis_url))
+        try:
+            return await body(redis)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(main())
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def batch(client: str, device: str, days: dict[date, list[Contribution]]) -> DeviceBatch:
+    out = DeviceBatch(client, device)
+    for day, contributions in days.items():
+        out.days[day] = DayBatch(FAR_EXPIRY, list(contributions))
+    return out
+
+
+async def series(redis: Redis, device: str, metric: str, buckets: list[Bucket]) -> list[int]:
+    token = await Registry(redis).create_token([], all_clients=True, name="test")
+    view = await Reader(redis).device_view(
+        token,
+        "any",
+        device,
+        SeriesQuery(metric, buckets),  # type: ignore[arg-type]
+    )
+    assert view.values is not None
+    return view.values
+
+
+D1, D2, D3 = date(2026, 11, 2), date(2026, 11, 3), date(2026, 11, 4)
+
+
+def test_a_batch_is_counted_per_day_and_users_are_distinct_per_bucket(services: Any) -> None:
+    client, device = new_id(), new_id()
+    day_events = {
+        D1: [
+            Contribution(0, 1, 5, "ann"),
+            Contribution(0, 2, 7, "bob"),
+            Contribution(0, 3, 1, None),
+        ],
+        D2: [Contribution(0, 4, 2, "ann")],
+        D3: [Contribution(0, 5, 0, "cy")],
+    }
+
+    async def body(redis: Redis) -> tuple[list[Any], list[int], list[int], list[int]]:
+        results = await Writer(redis).apply([batch(client, device, day_events)])
+        daily = [Bucket(d, d) for d in (D1, D2, D3)]
+        whole = [Bucket(D1, D3)]
+        return (
+            results,
+            await series(redis, device, "activity-count", daily),
+            await series(redis, device, "user-count", daily),
+            await series(redis, device, "user-count", whole),
+        )
+
+    results, activity, daily_users, bucket_users = run(services, body)
+    assert results[0].applied == 5
+    assert activity == [sum(c.count for c in day_events[d]) for d in (D1, D2, D3)]
+    assert daily_users == [
+        len({c.user_id for c in day_events[d] if c.user_id}) for d in (D1, D2, D3)
+    ]
+    assert bucket_users == [len({"ann", "bob", "cy"})]
+
+
+def test_replaying_a_batch_changes_nothing(services: Any) -> None:
+    client, device = new_id(), new_id()
+    events = {D1: [Contribution(2, 10, 3, "ann"), Contribution(2, 11, 4, "bob")]}
+
+    async def body(redis: Redis) -> tuple[int, int, list[int]]:
+        writer = Writer(redis)
+        await writer.apply([batch(client, device, events)])
+        again = (await writer.apply([batch(client, device, events)]))[0]
+        return (
+            again.applied,
+            again.skipped,
+            await series(redis, device, "activity-count", [Bucket(D1, D1)]),
+        )
+
+    applied, skipped, activity = run(services, body)
+    assert (applied, skipped) == (0, 2)
+    assert activity == [3 + 4]
+
+
+def test_an_overlapping_replay_applies_only_the_new_offsets(services: Any) -> None:
+    client, device = new_id(), new_id()
+    first = {D1: [Contribution(1, 100, 10, None), Contribution(1, 101, 20, None)]}
+    replay = {
+        D1: [
+            Contribution(1, 100, 10, None),
+            Contribution(1, 101, 20, None),
+            Contribution(1, 102, 40, None),
+        ]
+    }
+    other_partition = {D1: [Contribution(3, 50, 80, None)]}  # a lower offset, another partition
+
+    async def body(redis: Redis) -> list[int]:
+        writer = Writer(redis)
+        await writer.apply([batch(client, device, first)])
+        await writer.apply([batch(client, device, replay)])
+        await writer.apply([batch(client, device, other_partition)])
+        return await series(redis, device, "activity-count", [Bucket(D1, D1)])
+
+    assert run(services, body) == [10 + 20 + 40 + 80]
+
+
+def test_elements_of_one_array_message_share_an_offset_and_all_count(services: Any) -> None:
+    client, device = new_id(), new_id()
+    events = {
+        D1: [Contribution(0, 7, 1, "a"), Contribution(0, 7, 2, "b"), Contribution(0, 7, 3, "c")]
+    }
+
+    async def body(redis: Redis) -> tuple[list[int], list[int]]:
+        await Writer(redis).apply([batch(client, device, events)])
+        return (
+            await series(redis, device, "activity-count", [Bucket(D1, D1)]),
+            await series(redis, device, "user-count", [Bucket(D1, D1)]),
+        )
+
+    assert run(services, body) == ([6], [3])
+
+
+def test_a_device_of_another_client_is_refused_and_unchanged(services: Any) -> None:
+    owner, intruder, device = new_id(), new_id(), new_id()
+
+    async def body(redis: Redis) -> tuple[Any, list[int], bool]:
+        writer = Writer(redis)
+        await writer.apply([batch(owner, device, {D1: [Contribution(0, 1, 5, "ann")]})])
+        refused = (
+            await writer.apply([batch(intruder, device, {D1: [Contribution(0, 2, 9, "eve")]})])
+        )[0]
+        listed = bool(await redis.sismember(keys.client_devices(intruder), device))
+        return refused, await series(redis, device, "activity-count", [Bucket(D1, D1)]), listed
+
+    refused, activity, listed = run(services, body)
+    assert refused.owner == owner
+    assert activity == [5]
+    assert not listed
+
+
+def test_day_keys_expire_with_their_day_and_the_device_with_its_newest_day(services: Any) -> None:
+    client, device = new_id(), new_id()
+    early, late = int(time.time()) + 3_600, int(time.time()) + 7_200
+
+    async def body(redis: Redis) -> tuple[int, int, int]:
+        b = DeviceBatch(client, device)
+        b.days[D1] = DayBatch(early, [Contribution(0, 1, 1, "ann")])
+        b.days[D2] = DayBatch(late, [Contribution(0, 2, 1, "ann")])
+        await Writer(redis).apply([b])
+        return (
+            await redis.expiretime(keys.day_counter(device, D1)),
+            await redis.expiretime(keys.day_users(device, D2)),
+            await redis.expiretime(keys.device_meta(device)),
+        )
+
+    assert run(services, body) == (early, late, late)
+
+
+def test_unknown_clients_are_registered_with_the_default_timezone(services: Any) -> None:
+    known, unknown = new_id(), new_id()
+
+    async def body(redis: Redis) -> dict[str, str]:
+        registry = Registry(redis)
+        await registry.add_client(known, "Asia/Kathmandu", "k", NOW)
+        return await registry.timezones([known, unknown], "UTC", NOW)
+
+    assert run(services, body) == {known: "Asia/Kathmandu", unknown: "UTC"}
+
+
+def test_tokens_grant_their_clients_until_revoked(services: Any) -> None:
+    a, b = new_id(), new_id()
+
+    async def body(redis: Redis) -> tuple[bool, bool, bool]:
+        registry, reader = Registry(redis), Reader(redis)
+        token = await registry.create_token([a], all_clients=False, name="t")
+        grant = (await reader.device_view(token, a, new_id(), None)).grant
+        await registry.revoke_token(token)
+        revoked = (await reader.device_view(token, a, new_id(), None)).grant
+        assert grant is not None
+        return grant.allows(a), grant.allows(b), revoked is None
+
+    assert run(services, body) == (True, False, True)
+
+
+def test_tokens_are_stored_only_as_hashes(services: Any) -> None:
+    async def body(redis: Redis) -> tuple[str, list[str]]:
+        token = await Registry(redis).create_token([new_id()], all_clients=False, name="t")
+        return token, [k async for k in redis.scan_iter(match=f"{keys.PREFIX}:token:*")]
+
+    token, stored = run(services, body)
+    assert stored
+    assert all(token not in k for k in stored)
+
+
+def _users(prefix: str, count: int, offset_base: int) -> list[Contribution]:
+    return [Contribution(0, offset_base + n, 1, f"{prefix}-{n}") for n in range(count)]
+
+
+def test_a_day_of_500_users_stays_an_exact_set(services: Any) -> None:
+    client, device = new_id(), new_id()
+    day1 = _users("u", 500, 0)
+    day2 = _users("u", 250, 1000) + _users("v", 7, 2000)  # 250 seen on day 1, 7 new
+
+    async def body(redis: Redis) -> tuple[str, list[int], list[int]]:
+        await Writer(redis).apply([batch(client, device, {D1: day1, D2: day2})])
+        kind = await redis.type(keys.day_users(device, D1))
+        daily = await series(redis, device, "user-count", [Bucket(D1, D1), Bucket(D2, D2)])
+        return kind, daily, await series(redis, device, "user-count", [Bucket(D1, D2)])
+
+    kind, daily, both = run(services, body)
+    assert kind == "set"
+    assert daily == [500, 257]
+    assert both == [len({c.user_id for c in day1 + day2})]
+
+
+def test_a_day_past_500_users_becomes_a_sketch_within_2_percent(services: Any) -> None:
+    client, device = new_id(), new_id()
+    big = _users("big", 5_000, 0)
+    small = _users("small", 10, 10_000)
+
+    async def body(redis: Redis) -> tuple[str, list[int], list[int]]:
+        await Writer(redis).apply([batch(client, device, {D1: big, D2: small})])
+        kind = await redis.type(keys.day_users(device, D1))
+        daily = await series(redis, device, "user-count", [Bucket(D1, D1), Bucket(D2, D2)])
+        mixed = await series(redis, device, "user-count", [Bucket(D1, D2)])
+        assert not await redis.exists(keys.device_scratch(device))
+        return kind, daily, mixed
+
+    kind, daily, mixed = run(services, body)
+    assert kind == "string"
+    assert abs(daily[0] - 5_000) <= 0.02 * 5_000
+    assert daily[1] == 10
+    assert abs(mixed[0] - 5_010) <= 0.02 * 5_010
