@@ -94,7 +94,10 @@ def _instant(obj: dict[str, Any]) -> datetime:
         raise _invalid("generated_at_utc", f"not an ISO-8601 instant: {value!r:.80}") from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)  # SPEC §2: a value without an offset is UTC
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:30:00-01:00 is past datetime.max in UTC
+        raise _invalid("generated_at_utc", f"instant out of range: {value!r:.80}") from None
 
 
 def _count(obj: dict[str, Any]) -> int:

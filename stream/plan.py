@@ -82,10 +82,13 @@ def plan_batch(
         tz = zones.get(verdict.client_id)
         if tz is None:
             tz = zones[verdict.client_id] = ZoneInfo(timezones[verdict.client_id])
-        day = local_day(verdict.generated_at, tz)
-        expire_at = day_expires_at(day, tz, retention_days)
+        try:
+            day = local_day(verdict.generated_at, tz)
+            expire_at = day_expires_at(day, tz, retention_days)
+        except OverflowError:  # before year 1 in the client's timezone: far past retention
+            expire_at = 0
         if expire_at <= now_ts:
-            too_old = Rejection("event_too_old", f"local day {day} is past the retention window")
+            too_old = Rejection("event_too_old", "the local day is past the retention window")
             plan.dead_letters.append(DeadLetter(j.message, j.element.index, too_old))
             continue
         slot = by_device.get((verdict.device_id, verdict.client_id))

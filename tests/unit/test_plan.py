@@ -1,0 +1,322 @@
+"""SPEC section 2 bucketing and dead-lettering, through ``stream.plan``.
+
+Local days come from known UTC offsets (New York is UTC-5 until 2026-03-08 07:00 UTC, UTC-4
+after; Kathmandu is UTC+05:45), and retention boundaries from "a day is kept for
+``retention_days`` full days after it ends", worked out by hand in each test.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+
+from state.writer import Contribution, DayBatch, DeviceBatch
+from stream.model import Heartbeat, Rejection
+from stream.plan import Judged, Message, Plan, client_ids, decode_batch, plan_batch
+
+NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+RETENTION_DAYS = 400
+
+CLIENT_NY = "aa7cf840-9ca9-46a3-9778-9015d6580d50"
+CLIENT_UTC = "bb000000-0000-4000-8000-000000000001"
+CLIENT_KTM = "cc000000-0000-4000-8000-000000000002"
+TIMEZONES = {CLIENT_NY: "America/New_York", CLIENT_UTC: "UTC", CLIENT_KTM: "Asia/Kathmandu"}
+
+DEVICE_A = "f1e2d3c4-b5a6-7890-abcd-ef1234567890"
+DEVICE_B = "0b8e3c1a-1111-4222-8333-944455556666"
+DEVICE_C = "d0d0d0d0-2222-4333-8444-955566667777"
+
+
+def heartbeat(
+    client: str = CLIENT_UTC,
+    device: str = DEVICE_A,
+    at: str = "2026-03-09T12:00:00Z",
+    count: int = 1,
+    user: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "client_id": client,
+        "device_id": device,
+        "user_id": user,
+        "generated_at_utc": at,
+        "total_activity_count": count,
+    }
+
+
+def message(partition: int, offset: int, doc: Any, key: bytes | None = None) -> Message:
+    value = doc if isinstance(doc, bytes) else json.dumps(doc).encode("utf-8")
+    return Message("heartbeats", partition, offset, key, value)
+
+
+def plan(
+    *messages: Message,
+    now: datetime = NOW,
+    retention_days: int = RETENTION_DAYS,
+    timezones: dict[str, str] = TIMEZONES,
+) -> Plan:
+    return plan_batch(decode_batch(messages, now), timezones, now, retention_days)
+
+
+def utc_ts(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
+    return int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp())
+
+
+def only_day(result: Plan) -> date:
+    assert len(result.device_batches) == 1
+    (day,) = result.device_batches[0].days
+    return day
+
+
+# --- local day ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("client", "at", "expected"),
+    [
+        # 04:30 UTC is 23:30 EST on the 7th (New York springs forward at 07:00 UTC that day).
+        pytest.param(CLIENT_NY, "2026-03-08T04:30:00Z", date(2026, 3, 7), id="ny-0430Z"),
+        # 04:30 UTC on the 9th is 00:30 EDT on the 9th: the offset is now -4.
+        pytest.param(CLIENT_NY, "2026-03-09T04:30:00Z", date(2026, 3, 9), id="ny-edt"),
+        pytest.param(CLIENT_UTC, "2026-03-08T04:30:00Z", date(2026, 3, 8), id="utc"),
+        # 18:30 UTC is 00:15 the next day at +05:45.
+        pytest.param(CLIENT_KTM, "2026-03-07T18:30:00Z", date(2026, 3, 8), id="ktm-1830Z"),
+        pytest.param(CLIENT_KTM, "2026-03-07T18:14:00Z", date(2026, 3, 7), id="ktm-1814Z"),
+        # The event's own offset does not matter, only the instant: 23:30-05:00 is 04:30Z.
+        pytest.param(CLIENT_NY, "2026-03-07T23:30:00-05:00", date(2026, 3, 7), id="ny-offset"),
+        pytest.param(CLIENT_UTC, "2026-03-07T23:30:00-05:00", date(2026, 3, 8), id="utc-offset"),
+    ],
+)
+def test_events_are_bucketed_by_the_clients_local_day(client: str, at: str, expected: date) -> None:
+    assert only_day(plan(message(0, 1, heartbeat(client=client, at=at)))) == expected
+
+
+def test_a_day_batch_expires_retention_days_after_its_local_day_ends() -> None:
+    result = plan(message(0, 1, heartbeat(client=CLIENT_NY, at="2026-03-08T04:30:00Z")))
+    day_batch = result.device_batches[0].days[date(2026, 3, 7)]
+    # 2026-03-07 + 1 + 400 days = 2027-04-12; New York midnight then is EDT, 04:00 UTC.
+    assert day_batch.expire_at == utc_ts(2027, 4, 12, 4)
+
+
+# --- grouping -------------------------------------------------------------------------------
+
+
+def test_contributions_are_grouped_per_device_in_first_seen_order_and_batch_order() -> None:
+    result = plan(
+        message(0, 10, heartbeat(device=DEVICE_A, count=5, user="ann")),
+        message(1, 5, heartbeat(device=DEVICE_B, count=7)),
+        message(0, 11, heartbeat(device=DEVICE_A, count=0, user="bob")),
+        message(0, 12, heartbeat(device=DEVICE_C, count=9, user="cy")),
+        message(1, 6, heartbeat(device=DEVICE_B, count=1, user="ann")),
+    )
+    # UTC client, 2026-03-09: kept until 2026-03-10 + 400 days = 2027-04-14 00:00 UTC.
+    expire = utc_ts(2027, 4, 14)
+    day = date(2026, 3, 9)
+
+    def batch(device: str, *contributions: Contribution) -> DeviceBatch:
+        return DeviceBatch(CLIENT_UTC, device, {day: DayBatch(expire, list(contributions))})
+
+    assert result.device_batches == [
+        batch(DEVICE_A, Contribution(0, 10, 5, "ann"), Contribution(0, 11, 0, "bob")),
+        batch(DEVICE_B, Contribution(1, 5, 7, None), Contribution(1, 6, 1, "ann")),
+        batch(DEVICE_C, Contribution(0, 12, 9, "cy")),
+    ]
+    assert result.dead_letters == []
+
+
+def test_a_devices_events_on_several_local_days_form_one_day_batch_per_day() -> None:
+    result = plan(
+        message(0, 1, heartbeat(at="2026-03-09T10:00:00Z", count=1)),
+        message(0, 2, heartbeat(at="2026-03-08T10:00:00Z", count=2)),
+        message(0, 3, heartbeat(at="2026-03-09T23:59:59Z", count=3)),
+    )
+    (device_batch,) = result.device_batches
+    assert list(device_batch.days) == [date(2026, 3, 9), date(2026, 3, 8)]
+    assert device_batch.days[date(2026, 3, 9)].contributions == [
+        Contribution(0, 1, 1, None),
+        Contribution(0, 3, 3, None),
+    ]
+    assert device_batch.days[date(2026, 3, 8)].contributions == [Contribution(0, 2, 2, None)]
+
+
+def test_uuid_case_does_not_split_a_device_batch() -> None:
+    result = plan(
+        message(0, 1, heartbeat(client=CLIENT_UTC.upper(), device=DEVICE_A.upper())),
+        message(0, 2, heartbeat(client=CLIENT_UTC, device=DEVICE_A)),
+    )
+    (device_batch,) = result.device_batches
+    assert (device_batch.client_id, device_batch.device_id) == (CLIENT_UTC, DEVICE_A)
+    assert [c.offset for c in device_batch.days[date(2026, 3, 9)].contributions] == [1, 2]
+
+
+def test_elements_of_an_array_message_share_its_partition_and_offset() -> None:
+    gateway = message(
+        4,
+        77,
+        [
+            heartbeat(device=DEVICE_A, count=1, user="ann"),
+            heartbeat(device=DEVICE_B, count=2),
+            heartbeat(device=DEVICE_A, count=3, user="bob"),
+        ],
+        key=b"gateway-1",
+    )
+    result = plan(gateway)
+    day = date(2026, 3, 9)
+    assert [b.device_id for b in result.device_batches] == [DEVICE_A, DEVICE_B]
+    assert result.device_batches[0].days[day].contributions == [
+        Contribution(4, 77, 1, "ann"),
+        Contribution(4, 77, 3, "bob"),
+    ]
+    assert result.device_batches[1].days[day].contributions == [Contribution(4, 77, 2, None)]
+
+
+def test_a_second_client_naming_the_same_device_gets_its_own_device_batch() -> None:
+    result = plan(
+        message(0, 1, heartbeat(client=CLIENT_UTC, device=DEVICE_A, count=1)),
+        message(0, 2, heartbeat(client=CLIENT_NY, device=DEVICE_A, count=2)),
+        message(0, 3, heartbeat(client=CLIENT_UTC, device=DEVICE_A, count=3)),
+    )
+    assert [(b.client_id, b.device_id) for b in result.device_batches] == [
+        (CLIENT_UTC, DEVICE_A),
+        (CLIENT_NY, DEVICE_A),
+    ]
+    counts = [
+        [c.count for d in b.days.values() for c in d.contributions] for b in result.device_batches
+    ]
+    assert counts == [[1, 3], [2]]
+    assert result.dead_letters == []  # ownership is for state/ to decide
+
+
+def test_members_line_up_with_device_batches() -> None:
+    messages = [
+        message(0, 1, heartbeat(device=DEVICE_A)),
+        message(0, 2, [heartbeat(device=DEVICE_B), heartbeat(device=DEVICE_A, user="x")]),
+        message(0, 3, b"not json"),
+        message(0, 4, heartbeat(client=CLIENT_NY, device=DEVICE_A)),
+    ]
+    result = plan(*messages)
+
+    assert len(result.members) == len(result.device_batches) == 3
+    expected_positions = [[(1, None), (2, 1)], [(2, 0)], [(4, None)]]
+    for batch, members, positions in zip(
+        result.device_batches, result.members, expected_positions, strict=True
+    ):
+        assert [(j.message.offset, j.element.index) for j in members] == positions
+        for j in members:
+            verdict = j.element.verdict
+            assert isinstance(verdict, Heartbeat)
+            assert (verdict.client_id, verdict.device_id) == (batch.client_id, batch.device_id)
+
+
+# --- dead letters ---------------------------------------------------------------------------
+
+
+def test_rejections_become_dead_letters_with_their_message_and_element_index() -> None:
+    not_json = message(0, 1, b"{", key=b"k1")
+    mixed_array = message(0, 2, [heartbeat(), heartbeat(count=-1), 7])
+    missing_device = message(0, 3, {"client_id": CLIENT_UTC, "total_activity_count": 1})
+    result = plan(not_json, mixed_array, missing_device)
+
+    got = [(d.message, d.index, d.rejection.reason, d.rejection.field) for d in result.dead_letters]
+    assert got == [
+        (not_json, None, "invalid_json", None),
+        (mixed_array, 1, "invalid_field", "total_activity_count"),
+        (mixed_array, 2, "not_an_object", None),
+        (missing_device, None, "missing_field", "device_id"),
+    ]
+    assert [c.offset for c in result.device_batches[0].days[date(2026, 3, 9)].contributions] == [2]
+
+
+@pytest.mark.parametrize(
+    ("client", "at", "kept"),
+    [
+        # Retention 3 days, now 2026-03-10 00:00 UTC. A UTC day D is kept until D + 4 days 00:00:
+        # 03-07 until 03-11 (kept); 03-06 until 03-10 00:00, which is now (gone).
+        pytest.param(CLIENT_UTC, "2026-03-07T00:00:00Z", True, id="utc-boundary-day-kept"),
+        pytest.param(CLIENT_UTC, "2026-03-06T23:59:59Z", False, id="utc-day-before-too-old"),
+        # New York: day 03-06 is kept until 03-10 00:00 EDT = 04:00 UTC, after now (kept);
+        # 03-05 until 03-09 00:00 EDT = 03-09 04:00 UTC (gone). 03-06 00:00 EST = 05:00 UTC.
+        pytest.param(CLIENT_NY, "2026-03-06T05:00:00Z", True, id="ny-boundary-day-kept"),
+        pytest.param(CLIENT_NY, "2026-03-06T04:59:59Z", False, id="ny-day-before-too-old"),
+    ],
+)
+def test_events_older_than_retention_are_event_too_old(client: str, at: str, kept: bool) -> None:
+    midnight = datetime(2026, 3, 10, tzinfo=UTC)
+    result = plan(message(0, 1, heartbeat(client=client, at=at)), now=midnight, retention_days=3)
+    if kept:
+        assert result.dead_letters == []
+        assert len(result.device_batches) == 1
+    else:
+        assert result.device_batches == []
+        assert result.members == []
+        (letter,) = result.dead_letters
+        assert (letter.rejection.reason, letter.index) == ("event_too_old", None)
+
+
+def test_an_event_older_than_the_calendar_in_a_western_timezone_is_event_too_old() -> None:
+    # Year 1 in UTC is still year 0 in New York: no date to bucket, but surely too old.
+    ancient = message(0, 1, heartbeat(client=CLIENT_NY, at="0001-01-01T00:30:00Z"))
+    result = plan(ancient)
+    assert [(d.message, d.rejection.reason) for d in result.dead_letters] == [
+        (ancient, "event_too_old")
+    ]
+
+
+def test_every_element_is_either_planned_or_dead_lettered() -> None:
+    messages = [
+        message(0, 1, [heartbeat(), heartbeat(at="2020-01-01T00:00:00Z"), {}]),
+        message(0, 2, b"\xff"),
+        message(0, 3, heartbeat(client=CLIENT_NY, device=DEVICE_B)),
+        message(0, 4, []),
+        message(0, 5, heartbeat(at="2026-03-20T00:00:00Z")),
+    ]
+    result = plan(*messages)
+    planned = sum(len(d.contributions) for b in result.device_batches for d in b.days.values())
+    assert planned == sum(len(m) for m in result.members) == 2
+    assert [(d.message.offset, d.index) for d in result.dead_letters] == [
+        (1, 1),
+        (1, 2),
+        (2, None),
+        (4, None),
+        (5, None),
+    ]
+
+
+# --- decode_batch and client_ids ------------------------------------------------------------
+
+
+def test_decode_batch_judges_every_element_of_every_message_in_order() -> None:
+    first = message(0, 1, heartbeat())
+    second = message(0, 2, [heartbeat(), "x", heartbeat()])
+    judged = decode_batch([first, second], NOW)
+    assert [(j.message, j.element.index) for j in judged] == [
+        (first, None),
+        (second, 0),
+        (second, 1),
+        (second, 2),
+    ]
+    assert [type(j.element.verdict) for j in judged] == [Heartbeat, Heartbeat, Rejection, Heartbeat]
+
+
+def test_client_ids_names_the_lower_cased_clients_of_valid_events_only() -> None:
+    judged: list[Judged] = decode_batch(
+        [
+            message(0, 1, heartbeat(client=CLIENT_NY.upper())),
+            message(0, 2, [heartbeat(client=CLIENT_KTM), heartbeat(client=CLIENT_NY)]),
+            message(0, 3, {"client_id": CLIENT_UTC}),  # rejected: its client is not looked up
+        ],
+        NOW,
+    )
+    assert client_ids(judged) == {CLIENT_NY, CLIENT_KTM}
+
+
+def test_a_batch_of_only_rejections_plans_no_device_batch() -> None:
+    empty = message(0, 1, b"[]")
+    result = plan(empty, timezones={})
+    assert result.device_batches == []
+    assert result.members == []
+    assert [(d.message, d.index, d.rejection.reason) for d in result.dead_letters] == [
+        (empty, None, "empty_array")
+    ]
