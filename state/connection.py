@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from state.settings import StoreSettings
 
 
 def connect(settings: StoreSettings) -> Redis:
     """A pooled asyncio client. Connect and read time out after ``redis_timeout_s`` so a dead
-    Redis surfaces as an error quickly instead of hanging a request or a batch."""
+    Redis surfaces as an error quickly instead of hanging a request or a batch.
+
+    One immediate retry covers a pooled connection that died with a Redis restart; anything
+    longer is the caller's to decide (the worker backs off, the API answers 503), so the
+    library's default of several retries with backoff is turned off.
+    """
     return Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
+        retry=Retry(NoBackoff(), 1),
         health_check_interval=15,
         decode_responses=True,
     )
