@@ -1,0 +1,1 @@
+"""device-activity command line and developer tooling."""

@@ -1,0 +1,75 @@
+"""Kafka and Redis together, owning one run directory and its `env` file."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from devact.services.kafka import KafkaServer, ensure_kafka_jars
+from devact.services.redis import RedisServer, ensure_redis_installed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    kafka_bootstrap: str
+    redis_url: str
+
+
+class LocalStack:
+    """Local Kafka and Redis processes whose pid files, logs, data and env file share `run_dir`."""
+
+    def __init__(self, run_dir: Path, kafka_port: int, redis_port: int) -> None:
+        self.run_dir = run_dir.resolve()
+        self.env_file = self.run_dir / "env"
+        self._kafka = KafkaServer(self.run_dir, kafka_port)
+        self._redis = RedisServer(self.run_dir, redis_port)
+
+    @property
+    def endpoints(self) -> Endpoints:
+        return Endpoints(kafka_bootstrap=self._kafka.bootstrap, redis_url=self._redis.url)
+
+    def start(self) -> Endpoints:
+        """Start both (or reuse what already runs), wait until they answer, write `env`."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # Provision first, so a failed download leaves nothing running.
+        ensure_redis_installed()
+        ensure_kafka_jars()
+        self.start_redis()
+        self.start_kafka()
+        endpoints = self.endpoints
+        self.env_file.write_text(
+            f"DEVACT_KAFKA_BOOTSTRAP={endpoints.kafka_bootstrap}\n"
+            f"DEVACT_REDIS_URL={endpoints.redis_url}\n"
+        )
+        return endpoints
+
+    def stop(self) -> None:
+        """Stop both; safe to call when nothing runs."""
+        self.stop_kafka()
+        self.stop_redis()
+        self.env_file.unlink(missing_ok=True)
+
+    def status(self) -> dict[str, str]:
+        """Per service, `running pid N port P` or `stopped`."""
+        result = {}
+        for name, process in (("kafka", self._kafka.process), ("redis", self._redis.process)):
+            record = process.running()
+            result[name] = (
+                "stopped" if record is None else f"running pid {record.pid} port {record.port}"
+            )
+        return result
+
+    def start_kafka(self) -> None:
+        self._kafka.start()
+
+    def stop_kafka(self) -> None:
+        self._kafka.stop()
+
+    def start_redis(self) -> None:
+        self._redis.start()
+
+    def stop_redis(self) -> None:
+        self._redis.stop()
