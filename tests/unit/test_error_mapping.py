@@ -1,0 +1,35 @@
+"""The API maps every failure to the SPEC's error shape in one place (api/errors.py)."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.deps import get_reader
+from api.settings import ApiSettings
+
+ACTIVITY = (
+    "/v2/clients/aa7cf840-9ca9-46a3-9778-9015d6580d50/analytics/devices/"
+    "f1e2d3c4-b5a6-7890-abcd-ef1234567890/activity"
+)
+QUERY = {"metric": "activity-count", "start_date": "2026-01-01", "end_date": "2026-01-15"}
+
+
+class ExplodingReader:
+    """Stands in for a bug deep inside a request."""
+
+    async def device_view(self, *_: object) -> None:
+        raise RuntimeError("secret internal detail")
+
+
+def test_a_bug_is_a_500_internal_error_without_a_stack_trace() -> None:
+    app = create_app(ApiSettings(redis_url="redis://127.0.0.1:1/0"))
+    app.dependency_overrides[get_reader] = ExplodingReader
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get(ACTIVITY, params=QUERY, headers={"Authorization": "Bearer t"})
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {"code": "internal_error", "message": "Internal server error", "details": {}}
+    }
+    assert "secret" not in response.text
+    assert "Traceback" not in response.text
