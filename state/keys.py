@@ -16,6 +16,8 @@ Keys (one line each: key, type, what it holds):
 - ``da:client:<client>`` hash: ``timezone``, ``name``, ``created_at``.
 - ``da:client:<client>:devices`` set: device ids of the client.
 - ``da:clients`` set: every client id.
+- ``da:applied:<topic>:<partition>`` string: the highest offset of that partition whose whole
+  batch is applied; a worker seeks back to it when it gets the partition (repairs a rollback).
 - ``da:token:<sha256 hex of the token>`` hash: ``clients`` (ids, or ``*``), ``name``.
 
 Day keys expire (EXPIREAT) when their day leaves the retention window; the meta key with the
@@ -56,6 +58,10 @@ def client(client_id: str) -> str:
 
 def client_devices(client_id: str) -> str:
     return f"{PREFIX}:client:{client_id}:devices"
+
+
+def applied(topic: str, partition: int) -> str:
+    return f"{PREFIX}:applied:{topic}:{partition}"
 
 
 def token(token_hash: str) -> str:

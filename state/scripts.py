@@ -16,6 +16,7 @@ def _source(name: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Scripts:
     apply_device: AsyncScript
+    advance_applied: AsyncScript
     read_counts: AsyncScript
     read_users: AsyncScript
 
@@ -24,6 +25,7 @@ class Scripts:
         """Bind the scripts to ``redis``; they are sent by SHA and loaded on first NOSCRIPT."""
         return cls(
             apply_device=redis.register_script(_source("apply_device")),
+            advance_applied=redis.register_script(_source("advance_applied")),
             read_counts=redis.register_script(_source("read_counts")),
             read_users=redis.register_script(_source("read_users")),
         )

@@ -74,6 +74,34 @@ def _script_call(batch: DeviceBatch) -> tuple[list[str], list[str | int]]:
     return script_keys, args
 
 
+@dataclass(frozen=True, slots=True)
+class Span:
+    """The offsets of one partition's messages in a batch."""
+
+    first: int
+    last: int
+    force: bool = False
+    """Advance even if ``first`` does not follow the stored position (the caller knows the log
+    holds nothing readable in between)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Positions:
+    """What a batch covers, per partition; once it is applied, the applied positions advance."""
+
+    topic: str
+    spans: dict[int, Span]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    devices: list[ApplyResult]
+    """One per device batch, in order."""
+    previous: dict[int, int | None]
+    """Per partition, the applied position Redis held before this batch (None: nothing). When
+    a span's first offset is past it + 1, Redis lost writes and the position did not move."""
+
+
 class Writer:
     """Applies device batches. Safe to call again with the same events: replays are skipped."""
 
@@ -82,33 +110,50 @@ class Writer:
         self._scripts = Scripts.register(redis)
         self._known_devices: set[tuple[str, str]] = set()
 
-    async def apply(self, batches: Sequence[DeviceBatch]) -> list[ApplyResult]:
-        """Apply every device batch, in order, in one round trip; results in the same order.
+    async def apply(self, batches: Sequence[DeviceBatch], positions: Positions) -> BatchResult:
+        """Apply every device batch, in order, then advance the partitions' applied positions,
+        all in one round trip.
 
-        Each device batch is one atomic script call. A failure part-way leaves some devices
-        applied and others not; calling again with the same batches completes the rest.
+        Each device batch is one atomic script call. Redis runs a pipeline in order and its AOF
+        logs it in order, so a position that survives a crash implies the batches before it did.
+        A failure part-way leaves some devices applied and others not; calling again with the
+        same batches completes the rest.
         """
         try:
-            results = await self._apply_scripts(batches)
-            await self._register_devices(batches, results)
+            result = await self._apply_scripts(batches, positions)
+            await self._register_devices(batches, result.devices)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return results
+        return result
 
-    async def _apply_scripts(self, batches: Sequence[DeviceBatch]) -> list[ApplyResult]:
-        if not batches:
-            return []
+    async def _apply_scripts(
+        self, batches: Sequence[DeviceBatch], positions: Positions
+    ) -> BatchResult:
+        partitions = sorted(positions.spans)
         async with self._redis.pipeline(transaction=False) as pipe:
             for batch in batches:
                 script_keys, args = _script_call(batch)
                 await self._scripts.apply_device(keys=script_keys, args=args, client=pipe)
+            for p in partitions:
+                span = positions.spans[p]
+                await self._scripts.advance_applied(
+                    keys=[keys.applied(positions.topic, p)],
+                    args=[span.first, span.last, int(span.force)],
+                    client=pipe,
+                )
             replies = await pipe.execute()
-        return [
+        device_replies, position_replies = replies[: len(batches)], replies[len(batches) :]
+        devices = [
             ApplyResult(applied=int(r[1]), skipped=int(r[2]))
             if int(r[0]) == 1
             else ApplyResult(owner=str(r[1]))
-            for r in replies
+            for r in device_replies
         ]
+        previous = {
+            p: None if int(found) < 0 else int(found)
+            for p, found in zip(partitions, position_replies, strict=True)
+        }
+        return BatchResult(devices, previous)
 
     async def _register_devices(
         self, batches: Sequence[DeviceBatch], results: Sequence[ApplyResult]

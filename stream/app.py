@@ -11,6 +11,7 @@ from typing import Any
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
+from faust.types import TP
 
 from state.connection import connect
 from state.registry import Registry
@@ -27,6 +28,11 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_DLQ_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+"""The dead-letter topic (when the worker creates it) and the producer accept messages this
+large, so a rejected event as big as the heartbeats topic allows still fits with its headers."""
+
+
 def create_app(settings: WorkerSettings) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -38,11 +44,18 @@ def create_app(settings: WorkerSettings) -> faust.App:
         # A new consumer group must start from the oldest retained heartbeat, not skip the
         # backlog produced before the first worker came up.
         consumer_auto_offset_reset="earliest",
+        # Static membership: a worker restarted with the same id takes its partitions back at
+        # once instead of waiting for the session timeout and a rebalance.
+        consumer_group_instance_id=settings.worker_instance_id,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        producer_max_request_size=_DLQ_MAX_MESSAGE_BYTES,
         key_serializer="raw",
         value_serializer="raw",
     )
     source = app.topic(settings.topic, key_type=bytes, value_type=bytes)
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
+    runtime = _Runtime()
 
     async def send_dead_letters(records: Sequence[DeadLetterRecord]) -> None:
         """Send and wait for the broker's acknowledgement, so a batch is only acknowledged once
@@ -50,26 +63,48 @@ def create_app(settings: WorkerSettings) -> faust.App:
         pending = [await dlq.send(key=r.key, value=r.value, headers=r.headers) for r in records]
         await asyncio.gather(*pending)
 
+    async def rewind(topic: str, partition: int, applied: int | None, gap_start: int) -> bool:
+        tp = TP(topic, partition)
+        earliest = (await app.consumer.earliest_offsets(tp)).get(tp) or 0
+        target = max(earliest, 0 if applied is None else applied + 1)
+        if target >= gap_start:
+            return False
+        await app.consumer.seek(tp, target)
+        return True
+
+    @app.on_partitions_revoked.connect
+    def forget(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
+        if runtime.processor is not None:
+            runtime.processor.forget_partitions()
+
     # concurrency=1: one instance of the agent per worker, so each partition's batches are
     # applied strictly in offset order (the effectively-once check in state/ relies on it).
     @app.agent(source, concurrency=1)
     async def heartbeats(stream: Any) -> None:
         redis = connect(settings)
-        processor = BatchProcessor(
+        runtime.processor = processor = BatchProcessor(
             registry=Registry(redis),
             writer=Writer(redis),
             send=send_dead_letters,
             clock=_utc_now,
             default_timezone=settings.default_timezone,
             retention_days=settings.retention_days,
+            rewind=rewind,
         )
         try:
             async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
                 await processor.process_until_done([_message(e.message) for e in events])
         finally:
+            runtime.processor = None
             await redis.aclose()
 
     return app
+
+
+class _Runtime:
+    """What the agent builds once it runs inside the worker's event loop."""
+
+    processor: BatchProcessor | None = None
 
 
 def _message(record: Any) -> Message:
@@ -82,28 +117,26 @@ def _message(record: Any) -> Message:
     )
 
 
-async def ensure_topics(settings: WorkerSettings, retry_for_s: float = 120.0) -> None:
+async def ensure_topics(settings: WorkerSettings) -> None:
     """Create the heartbeats and dead-letter topics when missing (Faust only creates its own
-    internal topics). Waits for the broker, retrying, instead of failing on a slow start."""
-    deadline = asyncio.get_running_loop().time() + retry_for_s
+    internal topics). Waits for the broker as long as it takes: a worker never exits because
+    Kafka is not up yet."""
     delay = 0.2
     while True:
         admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         try:
             await admin.start()
             existing = set(await admin.list_topics())
+            dlq_config = {"max.message.bytes": str(_DLQ_MAX_MESSAGE_BYTES)}
             wanted = [
-                NewTopic(name, settings.topic_partitions, 1)
-                for name in (settings.topic, settings.dlq_topic)
+                NewTopic(name, settings.topic_partitions, 1, topic_configs=config)
+                for name, config in ((settings.topic, {}), (settings.dlq_topic, dlq_config))
                 if name not in existing
             ]
             if wanted:
-                response = await admin.create_topics(wanted)
-                _check_created(response)
+                _check_created(await admin.create_topics(wanted))
             return
         except (KafkaConnectionError, OSError) as exc:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
             log.warning("Kafka not reachable yet (%s); retrying in %.1f s", exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

@@ -22,6 +22,10 @@ class WorkerSettings(StoreSettings):
     batch_max: int = Field(default=5000, ge=1)
     batch_within_s: float = Field(default=0.1, gt=0)
     """How long a batch waits to fill: bounds the added latency of a quiet stream."""
+    worker_instance_id: str | None = None
+    """Kafka static group membership id (unique per worker process, kept across restarts)."""
+    session_timeout_s: float = Field(default=10.0, ge=6.0)
+    """How long the group waits for a silent worker before giving its partitions away."""
     log_level: str = "info"
 
     def broker_urls(self) -> list[str]:

@@ -17,11 +17,12 @@ from state.dates import Bucket
 from state.reader import Reader, SeriesQuery
 from state.registry import Registry
 from state.settings import StoreSettings
-from state.writer import Contribution, DayBatch, DeviceBatch, Writer
+from state.writer import Contribution, DayBatch, DeviceBatch, Positions, Span, Writer
 
 T = TypeVar("T")
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 FAR_EXPIRY = int((NOW + timedelta(days=30)).timestamp())
+NO_POSITIONS = Positions("", {})
 
 
 def run(services: Any, body: Callable[[Redis], Awaitable[T]]) -> T:
@@ -74,7 +75,9 @@ def test_a_batch_is_counted_per_day_and_users_are_distinct_per_bucket(services: 
     }
 
     async def body(redis: Redis) -> tuple[list[Any], list[int], list[int], list[int]]:
-        results = await Writer(redis).apply([batch(client, device, day_events)])
+        results = (
+            await Writer(redis).apply([batch(client, device, day_events)], NO_POSITIONS)
+        ).devices
         daily = [Bucket(d, d) for d in (D1, D2, D3)]
         whole = [Bucket(D1, D3)]
         return (
@@ -99,8 +102,8 @@ def test_replaying_a_batch_changes_nothing(services: Any) -> None:
 
     async def body(redis: Redis) -> tuple[int, int, list[int]]:
         writer = Writer(redis)
-        await writer.apply([batch(client, device, events)])
-        again = (await writer.apply([batch(client, device, events)]))[0]
+        await writer.apply([batch(client, device, events)], NO_POSITIONS)
+        again = (await writer.apply([batch(client, device, events)], NO_POSITIONS)).devices[0]
         return (
             again.applied,
             again.skipped,
@@ -126,9 +129,9 @@ def test_an_overlapping_replay_applies_only_the_new_offsets(services: Any) -> No
 
     async def body(redis: Redis) -> list[int]:
         writer = Writer(redis)
-        await writer.apply([batch(client, device, first)])
-        await writer.apply([batch(client, device, replay)])
-        await writer.apply([batch(client, device, other_partition)])
+        await writer.apply([batch(client, device, first)], NO_POSITIONS)
+        await writer.apply([batch(client, device, replay)], NO_POSITIONS)
+        await writer.apply([batch(client, device, other_partition)], NO_POSITIONS)
         return await series(redis, device, "activity-count", [Bucket(D1, D1)])
 
     assert run(services, body) == [10 + 20 + 40 + 80]
@@ -141,7 +144,7 @@ def test_elements_of_one_array_message_share_an_offset_and_all_count(services: A
     }
 
     async def body(redis: Redis) -> tuple[list[int], list[int]]:
-        await Writer(redis).apply([batch(client, device, events)])
+        await Writer(redis).apply([batch(client, device, events)], NO_POSITIONS)
         return (
             await series(redis, device, "activity-count", [Bucket(D1, D1)]),
             await series(redis, device, "user-count", [Bucket(D1, D1)]),
@@ -155,10 +158,14 @@ def test_a_device_of_another_client_is_refused_and_unchanged(services: Any) -> N
 
     async def body(redis: Redis) -> tuple[Any, list[int], bool]:
         writer = Writer(redis)
-        await writer.apply([batch(owner, device, {D1: [Contribution(0, 1, 5, "ann")]})])
+        await writer.apply(
+            [batch(owner, device, {D1: [Contribution(0, 1, 5, "ann")]})], NO_POSITIONS
+        )
         refused = (
-            await writer.apply([batch(intruder, device, {D1: [Contribution(0, 2, 9, "eve")]})])
-        )[0]
+            await writer.apply(
+                [batch(intruder, device, {D1: [Contribution(0, 2, 9, "eve")]})], NO_POSITIONS
+            )
+        ).devices[0]
         listed = bool(await redis.sismember(keys.client_devices(intruder), device))
         return refused, await series(redis, device, "activity-count", [Bucket(D1, D1)]), listed
 
@@ -176,7 +183,7 @@ def test_day_keys_expire_with_their_day_and_the_device_with_its_newest_day(servi
         b = DeviceBatch(client, device)
         b.days[D1] = DayBatch(early, [Contribution(0, 1, 1, "ann")])
         b.days[D2] = DayBatch(late, [Contribution(0, 2, 1, "ann")])
-        await Writer(redis).apply([b])
+        await Writer(redis).apply([b], NO_POSITIONS)
         return (
             await redis.expiretime(keys.day_counter(device, D1)),
             await redis.expiretime(keys.day_users(device, D2)),
@@ -232,7 +239,7 @@ def test_a_day_of_500_users_stays_an_exact_set(services: Any) -> None:
     day2 = _users("u", 250, 1000) + _users("v", 7, 2000)  # 250 seen on day 1, 7 new
 
     async def body(redis: Redis) -> tuple[str, list[int], list[int]]:
-        await Writer(redis).apply([batch(client, device, {D1: day1, D2: day2})])
+        await Writer(redis).apply([batch(client, device, {D1: day1, D2: day2})], NO_POSITIONS)
         kind = await redis.type(keys.day_users(device, D1))
         daily = await series(redis, device, "user-count", [Bucket(D1, D1), Bucket(D2, D2)])
         return kind, daily, await series(redis, device, "user-count", [Bucket(D1, D2)])
@@ -249,7 +256,7 @@ def test_a_day_past_500_users_becomes_a_sketch_within_2_percent(services: Any) -
     small = _users("small", 10, 10_000)
 
     async def body(redis: Redis) -> tuple[str, list[int], list[int]]:
-        await Writer(redis).apply([batch(client, device, {D1: big, D2: small})])
+        await Writer(redis).apply([batch(client, device, {D1: big, D2: small})], NO_POSITIONS)
         kind = await redis.type(keys.day_users(device, D1))
         daily = await series(redis, device, "user-count", [Bucket(D1, D1), Bucket(D2, D2)])
         mixed = await series(redis, device, "user-count", [Bucket(D1, D2)])
@@ -261,3 +268,28 @@ def test_a_day_past_500_users_becomes_a_sketch_within_2_percent(services: Any) -
     assert abs(daily[0] - 5_000) <= 0.02 * 5_000
     assert daily[1] == 10
     assert abs(mixed[0] - 5_010) <= 0.02 * 5_010
+
+
+def test_applied_position_advances_only_when_a_batch_continues_it(services: Any) -> None:
+    topic = f"t-{new_id()}"
+
+    async def body(redis: Redis) -> list[tuple[dict[int, int | None], str | None]]:
+        writer, seen = Writer(redis), []
+        for span in (
+            Span(0, 9),  # nothing stored yet, starts at the beginning: advances to 9
+            Span(10, 19),  # continues: 19
+            Span(5, 12),  # a re-delivery below: stays 19 (never moves back)
+            Span(30, 39),  # a gap (Redis lost 20..29?): stays 19, and 19 is reported
+            Span(25, 27, force=True),  # the caller knows nothing readable lies before 25: 27
+        ):
+            result = await writer.apply([], Positions(topic, {3: span}))
+            seen.append((result.previous, await redis.get(keys.applied(topic, 3))))
+        return seen
+
+    assert run(services, body) == [
+        ({3: None}, "9"),
+        ({3: 9}, "19"),
+        ({3: 19}, "19"),
+        ({3: 19}, "19"),
+        ({3: 19}, "27"),
+    ]
