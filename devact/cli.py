@@ -62,6 +62,33 @@ def worker() -> None:
 
 
 @app.command()
+def replay(
+    since: Annotated[
+        str | None,
+        typer.Option("--from", help="Replay from this ISO-8601 instant instead of the beginning."),
+    ] = None,
+) -> None:
+    """Re-read the heartbeats topic into Redis; what Redis already holds is left unchanged."""
+    from stream.replay import replay as run_replay
+    from stream.settings import WorkerSettings
+
+    _setup_logging()
+    start = None
+    if since is not None:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            typer.echo(f"error: not an ISO-8601 instant: {since}", err=True)
+            raise typer.Exit(2) from None
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    summary = asyncio.run(run_replay(WorkerSettings(), start))
+    typer.echo(
+        f"replayed {summary.messages} messages: {summary.applied} events applied, "
+        f"{summary.skipped} already there, {summary.rejected} rejected (not re-sent to the DLQ)"
+    )
+
+
+@app.command()
 def api(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,

@@ -1,0 +1,119 @@
+"""Re-reading the heartbeats topic into Redis (`devact replay`).
+
+A plain aiokafka consumer with no group: it reads every partition from the earliest retained
+offset (or from a point in time) up to the end offsets seen when it starts, and hands batches to
+the same BatchProcessor the worker uses. Events Redis already holds are skipped by state/, so a
+replay over populated Redis changes nothing and a replay after FLUSHALL rebuilds the same state.
+It writes no dead letters: the DLQ already holds those events.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from state.connection import connect
+from state.registry import Registry
+from state.writer import Writer
+from stream.dlq import DeadLetterRecord
+from stream.plan import Message
+from stream.processor import BatchProcessor
+from stream.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+_PROGRESS_EVERY_S = 1.0
+
+
+@dataclass(slots=True)
+class ReplaySummary:
+    messages: int = 0
+    applied: int = 0
+    skipped: int = 0
+    rejected: int = 0
+
+
+async def replay(settings: WorkerSettings, since: datetime | None = None) -> ReplaySummary:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    redis = connect(settings)
+    summary = ReplaySummary()
+
+    async def drop_dead_letters(records: Sequence[DeadLetterRecord]) -> None:
+        summary.rejected += len(records)
+
+    processor = BatchProcessor(
+        registry=Registry(redis),
+        writer=Writer(redis),
+        send=drop_dead_letters,
+        clock=lambda: datetime.now(UTC),
+        default_timezone=settings.default_timezone,
+        retention_days=settings.retention_days,
+    )
+    await consumer.start()
+    try:
+        partitions = [
+            TopicPartition(settings.topic, p)
+            for p in sorted(consumer.partitions_for_topic(settings.topic) or [])
+        ]
+        consumer.assign(partitions)
+        starts = await _seek_start(consumer, partitions, since)
+        ends = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if starts[tp] < ends[tp]}
+        total = sum(max(0, ends[tp] - starts[tp]) for tp in partitions)
+        log.info("replaying %d messages of %d partitions", total, len(partitions))
+        started = last_report = time.monotonic()
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
+            messages = [
+                Message(r.topic, r.partition, r.offset, r.key, r.value or b"")
+                for tp, records in batches.items()
+                for r in records
+                if r.offset < ends[tp]
+            ]
+            if messages:
+                outcome = await processor.process_until_done(messages)
+                summary.messages += len(messages)
+                summary.applied += outcome.applied
+                summary.skipped += outcome.skipped
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+            if time.monotonic() - last_report >= _PROGRESS_EVERY_S:
+                last_report = time.monotonic()
+                rate = summary.messages / max(last_report - started, 1e-9)
+                log.info(
+                    "replayed %d/%d messages (%.0f%%), %.0f msg/s",
+                    summary.messages, total, 100 * summary.messages / max(total, 1), rate,
+                )  # fmt: skip
+    finally:
+        await consumer.stop()
+        await redis.aclose()
+    return summary
+
+
+async def _seek_start(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None
+) -> dict[TopicPartition, int]:
+    """Position every partition at its first offset to replay; returns those offsets."""
+    earliest = await consumer.beginning_offsets(partitions)
+    if since is None:
+        starts = dict(earliest)
+    else:
+        found = await consumer.offsets_for_times(
+            {tp: int(since.timestamp() * 1000) for tp in partitions}
+        )
+        ends = await consumer.end_offsets(partitions)
+        starts = {tp: ends[tp] if found[tp] is None else found[tp].offset for tp in partitions}
+    for tp, offset in starts.items():
+        consumer.seek(tp, offset)
+    return starts
