@@ -89,7 +89,8 @@ start() {
   local token
   token=$("$DEVACT" token create --client "$CLIENT_ID" --name demo)
 
-  start_bg worker "$DEVACT" worker
+  # A stable instance id: a restarted worker takes its partitions back at once (static membership).
+  DEVACT_WORKER_INSTANCE_ID=${DEVACT_WORKER_INSTANCE_ID:-worker-1} start_bg worker "$DEVACT" worker
   start_bg api "$DEVACT" api --host 127.0.0.1 --port "$API_PORT"
   wait_ready "http://127.0.0.1:$API_PORT/readyz"
   # After the API is ready the worker has had time to declare the topics it consumes.
