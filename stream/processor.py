@@ -10,7 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from state.errors import StoreUnavailable
 from state.registry import Registry
@@ -35,6 +35,9 @@ async def _cannot_rewind(topic: str, partition: int, applied: int | None, gap_st
     return True
 
 
+ZONE_CACHE = timedelta(seconds=30)
+"""How long a client's timezone is used before it is read again: a `devact client add` that
+changes it applies to events processed from then on, within this delay."""
 _BACKOFF_FIRST_S = 0.1
 _BACKOFF_MAX_S = 5.0
 
@@ -64,6 +67,8 @@ class BatchProcessor:
         self._default_timezone = default_timezone
         self._retention_days = retention_days
         self._rewind = rewind
+        self._zones: dict[str, tuple[str, datetime]] = {}
+        """Client timezones with the time they must be read again."""
         self._rewinding: dict[int, int] = {}
         """Partitions being re-read, with the offset where the gap began: messages from there on
         that still arrive were fetched before the seek, so they do not continue the position."""
@@ -91,10 +96,7 @@ class BatchProcessor:
         """Process a batch completely: every event is applied or dead-lettered on return."""
         now = self._clock()
         judged = decode_batch(messages, now)
-        names = client_ids(judged)
-        zones: dict[str, str] = {}
-        if names:
-            zones = await self._registry.timezones(names, self._default_timezone, now)
+        zones = await self._timezones(client_ids(judged), now)
         plan = plan_batch(judged, zones, now, self._retention_days)
         positions = self._positions(messages)
         batch = await self._writer.apply(plan.device_batches, positions)
@@ -114,6 +116,16 @@ class BatchProcessor:
             skipped=sum(r.skipped for r in results),
             dead_letters=len(letters),
         )
+
+    async def _timezones(self, names: set[str], now: datetime) -> dict[str, str]:
+        """Clients' timezones, read from Redis at most every ``ZONE_CACHE_S`` per client (and
+        unknown clients registered there with the default timezone on first sight)."""
+        stale = {n for n in names if n not in self._zones or self._zones[n][1] <= now}
+        if stale:
+            fresh = await self._registry.timezones(stale, self._default_timezone, now)
+            expires = now + ZONE_CACHE
+            self._zones.update({n: (tz, expires) for n, tz in fresh.items()})
+        return {n: self._zones[n][0] for n in names}
 
     def forget_partitions(self) -> None:
         """Drop re-read state: called when partitions are revoked (their new owner checks its
