@@ -113,7 +113,7 @@ def _message(record: Any) -> Message:
         partition=record.partition,
         offset=record.offset,
         key=record.key,
-        value=record.value,
+        value=record.value or b"",  # a tombstone (null value) is judged as empty: invalid_json
     )
 
 

@@ -5,7 +5,6 @@ Rules that need the client's timezone (the retention window) are judged later, i
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -158,22 +157,50 @@ def decode(raw: bytes, now: datetime) -> list[Element]:
 
 def original_bytes(raw: bytes, index: int | None) -> bytes:
     """The exact source bytes of an element, for the DLQ: the whole value, or the element's
-    slice of a JSON array. Only rejected events pay for this second parse."""
+    slice of a JSON array. Only rejected events pay for this second pass over the text."""
     if index is None:
         return raw
     text = raw.decode("utf-8")
-    decoder = json.JSONDecoder()
-    pos = text.index("[") + 1
-    for position in range(index + 1):
-        pos = _skip_whitespace(text, pos)
-        _, end = decoder.raw_decode(text, pos)
-        if position == index:
-            return text[pos:end].encode("utf-8")
-        pos = _skip_whitespace(text, end) + 1  # past the comma
+    start, end = _element_span(text, index)
+    return text[start:end].encode("utf-8")
+
+
+def _element_span(text: str, index: int) -> tuple[int, int]:
+    """Where the ``index``-th element of a valid top-level JSON array starts and ends.
+
+    A flat scan that tracks nesting depth and strings, so a deeply nested element (orjson
+    accepts 1,024 levels) costs no recursion.
+    """
+    depth, in_string, escaped = 0, False, False
+    element, start = 0, text.index("[") + 1
+    for pos in range(start, len(text)):
+        char = text[pos]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+        elif char in "]}" and depth > 0:
+            depth -= 1
+        elif char in ",]" and depth == 0:
+            if element == index:
+                return _strip(text, start, pos)
+            element, start = element + 1, pos + 1
     raise IndexError(index)  # unreachable for an index that decode() produced
 
 
-def _skip_whitespace(text: str, pos: int) -> int:
-    while text[pos] in " \t\n\r":
-        pos += 1
-    return pos
+def _strip(text: str, start: int, end: int) -> tuple[int, int]:
+    while text[start] in _JSON_WHITESPACE:
+        start += 1
+    while text[end - 1] in _JSON_WHITESPACE:
+        end -= 1
+    return start, end
+
+
+_JSON_WHITESPACE = " \t\n\r"
