@@ -69,6 +69,7 @@ def replay(
     ] = None,
 ) -> None:
     """Re-read the heartbeats topic into Redis; what Redis already holds is left unchanged."""
+    from stream.replay import TopicNotFound
     from stream.replay import replay as run_replay
     from stream.settings import WorkerSettings
 
@@ -81,7 +82,11 @@ def replay(
             typer.echo(f"error: not an ISO-8601 instant: {since}", err=True)
             raise typer.Exit(2) from None
         start = start if start.tzinfo else start.replace(tzinfo=UTC)
-    summary = asyncio.run(run_replay(WorkerSettings(), start))
+    try:
+        summary = asyncio.run(run_replay(WorkerSettings(), start))
+    except TopicNotFound as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(
         f"replayed {summary.messages} messages: {summary.applied} events applied, "
         f"{summary.skipped} already there, {summary.rejected} rejected (not re-sent to the DLQ)"

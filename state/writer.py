@@ -126,6 +126,18 @@ class Writer:
             raise StoreUnavailable(str(exc)) from exc
         return result
 
+    async def applied_positions(
+        self, topic: str, partitions: Sequence[int]
+    ) -> dict[int, int | None]:
+        """Per partition, the highest offset whose batch is fully applied (None: nothing)."""
+        if not partitions:
+            return {}
+        try:
+            values = await self._redis.mget([keys.applied(topic, p) for p in partitions])
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return {p: None if v is None else int(v) for p, v in zip(partitions, values, strict=True)}
+
     async def _apply_scripts(
         self, batches: Sequence[DeviceBatch], positions: Positions
     ) -> BatchResult:

@@ -11,7 +11,6 @@ from typing import Any
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
-from faust.types import TP
 
 from state.connection import connect
 from state.registry import Registry
@@ -19,6 +18,7 @@ from state.writer import Writer
 from stream.dlq import DeadLetterRecord
 from stream.plan import Message
 from stream.processor import BatchProcessor
+from stream.reread import partition_reader
 from stream.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,6 @@ def create_app(settings: WorkerSettings) -> faust.App:
     )
     source = app.topic(settings.topic, key_type=bytes, value_type=bytes)
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
-    runtime = _Runtime()
 
     async def send_dead_letters(records: Sequence[DeadLetterRecord]) -> None:
         """Send and wait for the broker's acknowledgement, so a batch is only acknowledged once
@@ -63,48 +62,27 @@ def create_app(settings: WorkerSettings) -> faust.App:
         pending = [await dlq.send(key=r.key, value=r.value, headers=r.headers) for r in records]
         await asyncio.gather(*pending)
 
-    async def rewind(topic: str, partition: int, applied: int | None, gap_start: int) -> bool:
-        tp = TP(topic, partition)
-        earliest = (await app.consumer.earliest_offsets(tp)).get(tp) or 0
-        target = max(earliest, 0 if applied is None else applied + 1)
-        if target >= gap_start:
-            return False
-        await app.consumer.seek(tp, target)
-        return True
-
-    @app.on_partitions_revoked.connect
-    def forget(sender: Any, /, *_: Any, signal: Any, **__: Any) -> None:
-        if runtime.processor is not None:
-            runtime.processor.forget_partitions()
-
     # concurrency=1: one instance of the agent per worker, so each partition's batches are
     # applied strictly in offset order (the effectively-once check in state/ relies on it).
     @app.agent(source, concurrency=1)
     async def heartbeats(stream: Any) -> None:
         redis = connect(settings)
-        runtime.processor = processor = BatchProcessor(
+        processor = BatchProcessor(
             registry=Registry(redis),
             writer=Writer(redis),
             send=send_dead_letters,
             clock=_utc_now,
             default_timezone=settings.default_timezone,
             retention_days=settings.retention_days,
-            rewind=rewind,
+            reread=partition_reader(settings.kafka_bootstrap),
         )
         try:
             async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
                 await processor.process_until_done([_message(e.message) for e in events])
         finally:
-            runtime.processor = None
             await redis.aclose()
 
     return app
-
-
-class _Runtime:
-    """What the agent builds once it runs inside the worker's event loop."""
-
-    processor: BatchProcessor | None = None
 
 
 def _message(record: Any) -> Message:

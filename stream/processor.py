@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from state.errors import StoreUnavailable
@@ -23,16 +23,10 @@ log = logging.getLogger(__name__)
 
 SendDeadLetters = Callable[[Sequence[DeadLetterRecord]], Awaitable[None]]
 Clock = Callable[[], datetime]
-Rewind = Callable[[str, int, int | None, int], Awaitable[bool]]
-"""``rewind(topic, partition, applied, gap_start)``: make the consumer re-read the partition from
-just after ``applied`` (None: from its beginning). Returns False when the log holds nothing
-readable before ``gap_start`` (it is past retention): there is nothing to re-read."""
-
-
-async def _cannot_rewind(topic: str, partition: int, applied: int | None, gap_start: int) -> bool:
-    """For readers that do not seek (a replay reads what it was asked to): the gap stays, and
-    the partition's applied position simply does not advance past it."""
-    return True
+Reread = Callable[[str, int, int, int], AsyncIterator[list[Message]]]
+"""``reread(topic, partition, start, stop)``: the partition's messages with ``start <= offset <
+stop`` that the log still holds, in chunks, from a reader of its own (not the group's consumer,
+whose position must not move)."""
 
 
 ZONE_CACHE = timedelta(seconds=30)
@@ -58,7 +52,7 @@ class BatchProcessor:
         clock: Clock,
         default_timezone: str,
         retention_days: int,
-        rewind: Rewind = _cannot_rewind,
+        reread: Reread,
     ) -> None:
         self._registry = registry
         self._writer = writer
@@ -66,12 +60,9 @@ class BatchProcessor:
         self._clock = clock
         self._default_timezone = default_timezone
         self._retention_days = retention_days
-        self._rewind = rewind
+        self._reread = reread
         self._zones: dict[str, tuple[str, datetime]] = {}
         """Client timezones with the time they must be read again."""
-        self._rewinding: dict[int, int] = {}
-        """Partitions being re-read, with the offset where the gap began: messages from there on
-        that still arrive were fetched before the seek, so they do not continue the position."""
 
     async def process_until_done(self, messages: Sequence[Message]) -> BatchOutcome:
         """Process a batch, retrying with backoff until it succeeds; never raises.
@@ -93,29 +84,69 @@ class BatchProcessor:
             delay = min(delay * 2, _BACKOFF_MAX_S)
 
     async def process(self, messages: Sequence[Message]) -> BatchOutcome:
-        """Process a batch completely: every event is applied or dead-lettered on return."""
+        """Process a batch completely: every event is applied or dead-lettered on return.
+
+        First, any writes Redis lost before this batch are re-applied: the per-key offsets of
+        state/ require each partition's events to be applied in order.
+        """
+        positions = _positions(messages)
+        filled = await self._fill_gaps(positions)
+        spans = {
+            p: replace(s, force=True) if p in filled else s for p, s in positions.spans.items()
+        }
+        outcome, letters = await self._apply(messages, Positions(positions.topic, spans))
+        if letters:
+            await self._send([to_record(letter) for letter in letters])
+        return outcome
+
+    async def _apply(
+        self, messages: Sequence[Message], positions: Positions
+    ) -> tuple[BatchOutcome, list[DeadLetter]]:
         now = self._clock()
         judged = decode_batch(messages, now)
         zones = await self._timezones(client_ids(judged), now)
         plan = plan_batch(judged, zones, now, self._retention_days)
-        positions = self._positions(messages)
         batch = await self._writer.apply(plan.device_batches, positions)
-        results = batch.devices
         letters = list(plan.dead_letters)
-        for result, members in zip(results, plan.members, strict=True):
+        for result, members in zip(batch.devices, plan.members, strict=True):
             if result.owner is not None:
                 mismatch = Rejection(
                     "device_client_mismatch", f"device belongs to client {result.owner}"
                 )
                 letters += [DeadLetter(j.message, j.element.index, mismatch) for j in members]
-        if letters:
-            await self._send([to_record(letter) for letter in letters])
-        await self._repair_gaps(positions, batch.previous)
-        return BatchOutcome(
-            applied=sum(r.applied for r in results),
-            skipped=sum(r.skipped for r in results),
+        outcome = BatchOutcome(
+            applied=sum(r.applied for r in batch.devices),
+            skipped=sum(r.skipped for r in batch.devices),
             dead_letters=len(letters),
         )
+        return outcome, letters
+
+    async def _fill_gaps(self, positions: Positions) -> set[int]:
+        """Re-apply what Redis lost before this batch; returns the partitions that had a gap.
+
+        A batch that does not continue Redis's applied position means Redis lost writes (a
+        restart that replayed an AOF missing its last second, a failover, a FLUSHALL). The
+        missing range is read again by a reader of its own and applied; what Redis still holds
+        is skipped, and its dead letters, sent the first time, are not sent again.
+        """
+        stored = await self._writer.applied_positions(positions.topic, sorted(positions.spans))
+        gaps: set[int] = set()
+        for partition, span in positions.spans.items():
+            found = stored[partition]
+            start = 0 if found is None else found + 1
+            if span.first <= start:
+                continue
+            log.warning(
+                "%s[%d]: batch starts at %d but Redis has applied only up to %s: re-reading",
+                positions.topic, partition, span.first, found,
+            )  # fmt: skip
+            forced = True  # the first message read is the first the log still holds
+            async for chunk in self._reread(positions.topic, partition, start, span.first):
+                spans = {partition: Span(chunk[0].offset, chunk[-1].offset, forced)}
+                await self._apply(chunk, Positions(positions.topic, spans))
+                forced = False
+            gaps.add(partition)
+        return gaps
 
     async def _timezones(self, names: set[str], now: datetime) -> dict[str, str]:
         """Clients' timezones, read from Redis at most every ``ZONE_CACHE_S`` per client (and
@@ -127,52 +158,14 @@ class BatchProcessor:
             self._zones.update({n: (tz, expires) for n, tz in fresh.items()})
         return {n: self._zones[n][0] for n in names}
 
-    def forget_partitions(self) -> None:
-        """Drop re-read state: called when partitions are revoked (their new owner checks its
-        own batches against Redis)."""
-        self._rewinding.clear()
 
-    def _positions(self, messages: Sequence[Message]) -> Positions:
-        """Per partition, the offsets this batch covers contiguously.
-
-        A partition being re-read contributes only its re-read messages (offsets before the
-        gap); the first of them is where the consumer resumed, so it is forced.
-        """
-        firsts: dict[int, int] = {}
-        lasts: dict[int, int] = {}
-        for m in messages:
-            gap = self._rewinding.get(m.partition)
-            if gap is not None and m.offset >= gap:
-                continue  # fetched before the seek: applied (harmlessly) but not a position
-            firsts.setdefault(m.partition, m.offset)
-            lasts[m.partition] = max(m.offset, lasts.get(m.partition, -1))
-        forced = {p for p in firsts if self._rewinding.pop(p, None) is not None}
-        spans = {p: Span(firsts[p], lasts[p], p in forced) for p in firsts}
-        return Positions(messages[0].topic if messages else "", spans)
-
-    async def _repair_gaps(self, positions: Positions, previous: dict[int, int | None]) -> None:
-        """A batch that does not continue Redis's applied position means Redis lost writes (a
-        restart that replayed an AOF missing its last second, a failover, a FLUSHALL): re-read
-        the partition from what Redis still has. Already-applied events will be skipped."""
-        for partition, span in positions.spans.items():
-            found = previous[partition]
-            if span.force or span.first <= (-1 if found is None else found) + 1:
-                continue
-            log.warning(
-                "%s[%d]: batch starts at %d but Redis has applied only up to %s: re-reading",
-                positions.topic,
-                partition,
-                span.first,
-                found,
-            )
-            if await self._rewind(positions.topic, partition, found, span.first):
-                self._rewinding[partition] = span.first
-            else:
-                log.error(
-                    "%s[%d]: offsets before %d are past retention; moving on",
-                    positions.topic,
-                    partition,
-                    span.first,
-                )
-                forced = Positions(positions.topic, {partition: Span(span.last, span.last, True)})
-                await self._writer.apply([], forced)
+def _positions(messages: Sequence[Message]) -> Positions:
+    """Per partition, the first and last offset of the batch's messages."""
+    spans: dict[int, Span] = {}
+    for m in messages:
+        span = spans.get(m.partition)
+        if span is None:
+            spans[m.partition] = Span(m.offset, m.offset)
+        elif m.offset > span.last:
+            spans[m.partition] = Span(span.first, m.offset)
+    return Positions(messages[0].topic if messages else "", spans)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from state.connection import connect
 from state.registry import Registry
@@ -23,6 +24,7 @@ from state.writer import Writer
 from stream.dlq import DeadLetterRecord
 from stream.plan import Message
 from stream.processor import BatchProcessor
+from stream.reread import partition_reader
 from stream.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -58,13 +60,14 @@ async def replay(settings: WorkerSettings, since: datetime | None = None) -> Rep
         clock=lambda: datetime.now(UTC),
         default_timezone=settings.default_timezone,
         retention_days=settings.retention_days,
+        reread=partition_reader(settings.kafka_bootstrap),
     )
+    partitions = [
+        TopicPartition(settings.topic, p)
+        for p in await topic_partitions(settings.kafka_bootstrap, settings.topic)
+    ]
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(settings.topic, p)
-            for p in sorted(consumer.partitions_for_topic(settings.topic) or [])
-        ]
         consumer.assign(partitions)
         starts = await _seek_start(consumer, partitions, since)
         ends = await consumer.end_offsets(partitions)
@@ -99,6 +102,24 @@ async def replay(settings: WorkerSettings, since: datetime | None = None) -> Rep
         await consumer.stop()
         await redis.aclose()
     return summary
+
+
+class TopicNotFound(Exception):
+    pass
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
+    """The partition numbers of ``topic``, from the cluster's metadata."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        described = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    for entry in described:
+        if entry["topic"] == topic and entry["error_code"] == 0 and entry["partitions"]:
+            return sorted(p["partition"] for p in entry["partitions"])
+    raise TopicNotFound(f"topic {topic} does not exist")
 
 
 async def _seek_start(

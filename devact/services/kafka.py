@@ -131,10 +131,14 @@ class KafkaServer:
                 )
             log.info("kafka: already running (pid %d) on port %d", running.pid, running.port)
             return
-        if not port_is_free(self.port):
+        restart = self.properties.exists()
+        # On a restart the port may still hold the old broker's closing connections; the broker
+        # binds with SO_REUSEADDR and copes, so only a first start checks for a squatter.
+        if not restart and not port_is_free(self.port):
             raise ServiceError(f"kafka: port {self.port} is taken by another process")
         libs = ensure_kafka_jars()
-        self._configure()
+        if not restart:
+            self._configure()  # a restart keeps the config, and with it the controller port
         self._format_storage(libs)
         java = ensure_apt_package("java", "openjdk-17-jre-headless")
         argv = [

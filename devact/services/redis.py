@@ -52,7 +52,9 @@ class RedisServer:
                 )
             log.info("redis: already running (pid %d) on port %d", running.pid, running.port)
             return
-        if not port_is_free(self.port):
+        # On a restart the port may still hold the old server's closing connections; Redis binds
+        # with SO_REUSEADDR and copes, so only a first start checks for a squatter.
+        if not self.data_dir.exists() and not port_is_free(self.port):
             raise ServiceError(f"redis: port {self.port} is taken by another process")
         server = ensure_redis_installed()
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,47 @@
+"""Reading a range of one partition again, with a consumer of its own (no group, no commits).
+
+The worker's group consumer must not be moved backwards at run time: Faust tracks a read offset
+per partition and drops what it believes it has already seen. A separate, short-lived reader has
+no such state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from stream.plan import Message
+
+_CHUNK = 5000
+
+
+def partition_reader(
+    bootstrap: str,
+) -> Callable[[str, int, int, int], AsyncIterator[list[Message]]]:
+    async def reread(
+        topic: str, partition: int, start: int, stop: int
+    ) -> AsyncIterator[list[Message]]:
+        """Messages with ``start <= offset < stop`` that the log still holds, in chunks."""
+        tp = TopicPartition(topic, partition)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            earliest = (await consumer.beginning_offsets([tp]))[tp]
+            consumer.seek(tp, max(start, earliest))
+            while await consumer.position(tp) < stop:
+                fetched = await consumer.getmany(tp, timeout_ms=1000, max_records=_CHUNK)
+                chunk = [
+                    Message(r.topic, r.partition, r.offset, r.key, r.value or b"")
+                    for r in fetched.get(tp, [])
+                    if r.offset < stop
+                ]
+                if chunk:
+                    yield chunk
+        finally:
+            await consumer.stop()
+
+    return reread
