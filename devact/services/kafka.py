@@ -198,7 +198,8 @@ class KafkaServer:
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={self.run_dir}",
             "kafka.tools.StorageTool", "format", "--ignore-formatted",
-            "-t", new_cluster_id(), "-c", str(self.properties),
+            # "=": an id may start with "-", which argparse would take for an option.
+            f"--cluster-id={new_cluster_id()}", "-c", str(self.properties),
         ]  # fmt: skip
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:

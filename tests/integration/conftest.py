@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -74,6 +75,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def show(request: pytest.FixtureRequest, text: str) -> None:
+    """Print past pytest's output capture: for tests whose measured figures are the point."""
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if capture is None:
+        print(text)
+        return
+    with capture.global_and_fixture_disabled():
+        print(text)
 
 
 def poll_until(
@@ -331,6 +342,30 @@ class Stack:
             params=query,
             headers=headers,
         )
+
+    def series(
+        self,
+        key: tuple[str, str],
+        token: str,
+        metric: str,
+        first: date,
+        last: date,
+        granularity: str = "daily",
+    ) -> list[dict[str, Any]] | None:
+        """The data points of a (client, device) series, or None when the answer is not 200."""
+        response = self.activity(
+            key[0],
+            key[1],
+            token,
+            metric=metric,
+            start_date=first.isoformat(),
+            end_date=last.isoformat(),
+            granularity=granularity,
+        )
+        data: list[dict[str, Any]] | None = (
+            response.json().get("data") if response.status_code == 200 else None
+        )
+        return data
 
 
 @pytest.fixture(scope="module")

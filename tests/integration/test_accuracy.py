@@ -33,6 +33,7 @@ from state.reader import Reader, SeriesQuery
 from state.registry import Registry
 from state.settings import StoreSettings
 from state.writer import Contribution, DayBatch, DeviceBatch, Positions, Writer
+from tests.integration.conftest import show
 
 SEED = 20_260_105
 TOLERANCE = 0.02  # SPEC section 4: within 2% once a day of the bucket holds more than 500 users
@@ -192,16 +193,6 @@ def render(rows: Sequence[Row]) -> str:
             f"{r.relative_error:>10.4%}"
         )
     return "\n".join(lines)
-
-
-def show(request: pytest.FixtureRequest, text: str) -> None:
-    """Print past pytest's output capture: the figures are the point of this module."""
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if capture is None:
-        print(text)
-        return
-    with capture.global_and_fixture_disabled():
-        print(text)
 
 
 @pytest.fixture(scope="module")

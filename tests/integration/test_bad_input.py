@@ -538,16 +538,7 @@ def series(
     stack: Stack, token: str, key: DeviceKey, metric: str, granularity: str, oracle: Oracle
 ) -> list[dict[str, Any]] | None:
     first, last = query_range(oracle, key)
-    response = stack.activity(
-        key[0],
-        key[1],
-        token,
-        metric=metric,
-        start_date=first.isoformat(),
-        end_date=last.isoformat(),
-        granularity=granularity,
-    )
-    return response.json().get("data") if response.status_code == 200 else None
+    return stack.series(key, token, metric, first, last, granularity)
 
 
 def wait_until_counted(

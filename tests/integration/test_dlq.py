@@ -227,16 +227,7 @@ def series(
     last: date,
     granularity: str = "daily",
 ) -> list[dict[str, Any]] | None:
-    response = stack.activity(
-        key[0],
-        key[1],
-        token,
-        metric=metric,
-        start_date=first.isoformat(),
-        end_date=last.isoformat(),
-        granularity=granularity,
-    )
-    return response.json().get("data") if response.status_code == 200 else None
+    return stack.series(key, token, metric, first, last, granularity)
 
 
 def wait_until_counted(stack: Stack, token: str, oracle: Oracle, what: str) -> None:

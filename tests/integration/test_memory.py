@@ -25,6 +25,7 @@ from state import keys
 from state.connection import connect
 from state.settings import StoreSettings
 from state.writer import Contribution, DayBatch, DeviceBatch, Positions, Writer
+from tests.integration.conftest import show
 
 SEED = 77
 DEVICES = 100
@@ -123,16 +124,6 @@ async def measure(redis: Redis) -> Figures:
         tables_after - tables_before,
         types,
     )
-
-
-def show(request: pytest.FixtureRequest, text: str) -> None:
-    """Print past pytest's output capture: the figures are the point of this module."""
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if capture is None:
-        print(text)
-        return
-    with capture.global_and_fixture_disabled():
-        print(text)
 
 
 @pytest.fixture(scope="module")
