@@ -255,6 +255,10 @@ def _ids(events: list[dict[str, Any]]) -> set[str]:
     return {str(e["device_id"]) for e in events}
 
 
+PROGRESS_POLL_S = 0.02
+"""Fine-grained: the restart pause is measured with this resolution."""
+
+
 def _when_total_reaches(
     probe: RedisProbe, counter_keys: list[str], at_least: int, timeout_s: float
 ) -> float:
@@ -262,7 +266,7 @@ def _when_total_reaches(
     deadline = time.monotonic() + timeout_s
     while (probe.total_or_none(counter_keys) or 0) < at_least:
         assert time.monotonic() < deadline, f"{at_least} not reached within {timeout_s:.0f} s"
-        time.sleep(0.02)
+        time.sleep(PROGRESS_POLL_S)  # polling with the deadline above
     return time.monotonic()
 
 
