@@ -78,7 +78,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
         )
         try:
             async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-                await processor.process_until_done([_message(e.message) for e in events])
+                batch = [_message(e.message) for e in events]
+                await processor.process_until_done(batch, stopping=lambda: app.should_stop)
         finally:
             await redis.aclose()
 

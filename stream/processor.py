@@ -64,13 +64,16 @@ class BatchProcessor:
         self._zones: dict[str, tuple[str, datetime]] = {}
         """Client timezones with the time they must be read again."""
 
-    async def process_until_done(self, messages: Sequence[Message]) -> BatchOutcome:
+    async def process_until_done(
+        self, messages: Sequence[Message], stopping: Callable[[], bool] = lambda: False
+    ) -> BatchOutcome:
         """Process a batch, retrying with backoff until it succeeds; never raises.
 
         The caller acknowledges the batch afterwards, so while Redis (or the broker, for dead
         letters) is unreachable the consumer stops pulling and nothing unapplied is ever
         committed. Retrying is safe: state/ skips events it already applied. Only dead letters
-        may be sent twice if a failure strikes between sending them and finishing.
+        may be sent twice if a failure strikes between sending them and finishing. When the
+        worker is ``stopping``, it gives up instead of retrying, leaving the batch unacknowledged.
         """
         delay = _BACKOFF_FIRST_S
         while True:
@@ -80,6 +83,9 @@ class BatchProcessor:
                 log.warning("Redis unavailable (%s); retrying the batch in %.1f s", exc, delay)
             except Exception:
                 log.exception("Batch failed; retrying in %.1f s", delay)
+            if stopping():
+                # The batch stays unacknowledged and is delivered again after the restart.
+                raise asyncio.CancelledError("worker stopping with a batch not yet applied")
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX_S)
 
