@@ -1,6 +1,6 @@
 """Issue 3: every event counted exactly once, whatever crashes, restarts, rebalances or replays.
 
-The module runs on Kafka and Redis of its own (tests/integration/faults.py), because it kills and
+The module runs on Kafka and Redis of its own (tests/integration/faultkit/), because it kills and
 restarts them. Each test has its own topic, consumer group and seeded workload; the expected
 numbers come from the independent oracle. Faults strike while a background producer keeps the
 stream flowing, at points chosen by a seeded schedule and expressed as progress in Redis (how
@@ -24,33 +24,26 @@ import pytest
 from devact.services import LocalStack
 from tests.integration.conftest import heartbeat_message, poll_until
 
-from .faults import (
-    PARTITIONS,
-    Api,
-    BackgroundProducer,
+from .faultkit.checks import (
     Figures,
-    RedisProbe,
-    Run,
-    Workload,
     assert_exact,
     assert_weekly_buckets,
-    build_workload,
-    create_token,
-    digest_difference,
-    digest_hash,
-    ensure_services,
-    group_members,
-    kill_redis,
-    marker_events,
-    produce,
-    redis_aof_tail,
-    register_clients,
-    restart_redis,
-    start_own_stack,
-    topic_message_count,
     wait_for_total,
     wait_until_total,
 )
+from .faultkit.constants import PARTITIONS
+from .faultkit.kafka import BackgroundProducer, group_members, produce, topic_message_count
+from .faultkit.pipeline import Run, create_token, register_clients
+from .faultkit.probe import RedisProbe, digest_difference, digest_hash
+from .faultkit.processes import Api
+from .faultkit.services import (
+    ensure_services,
+    kill_redis,
+    redis_aof_tail,
+    restart_redis,
+    start_own_stack,
+)
+from .faultkit.workload import Workload, build_workload, marker_events
 
 CRASH_SEED = 20261128
 CRASH_EVENTS = 100_000

@@ -1,0 +1,137 @@
+"""Read-only views of Redis for the fault tests: totals, counts, user sets and key digests."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import redis
+
+from state import keys
+
+# Sums field `n` of the given hashes server side: one round trip however many device-days.
+_SUM_COUNTS = """
+local total = 0
+for i = 1, #KEYS do
+  total = total + (tonumber(redis.call('HGET', KEYS[i], 'n')) or 0)
+end
+return total
+"""
+_CHUNK = 5000
+
+
+class RedisProbe:
+    """Reads what the worker wrote, for checks and progress; never writes data keys."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def total(self, counter_keys: Sequence[str]) -> int:
+        """Sum of the activity counters of these device-days (a missing one counts 0)."""
+        return sum(
+            int(self._redis.eval(_SUM_COUNTS, len(chunk), *chunk))  # type: ignore[arg-type]
+            for chunk in _chunks(counter_keys)
+        )
+
+    def total_or_none(self, counter_keys: Sequence[str]) -> int | None:
+        """``total``, or None while Redis does not answer (it is being restarted)."""
+        try:
+            return self.total(counter_keys)
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+            return None
+
+    def counts(self, counter_keys: Sequence[str]) -> list[int | None]:
+        values: list[int | None] = []
+        for chunk in _chunks(counter_keys):
+            with self._redis.pipeline(transaction=False) as pipe:
+                for key in chunk:
+                    pipe.hget(key, keys.COUNT_FIELD)
+                values += [None if v is None else int(v) for v in pipe.execute()]
+        return values
+
+    def user_sets(self, user_keys: Sequence[str]) -> list[tuple[str, int]]:
+        """(TYPE, SCARD or 0) of each day's users key."""
+        result: list[tuple[str, int]] = []
+        for chunk in _chunks(user_keys):
+            with self._redis.pipeline(transaction=False) as pipe:
+                for key in chunk:
+                    pipe.type(key)
+                types = [t.decode() for t in pipe.execute()]
+                for key, kind in zip(chunk, types, strict=True):
+                    if kind == "set":
+                        pipe.scard(key)
+                    else:
+                        pipe.exists(key)  # placeholder keeps positions aligned
+                sizes = pipe.execute()
+            result += [
+                (kind, int(size) if kind == "set" else 0)
+                for kind, size in zip(types, sizes, strict=True)
+            ]
+        return result
+
+    def keys_matching(self, pattern: str) -> list[str]:
+        return sorted(k.decode() for k in self._redis.scan_iter(match=pattern, count=5000))
+
+    def digest(self, include: Callable[[str], bool] = lambda _: True) -> dict[str, Any]:
+        """Per key (sorted): TYPE, value and EXPIRETIME. Hashes as sorted items, sets as sorted
+        members, strings (HyperLogLogs and positions) by GET. Compare two digests with
+        ``digest_difference``."""
+        names = [k for k in self.keys_matching("*") if include(k)]
+        out: dict[str, Any] = {}
+        for chunk in _chunks(names):
+            with self._redis.pipeline(transaction=False) as pipe:
+                for key in chunk:
+                    pipe.type(key)
+                    pipe.execute_command("EXPIRETIME", key)
+                meta = pipe.execute()
+                kinds = [t.decode() for t in meta[0::2]]
+                for key, kind in zip(chunk, kinds, strict=True):
+                    if kind == "hash":
+                        pipe.hgetall(key)
+                    elif kind == "set":
+                        pipe.smembers(key)
+                    elif kind == "string":
+                        pipe.get(key)
+                    else:
+                        pipe.dump(key)
+                values = pipe.execute()
+            for key, kind, expire, value in zip(chunk, kinds, meta[1::2], values, strict=True):
+                if kind == "hash":
+                    value = sorted(value.items())
+                elif kind == "set":
+                    value = sorted(value)
+                out[key] = (kind, repr(value), int(expire))
+        return out
+
+    def flushall(self) -> None:
+        self._redis.flushall()
+
+
+def digest_hash(digest: Mapping[str, Any]) -> str:
+    return hashlib.sha256(repr(sorted(digest.items())).encode()).hexdigest()
+
+
+def digest_difference(before: Mapping[str, Any], after: Mapping[str, Any], limit: int = 15) -> str:
+    """A readable account of how two digests differ ('' when equal)."""
+    gone = sorted(set(before) - set(after))
+    new = sorted(set(after) - set(before))
+    changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
+    if not (gone or new or changed):
+        return ""
+    lines = [f"{len(gone)} keys gone, {len(new)} keys new, {len(changed)} keys changed"]
+    lines += [f"  gone: {k} {before[k]}" for k in gone[:limit]]
+    lines += [f"  new: {k} {after[k]}" for k in new[:limit]]
+    lines += [
+        f"  changed: {k}\n    before {before[k]}\n    after  {after[k]}" for k in changed[:limit]
+    ]
+    return "\n".join(lines)
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for first in range(0, len(items), _CHUNK):
+        yield items[first : first + _CHUNK]
