@@ -29,3 +29,8 @@ class Scripts:
             read_counts=redis.register_script(_source("read_counts")),
             read_users=redis.register_script(_source("read_users")),
         )
+
+    async def load(self, redis: Redis) -> None:
+        """Load every script into the server's cache (after a restart emptied it)."""
+        for script in (self.apply_device, self.advance_applied, self.read_counts, self.read_users):
+            await redis.script_load(script.script)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from state import keys
@@ -57,6 +59,18 @@ class ApplyResult:
     @property
     def rejected(self) -> bool:
         return self.owner is not None
+
+
+def _evalsha(sha: str, script_keys: Sequence[str], args: Sequence[str | int]) -> bytes:
+    """One EVALSHA in the Redis protocol (RESP): an array of bulk strings."""
+    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n" % (3 + len(script_keys) + len(args))]
+    parts.append(sha.encode())
+    numkeys = b"%d" % len(script_keys)
+    parts.append(b"\r\n$%d\r\n%s\r\n" % (len(numkeys), numkeys))
+    for item in (*script_keys, *args):
+        data = item.encode() if isinstance(item, str) else b"%d" % item
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def _script_call(batch: DeviceBatch) -> tuple[list[str], list[str | int]]:
@@ -142,18 +156,16 @@ class Writer:
         self, batches: Sequence[DeviceBatch], positions: Positions
     ) -> BatchResult:
         partitions = sorted(positions.spans)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for batch in batches:
-                script_keys, args = _script_call(batch)
-                await self._scripts.apply_device(keys=script_keys, args=args, client=pipe)
-            for p in partitions:
-                span = positions.spans[p]
-                await self._scripts.advance_applied(
-                    keys=[keys.applied(positions.topic, p)],
-                    args=[span.first, span.last, int(span.force)],
-                    client=pipe,
-                )
-            replies = await pipe.execute()
+        apply_sha = self._scripts.apply_device.sha
+        commands = [_evalsha(apply_sha, *_script_call(batch)) for batch in batches]
+        advance_sha = self._scripts.advance_applied.sha
+        for p in partitions:
+            span = positions.spans[p]
+            position_key = [keys.applied(positions.topic, p)]
+            commands.append(
+                _evalsha(advance_sha, position_key, [span.first, span.last, int(span.force)])
+            )
+        replies = await self._pipeline(commands)
         device_replies, position_replies = replies[: len(batches)], replies[len(batches) :]
         devices = [
             ApplyResult(applied=int(r[1]), skipped=int(r[2]))
@@ -166,6 +178,44 @@ class Writer:
             for p, found in zip(partitions, position_replies, strict=True)
         }
         return BatchResult(devices, previous)
+
+    async def _pipeline(self, commands: Sequence[bytes]) -> list[Any]:
+        """Send packed commands in one write and read every reply, on one pooled connection.
+
+        Why not redis-py's pipeline: it spends about ten microseconds of Python per command
+        (argument encoding, the command stack, a SCRIPT EXISTS round trip per execute), and a
+        batch is a few thousand script calls. Scripts the server does not know (a restarted
+        Redis) are loaded and the whole pipeline is sent again: the scripts skip what they
+        already applied.
+        """
+        for attempt in (1, 2):
+            replies = await self._send(commands)
+            if not any(isinstance(r, NoScriptError) for r in replies):
+                for reply in replies:
+                    if isinstance(reply, Exception):
+                        raise reply
+                return replies
+            if attempt == 1:
+                await self._scripts.load(self._redis)
+        raise NoScriptError("scripts missing right after loading them")
+
+    async def _send(self, commands: Sequence[bytes]) -> list[Any]:
+        pool = self._redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(b"".join(commands), check_health=False)
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as error:  # a reply, not a broken connection: read on
+                    replies.append(error)
+            return replies
+        except BaseException:
+            await connection.disconnect()  # unread replies must not reach the next user
+            raise
+        finally:
+            await pool.release(connection)
 
     async def _register_devices(
         self, batches: Sequence[DeviceBatch], results: Sequence[ApplyResult]

@@ -9,14 +9,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import mode
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
 
 from state.connection import connect
 from state.registry import Registry
 from state.writer import Writer
+from stream.batching import BatchingApp, to_message
 from stream.dlq import DeadLetterRecord
-from stream.plan import Message
 from stream.processor import BatchProcessor
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
@@ -34,7 +35,7 @@ large, so a rejected event as big as the heartbeats topic allows still fits with
 
 
 def create_app(settings: WorkerSettings) -> faust.App:
-    app = faust.App(
+    app = BatchingApp(
         settings.app_id,
         broker=settings.broker_urls(),
         store="memory://",
@@ -49,12 +50,14 @@ def create_app(settings: WorkerSettings) -> faust.App:
         consumer_group_instance_id=settings.worker_instance_id,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        broker_max_poll_records=settings.fetch_max,
         producer_max_request_size=_DLQ_MAX_MESSAGE_BYTES,
         key_serializer="raw",
         value_serializer="raw",
     )
     source = app.topic(settings.topic, key_type=bytes, value_type=bytes)
     dlq = app.topic(settings.dlq_topic, key_type=bytes, value_type=bytes)
+    channel = app.batch_channel(source)
 
     async def send_dead_letters(records: Sequence[DeadLetterRecord]) -> None:
         """Send and wait for the broker's acknowledgement, so a batch is only acknowledged once
@@ -62,38 +65,36 @@ def create_app(settings: WorkerSettings) -> faust.App:
         pending = [await dlq.send(key=r.key, value=r.value, headers=r.headers) for r in records]
         await asyncio.gather(*pending)
 
-    # concurrency=1: one instance of the agent per worker, so each partition's batches are
-    # applied strictly in offset order (the effectively-once check in state/ relies on it).
-    @app.agent(source, concurrency=1)
-    async def heartbeats(stream: Any) -> None:
-        redis = connect(settings)
-        processor = BatchProcessor(
-            registry=Registry(redis),
-            writer=Writer(redis),
-            send=send_dead_letters,
-            clock=_utc_now,
-            default_timezone=settings.default_timezone,
-            retention_days=settings.retention_days,
-            reread=partition_reader(settings.kafka_bootstrap),
-        )
-        try:
-            async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-                batch = [_message(e.message) for e in events]
-                await processor.process_until_done(batch, stopping=lambda: app.should_stop)
-        finally:
-            await redis.aclose()
+    @app.service
+    class HeartbeatBatches(mode.Service):
+        """The agent: one instance per worker, so each partition's batches are applied strictly
+        in offset order (the effectively-once check in state/ relies on it)."""
+
+        def __post_init__(self) -> None:
+            self._redis = connect(settings)
+            self._processor = BatchProcessor(
+                registry=Registry(self._redis),
+                writer=Writer(self._redis),
+                send=send_dead_letters,
+                clock=_utc_now,
+                default_timezone=settings.default_timezone,
+                retention_days=settings.retention_days,
+                reread=partition_reader(settings.kafka_bootstrap),
+            )
+
+        @mode.Service.task
+        async def _apply_batches(self) -> None:
+            while not self.should_stop:
+                records = await channel.take(settings.batch_max)
+                batch = [to_message(r) for r in records]
+                # Raises CancelledError, leaving the batch unacknowledged, when stopping.
+                await self._processor.process_until_done(batch, stopping=lambda: app.should_stop)
+                channel.ack(records)
+
+        async def on_stop(self) -> None:
+            await self._redis.aclose()
 
     return app
-
-
-def _message(record: Any) -> Message:
-    return Message(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value or b"",  # a tombstone (null value) is judged as empty: invalid_json
-    )
 
 
 async def ensure_topics(settings: WorkerSettings) -> None:

@@ -20,8 +20,10 @@ class WorkerSettings(StoreSettings):
     worker_dir: Path = Path(".run/worker")
     """Faust's data directory (it keeps no table state here, only its own files)."""
     batch_max: int = Field(default=5000, ge=1)
-    batch_within_s: float = Field(default=0.1, gt=0)
-    """How long a batch waits to fill: bounds the added latency of a quiet stream."""
+    """Messages applied in one batch at most (more when one fetch alone is larger). A batch
+    never waits to fill: it takes what has been fetched, so a quiet stream adds no delay."""
+    fetch_max: int = Field(default=2000, ge=1)
+    """Messages one fetch returns at most (Kafka's max.poll.records)."""
     worker_instance_id: str | None = None
     """Kafka static group membership id (unique per worker process, kept across restarts)."""
     session_timeout_s: float = Field(default=10.0, ge=6.0)

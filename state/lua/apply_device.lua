@@ -9,80 +9,120 @@
 --                  (user: the 64-bit hash of the user id as a decimal string, '' = nobody)
 --
 -- Users of a day: a SET of user hashes (exact; Redis keeps it as a compact intset) until the day
--- outgrows the limit, then a HyperLogLog of the same hashes (within ~1%). The key's TYPE says which.
+-- outgrows the limit, then a HyperLogLog of the same hashes (within ~1%). The key's TYPE says which;
+-- the counter hash's field 'h' says it too, so that writing needs no TYPE call.
 --
 -- Effectively-once: each day hash remembers, per Kafka partition, the highest offset applied to
 -- it ("o<p>"). An event at or below that offset was already counted (a replay after a crash or a
 -- rebalance) and is skipped. Events of one JSON-array message share an offset, which is why the
 -- comparison is against the value stored before this call, not a running maximum.
 --
+-- Few calls on purpose: this script runs once per device of every batch, and each redis.call
+-- costs about a microsecond of the server's single thread. A day's fields are read in one HMGET
+-- and written in one HSET; expiry is set when a key is created (a day's expire_at never changes).
 -- Returns {1, applied, skipped} or, when the device belongs to another client, {0, owner}.
 local owner = redis.call('HGET', KEYS[1], 'client')
 if owner and owner ~= ARGV[1] then
   return {0, owner}
 end
-if not owner then
-  redis.call('HSET', KEYS[1], 'client', ARGV[1])
-end
 
 local exact_limit = tonumber(ARGV[2])
 
--- Add user hashes to a day's users key, turning the exact set into a sketch when it outgrows
--- the limit. Hashes stay strings: Lua numbers are doubles and would lose 64-bit precision.
-local function add_users(key, names)
-  if #names == 0 then return end
-  local kind = redis.call('TYPE', key)['ok']
-  local command = (kind == 'string') and 'PFADD' or 'SADD'
+local function each_chunk(command, key, names)
+  local added = 0
   -- In chunks: Lua's unpack() is limited by the C stack (~8000 values).
   for first = 1, #names, 1000 do
-    redis.call(command, key, unpack(names, first, math.min(first + 999, #names)))
+    added = added + redis.call(command, key, unpack(names, first, math.min(first + 999, #names)))
   end
-  if command == 'SADD' and redis.call('SCARD', key) > exact_limit then
-    local members = redis.call('SMEMBERS', key)
-    redis.call('DEL', key)
-    for first = 1, #members, 1000 do
-      redis.call('PFADD', key, unpack(members, first, math.min(first + 999, #members)))
-    end
+  return added
+end
+
+-- Add user hashes to a day's users key, turning the exact set into a sketch when it outgrows
+-- the limit. Hashes stay strings: Lua numbers are doubles and would lose 64-bit precision.
+-- A new day has a new users key: it gets its expiry, and needs no SCARD while it is small.
+local function add_users(counter, users, names, new_day, sketch, expire_at)
+  if sketch then
+    each_chunk('PFADD', users, names)
+    return
+  end
+  local added = each_chunk('SADD', users, names)
+  if added == 0 then return end
+  local size = added
+  if not new_day or added > exact_limit then
+    size = redis.call('SCARD', users)
+  end
+  if new_day or size == added then  -- every member is new: the set was created just now
+    redis.call('EXPIREAT', users, expire_at)
+  end
+  if size > exact_limit then
+    local members = redis.call('SMEMBERS', users)
+    redis.call('DEL', users)
+    each_chunk('PFADD', users, members)
+    redis.call('EXPIREAT', users, expire_at)
+    redis.call('HSET', counter, 'h', '1')
   end
 end
 
-local applied, skipped, device_expire = 0, 0, 0
+local applied, skipped, new_days_expire, days_expire = 0, 0, 0, 0
 local a = 4
 for d = 1, tonumber(ARGV[3]) do
   local counter, users = KEYS[2 * d], KEYS[2 * d + 1]
   local expire_at, events = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  if expire_at > days_expire then days_expire = expire_at end
   a = a + 2
+  -- The fields to read: the count, the sketch flag, and the offset of each partition present.
+  local fields, slot = {'n', 'h'}, {}
+  for e = 0, events - 1 do
+    local field = 'o' .. ARGV[a + 4 * e]
+    if slot[field] == nil then
+      fields[#fields + 1] = field
+      slot[field] = #fields
+    end
+  end
+  local found = redis.call('HMGET', counter, unpack(fields))
   local stored, newest = {}, {}
-  local add, names = 0, {}
+  for field, i in pairs(slot) do
+    stored[field] = tonumber(found[i] or '-1')
+    newest[field] = stored[field]
+  end
+  local add, names, day_applied = 0, {}, 0
   for _ = 1, events do
     local field, offset = 'o' .. ARGV[a], tonumber(ARGV[a + 1])
-    if stored[field] == nil then
-      stored[field] = tonumber(redis.call('HGET', counter, field) or '-1')
-      newest[field] = stored[field]
-    end
     if offset > stored[field] then
       add = add + tonumber(ARGV[a + 2])
       if ARGV[a + 3] ~= '' then names[#names + 1] = ARGV[a + 3] end
       if offset > newest[field] then newest[field] = offset end
-      applied = applied + 1
+      day_applied = day_applied + 1
     else
       skipped = skipped + 1
     end
     a = a + 4
   end
-  redis.call('HINCRBY', counter, 'n', add)
-  for field, offset in pairs(newest) do
-    redis.call('HSET', counter, field, offset)
+  if day_applied > 0 then
+    -- Counts stay exact as Lua doubles up to 2^53 (a day would need 9e9 heartbeats at the
+    -- largest count to get there); '%d' prints them without an exponent.
+    local write = {'n', string.format('%d', tonumber(found[1] or '0') + add)}
+    for field, offset in pairs(newest) do
+      if offset > stored[field] then
+        write[#write + 1] = field
+        write[#write + 1] = offset
+      end
+    end
+    redis.call('HSET', counter, unpack(write))
+    if not found[1] then  -- a new day
+      redis.call('EXPIREAT', counter, expire_at)
+      if expire_at > new_days_expire then new_days_expire = expire_at end
+    end
+    if #names > 0 then add_users(counter, users, names, not found[1], found[2], expire_at) end
+    applied = applied + day_applied
   end
-  add_users(users, names)
-  redis.call('EXPIREAT', counter, expire_at)
-  if #names > 0 then redis.call('EXPIREAT', users, expire_at) end
-  if expire_at > device_expire then device_expire = expire_at end
 end
 
--- The owner record lives as long as the device's newest day (EXPIRETIME is -1 without expiry).
-local current = redis.call('EXPIRETIME', KEYS[1])
-if current < device_expire then
-  redis.call('EXPIREAT', KEYS[1], device_expire)
+-- The owner record lives as long as the device's newest day.
+if not owner then
+  redis.call('HSET', KEYS[1], 'client', ARGV[1])
+  redis.call('EXPIREAT', KEYS[1], math.max(new_days_expire, days_expire))
+elseif new_days_expire > 0 then
+  redis.call('EXPIREAT', KEYS[1], new_days_expire, 'GT')
 end
 return {1, applied, skipped}

@@ -1,0 +1,48 @@
+"""``python -m bench [--quick]``: run the benchmark sections and write bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import freshness, ingest
+from bench.common import local_stack
+
+log = logging.getLogger("bench")
+
+
+async def _sections(args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
+    now = datetime.now(UTC)
+    results: dict[str, object] = {}
+    with local_stack(run_dir) as endpoints:
+        if "ingest" in args.sections:
+            only = set(args.contenders.split(",")) if args.contenders else None
+            results.update(await ingest.run(endpoints, run_dir, args.quick, now, only))
+        if "freshness" in args.sections:
+            results.update(await freshness.run(endpoints, run_dir, args.quick, now))
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("--quick", action="store_true", help="a smaller run, under 3 minutes")
+    parser.add_argument("--sections", default="ingest,freshness,query,accuracy")
+    parser.add_argument("--contenders", default="", help="ingest contenders (latest.json keys)")
+    parser.add_argument("--run-dir", type=Path, default=None)
+    args = parser.parse_args()
+    args.sections = set(args.sections.split(","))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="devact-bench-") as tmp:
+        run_dir = args.run_dir or Path(tmp)
+        results = asyncio.run(_sections(args, run_dir))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

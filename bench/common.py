@@ -1,0 +1,146 @@
+"""What every section of the benchmark shares: the services, child processes, Redis progress.
+
+The bench owns its own Kafka and Redis (``LocalStack`` on free ports, in its own run dir), never
+the ones of ``make run`` or the tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from redis.asyncio import Redis
+
+from devact.services import Endpoints, LocalStack, free_port
+from state import keys
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+POLL_S = 0.02
+"""Progress polling interval: the resolution of every ingest and freshness figure."""
+
+
+@contextlib.contextmanager
+def local_stack(run_dir: Path) -> Iterator[Endpoints]:
+    stack = LocalStack(run_dir / "services", free_port(), free_port())
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if name not in await admin.list_topics():
+            await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+def worker_env(endpoints: Endpoints, topic: str, group: str, run_dir: Path) -> dict[str, str]:
+    """Environment of a ``devact worker`` (and of the peer consumers) reading ``topic``."""
+    return {
+        "DEVACT_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+        "DEVACT_REDIS_URL": endpoints.redis_url,
+        "DEVACT_TOPIC": topic,
+        "DEVACT_DLQ_TOPIC": f"{topic}.dlq",
+        "DEVACT_APP_ID": group,
+        "DEVACT_WORKER_DIR": str(run_dir / "worker" / group),
+        "DEVACT_LOG_LEVEL": "warning",
+    }
+
+
+@dataclass
+class Child:
+    """A child process of the bench, stopped with SIGTERM (then SIGKILL) on exit."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, deadline_s: float = 30.0) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(deadline_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{tail}")
+
+
+@contextlib.contextmanager
+def children(
+    *commands: tuple[str, list[str], Mapping[str, str]], logs: Path
+) -> Iterator[list[Child]]:
+    """Start ``(name, argv, extra env)`` processes; stop them all on exit."""
+    logs.mkdir(parents=True, exist_ok=True)
+    started: list[Child] = []
+    try:
+        for name, argv, env in commands:
+            log = logs / f"{name}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(
+                    argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+                )
+            started.append(Child(name, process, log))
+        yield started
+    finally:
+        for child in started:
+            child.stop()
+
+
+@dataclass(frozen=True)
+class Progress:
+    first_s: float
+    """Monotonic time at which Redis first showed an applied message."""
+    done_s: float
+    messages_at_first: int
+    messages: int
+
+
+async def wait_applied(
+    redis: Redis,
+    topic: str,
+    end_offsets: Mapping[int, int],
+    deadline_s: float,
+    alive: list[Child] | None = None,
+) -> Progress:
+    """Poll the applied positions of ``topic`` until every partition reached its end offset.
+
+    The positions are written by state/ in the same Redis transaction as the counters they
+    cover, so "position at end" means "Redis holds every event".
+    """
+    partitions = sorted(end_offsets)
+    position_keys = [keys.applied(topic, p) for p in partitions]
+    total = sum(end_offsets.values())
+    first: tuple[float, int] | None = None
+    limit = time.monotonic() + deadline_s
+    while True:
+        values = await redis.mget(position_keys)
+        now = time.monotonic()
+        applied = sum(int(v) + 1 for v in values if v is not None)
+        if first is None and applied:
+            first = (now, applied)
+        if applied >= total and first is not None:
+            return Progress(first[0], now, first[1], total)
+        if now > limit:
+            raise TimeoutError(f"{topic}: {applied} of {total} messages applied by the deadline")
+        for child in alive or []:
+            child.check_alive()
+        await asyncio.sleep(POLL_S)

@@ -1,0 +1,157 @@
+"""Ingest: the same heartbeats, already in Kafka, consumed into Redis by each contender in turn.
+
+Contenders: one ``devact worker`` (Faust), the bare aiokafka loop (the Python ceiling), the Quix
+Streams app, two ``devact worker`` processes in one group, and one worker reading the same events
+sent as arrays of 100. Each starts on an empty Redis with a consumer group of its own. The rate is
+events/s from the first applied batch to the moment Redis holds every event (the applied
+positions state/ writes with the counters), so process start-up and the group join are excluded
+and reported apart. Every run is then checked against the oracle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.asyncio import Redis
+
+from bench.common import VENV_BIN, Child, children, create_topic, wait_applied, worker_env
+from bench.dataset import Dataset, generate, produce, register_clients, verify
+from devact.services import Endpoints
+
+log = logging.getLogger(__name__)
+
+PARTITIONS = 6
+BATCHED_PER_MESSAGE = 100
+RUN_DEADLINE_S = 600.0
+VERIFY_SAMPLE = 300
+
+
+@dataclass(frozen=True)
+class Contender:
+    key: str
+    """The ``latest.json`` key of its rate."""
+    label: str
+    processes: int
+    batched: bool
+
+    def commands(
+        self, endpoints: Endpoints, topic: str, run_dir: Path
+    ) -> list[tuple[str, list[str], dict[str, str]]]:
+        group = f"bench-{self.key}"
+        env = worker_env(endpoints, topic, group, run_dir)
+        if self.key == "ingest_raw_eps":
+            module = "bench.raw_loop"
+        elif self.key == "ingest_quix_eps":
+            module = "bench.quix_app"
+        else:
+            worker = [str(VENV_BIN / "devact"), "worker"]
+            return [
+                (f"{self.key}-{n}", worker, {**env, "DEVACT_WORKER_INSTANCE_ID": f"bench-{n}"})
+                for n in range(self.processes)
+            ]
+        argv = [sys.executable, "-m", module, "--bootstrap", endpoints.kafka_bootstrap]
+        argv += ["--redis-url", endpoints.redis_url, "--topic", topic, "--group", group]
+        return [(self.key, argv, env)]
+
+
+CONTENDERS = (
+    Contender("ingest_eps", "devact worker (Faust), 1 process", 1, batched=False),
+    Contender("ingest_raw_eps", "bare aiokafka loop, 1 process", 1, batched=False),
+    Contender("ingest_quix_eps", "Quix Streams app, 1 process", 1, batched=False),
+    Contender("ingest_2w_eps", "devact worker (Faust), 2 processes", 2, batched=False),
+    Contender("ingest_batched_eps", "devact worker, arrays of 100", 1, batched=True),
+)
+
+
+async def run(
+    endpoints: Endpoints, run_dir: Path, quick: bool, now: datetime, only: set[str] | None = None
+) -> dict[str, object]:
+    events = 200_000 if quick else 1_000_000
+    started = time.monotonic()
+    single = generate(events, 10_000, 1, now, seed=4)
+    batched = generate(events, 10_000, BATCHED_PER_MESSAGE, now, seed=4)
+    topics = {False: ("bench.ingest", single), True: ("bench.ingest.batched", batched)}
+    for topic, data in topics.values():
+        await create_topic(endpoints.kafka_bootstrap, topic, PARTITIONS)
+        await produce(endpoints.kafka_bootstrap, topic, data.messages)
+    log.info(
+        "ingest: %d events generated and produced in %.1f s", events, time.monotonic() - started
+    )
+    ends = {
+        topic: await _end_offsets(endpoints.kafka_bootstrap, topic) for topic, _ in topics.values()
+    }
+
+    results: dict[str, object] = {"ingest_events": events}
+    runs = []
+    redis = Redis.from_url(endpoints.redis_url)
+    try:
+        for contender in CONTENDERS:
+            if only and contender.key not in only:
+                continue
+            topic, data = topics[contender.batched]
+            figures = await _race(
+                contender, redis, endpoints, topic, data, ends[topic], run_dir, now
+            )
+            log.info("ingest: %s: %.0f events/s", contender.label, figures["eps"])
+            results[contender.key] = round(figures["eps"])
+            runs.append({"key": contender.key, "label": contender.label, **figures})
+    finally:
+        await redis.aclose()
+    results["ingest_runs"] = runs
+    return results
+
+
+async def _race(
+    contender: Contender,
+    redis: Redis,
+    endpoints: Endpoints,
+    topic: str,
+    data: Dataset,
+    ends: dict[int, int],
+    run_dir: Path,
+    now: datetime,
+) -> dict[str, float]:
+    await redis.flushall()
+    await register_clients(redis, data.clients, now)
+    commands = contender.commands(endpoints, topic, run_dir)
+    launched = time.monotonic()
+    with children(*commands, logs=run_dir / "logs") as procs:
+        progress = await wait_applied(redis, topic, ends, RUN_DEADLINE_S, alive=procs)
+        cpu = _cpu_seconds(procs)
+    await verify(redis, data, now, VERIFY_SAMPLE, seed=7)
+    per_message = data.events / sum(ends.values())
+    counted = (progress.messages - progress.messages_at_first) * per_message
+    elapsed = progress.done_s - progress.first_s
+    return {
+        "eps": counted / elapsed,
+        "seconds": round(elapsed, 2),
+        "startup_s": round(progress.first_s - launched, 2),
+        "cpu_s": round(cpu, 1),
+    }
+
+
+def _cpu_seconds(procs: list[Child]) -> float:
+    """User and system CPU the processes used so far (from /proc, while they still run)."""
+    total = 0.0
+    for child in procs:
+        fields = Path(f"/proc/{child.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        ends = await consumer.end_offsets(partitions)
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
