@@ -14,7 +14,7 @@ export VENV
 STAMP = $(VENV)/.installed
 # devact.services is stdlib only: stopping must work even without the venv.
 SERVICES = $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m devact.services
-SOURCES = stream api state devact tests
+SOURCES = stream api state devact tests bench
 
 .PHONY: help install services services-down run stop test bench lint fmt clean
 
@@ -52,8 +52,16 @@ test: install
 	@# The session fixture of tests/conftest.py starts Kafka and Redis on free ports and stops them.
 	$(PY) -m pytest
 
-bench:
-	@echo "make bench arrives with issue 4" && exit 1
+BENCH_STAMP = $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+# Starts its own Kafka, Redis and PostgreSQL (installing PostgreSQL and wrk from Debian when
+# missing) and writes bench/results/. QUICK=1: smaller data, under 3 minutes.
+bench: $(BENCH_STAMP)
+	$(PY) -m bench $(if $(QUICK),--quick)
 
 lint: install
 	$(VENV)/bin/ruff check $(SOURCES)

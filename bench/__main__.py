@@ -10,7 +10,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import freshness, ingest
+from bench import accuracy, freshness, ingest, report
 from bench.common import local_stack
 
 log = logging.getLogger("bench")
@@ -25,6 +25,8 @@ async def _sections(args: argparse.Namespace, run_dir: Path) -> dict[str, object
             results.update(await ingest.run(endpoints, run_dir, args.quick, now, only))
         if "freshness" in args.sections:
             results.update(await freshness.run(endpoints, run_dir, args.quick, now))
+        if "accuracy" in args.sections:
+            results.update(await accuracy.run(endpoints))
     return results
 
 
@@ -38,10 +40,15 @@ def main() -> None:
     args.sections = set(args.sections.split(","))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    started = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="devact-bench-") as tmp:
         run_dir = args.run_dir or Path(tmp)
         results = asyncio.run(_sections(args, run_dir))
-    print(json.dumps(results, indent=2))
+    written = report.write(results, args.quick, started)
+    log.info("report: %s", written)
+    print(
+        json.dumps({k: v for k, v in results.items() if not isinstance(v, list | dict)}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -88,7 +88,9 @@ async def _measure(
         await asyncio.sleep(max(0.0, started + len(probes) / PROBES_PER_S - time.monotonic()))
     await load
     elapsed = time.monotonic() - started
-    log.info("freshness: %d heartbeats sent in %.1f s, %d probes", publisher.sent, elapsed, len(probes))
+    log.info(
+        "freshness: %d heartbeats sent in %.1f s, %d probes", publisher.sent, elapsed, len(probes)
+    )
     return publisher.sent / elapsed, list(await asyncio.gather(*probes))
 
 

@@ -18,7 +18,7 @@ from state.registry import Registry
 from state.writer import Writer
 from stream.batching import BatchingApp, to_message
 from stream.dlq import DeadLetterRecord
-from stream.processor import BatchProcessor
+from stream.processor import BatchProcessor, Prepared
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
 
@@ -68,7 +68,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
     @app.service
     class HeartbeatBatches(mode.Service):
         """The agent: one instance per worker, so each partition's batches are applied strictly
-        in offset order (the effectively-once check in state/ relies on it)."""
+        in offset order."""
 
         def __post_init__(self) -> None:
             self._redis = connect(settings)
@@ -84,12 +84,28 @@ def create_app(settings: WorkerSettings) -> faust.App:
 
         @mode.Service.task
         async def _apply_batches(self) -> None:
-            while not self.should_stop:
-                records = await channel.take(settings.batch_max)
-                batch = [to_message(r) for r in records]
-                # Raises CancelledError, leaving the batch unacknowledged, when stopping.
-                await self._processor.process_until_done(batch, stopping=lambda: app.should_stop)
-                channel.ack(records)
+            """Two stages: while Redis applies one batch, the next is judged and planned (the
+            worker's CPU and Redis's then work at the same time). Applying stays strictly one
+            batch after the other, which the effectively-once check in state/ relies on."""
+            applying: asyncio.Task[None] | None = None
+            try:
+                while not self.should_stop:
+                    records = await channel.take(settings.batch_max)
+                    batch = [to_message(r) for r in records]
+                    prepared = await self._processor.prepare_until_done(batch, self._stopping)
+                    if applying is not None:
+                        await applying  # raises CancelledError when it gave up (stopping)
+                    applying = asyncio.create_task(self._apply(prepared, records))
+            finally:
+                if applying is not None and not applying.done():
+                    applying.cancel()  # left unacknowledged: delivered again after a restart
+
+        async def _apply(self, prepared: Prepared, records: list[Any]) -> None:
+            await self._processor.apply_until_done(prepared, self._stopping)
+            channel.ack(records)
+
+        def _stopping(self) -> bool:
+            return bool(app.should_stop)
 
         async def on_stop(self) -> None:
             await self._redis.aclose()

@@ -11,18 +11,20 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from state.errors import StoreUnavailable
 from state.registry import Registry
 from state.writer import Positions, Span, Writer
 from stream.dlq import DeadLetterRecord, to_record
 from stream.model import Rejection
-from stream.plan import DeadLetter, Message, client_ids, decode_batch, plan_batch
+from stream.plan import DeadLetter, Message, Plan, client_ids, decode_batch, plan_batch
 
 log = logging.getLogger(__name__)
 
 SendDeadLetters = Callable[[Sequence[DeadLetterRecord]], Awaitable[None]]
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 Reread = Callable[[str, int, int, int], AsyncIterator[list[Message]]]
 """``reread(topic, partition, start, stop)``: the partition's messages with ``start <= offset <
 stop`` that the log still holds, in chunks, from a reader of its own (not the group's consumer,
@@ -34,6 +36,15 @@ ZONE_CACHE = timedelta(seconds=30)
 changes it applies to events processed from then on, within this delay."""
 _BACKOFF_FIRST_S = 0.1
 _BACKOFF_MAX_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A judged and planned batch, ready to apply."""
+
+    messages: Sequence[Message]
+    positions: Positions
+    plan: Plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,43 +86,53 @@ class BatchProcessor:
         may be sent twice if a failure strikes between sending them and finishing. When the
         worker is ``stopping``, it gives up instead of retrying, leaving the batch unacknowledged.
         """
-        delay = _BACKOFF_FIRST_S
-        while True:
-            try:
-                return await self.process(messages)
-            except StoreUnavailable as exc:
-                log.warning("Redis unavailable (%s); retrying the batch in %.1f s", exc, delay)
-            except Exception:
-                log.exception("Batch failed; retrying in %.1f s", delay)
-            if stopping():
-                # The batch stays unacknowledged and is delivered again after the restart.
-                raise asyncio.CancelledError("worker stopping with a batch not yet applied")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _BACKOFF_MAX_S)
+        prepared = await self.prepare_until_done(messages, stopping)
+        return await self.apply_until_done(prepared, stopping)
+
+    async def prepare_until_done(
+        self, messages: Sequence[Message], stopping: Callable[[], bool] = lambda: False
+    ) -> Prepared:
+        """:meth:`prepare`, retried like :meth:`process_until_done` (it may read timezones)."""
+        return await _until_done(lambda: self.prepare(messages), stopping)
+
+    async def apply_until_done(
+        self, prepared: Prepared, stopping: Callable[[], bool] = lambda: False
+    ) -> BatchOutcome:
+        """:meth:`apply`, retried like :meth:`process_until_done`."""
+        return await _until_done(lambda: self.apply(prepared), stopping)
 
     async def process(self, messages: Sequence[Message]) -> BatchOutcome:
-        """Process a batch completely: every event is applied or dead-lettered on return.
+        """Process a batch completely: every event is applied or dead-lettered on return."""
+        return await self.apply(await self.prepare(messages))
+
+    async def prepare(self, messages: Sequence[Message]) -> Prepared:
+        """Judge and plan a batch: the CPU-bound half, which touches Redis only for timezones
+        it has not cached. A worker prepares the next batch while Redis applies this one."""
+        now = self._clock()
+        judged = decode_batch(messages, now)
+        zones = await self._timezones(client_ids(judged), now)
+        plan = plan_batch(judged, zones, now, self._retention_days)
+        return Prepared(messages, _positions(messages), plan)
+
+    async def apply(self, prepared: Prepared) -> BatchOutcome:
+        """Apply a prepared batch; batches must be applied one after the other, in order.
 
         First, any writes Redis lost before this batch are re-applied: the per-key offsets of
         state/ require each partition's events to be applied in order.
         """
-        positions = _positions(messages)
+        positions = prepared.positions
         filled = await self._fill_gaps(positions)
         spans = {
             p: replace(s, force=True) if p in filled else s for p, s in positions.spans.items()
         }
-        outcome, letters = await self._apply(messages, Positions(positions.topic, spans))
+        outcome, letters = await self._apply(prepared.plan, Positions(positions.topic, spans))
         if letters:
             await self._send([to_record(letter) for letter in letters])
         return outcome
 
     async def _apply(
-        self, messages: Sequence[Message], positions: Positions
+        self, plan: Plan, positions: Positions
     ) -> tuple[BatchOutcome, list[DeadLetter]]:
-        now = self._clock()
-        judged = decode_batch(messages, now)
-        zones = await self._timezones(client_ids(judged), now)
-        plan = plan_batch(judged, zones, now, self._retention_days)
         batch = await self._writer.apply(plan.device_batches, positions)
         letters = list(plan.dead_letters)
         for result, members in zip(batch.devices, plan.members, strict=True):
@@ -149,7 +170,8 @@ class BatchProcessor:
             forced = True  # the first message read is the first the log still holds
             async for chunk in self._reread(positions.topic, partition, start, span.first):
                 spans = {partition: Span(chunk[0].offset, chunk[-1].offset, forced)}
-                await self._apply(chunk, Positions(positions.topic, spans))
+                prepared = await self.prepare(chunk)
+                await self._apply(prepared.plan, Positions(positions.topic, spans))
                 forced = False
             gaps.add(partition)
         return gaps
@@ -163,6 +185,23 @@ class BatchProcessor:
             expires = now + ZONE_CACHE
             self._zones.update({n: (tz, expires) for n, tz in fresh.items()})
         return {n: self._zones[n][0] for n in names}
+
+
+async def _until_done(step: Callable[[], Awaitable[T]], stopping: Callable[[], bool]) -> T:
+    """Run ``step`` until it succeeds, with backoff; give up (CancelledError) when stopping."""
+    delay = _BACKOFF_FIRST_S
+    while True:
+        try:
+            return await step()
+        except StoreUnavailable as exc:
+            log.warning("Redis unavailable (%s); retrying the batch in %.1f s", exc, delay)
+        except Exception:
+            log.exception("Batch failed; retrying in %.1f s", delay)
+        if stopping():
+            # The batch stays unacknowledged and is delivered again after the restart.
+            raise asyncio.CancelledError("worker stopping with a batch not yet applied")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, _BACKOFF_MAX_S)
 
 
 def _positions(messages: Sequence[Message]) -> Positions:

@@ -1,0 +1,267 @@
+"""The ingest benchmark's ceiling: a bare aiokafka consumer loop around the worker's BatchProcessor.
+
+Issue 4 compares `devact worker` (Faust) with what Python can do at best on the same path. This
+loop is that best: no framework between the broker and the per-batch code, nothing else in the
+process. It maps one to one onto the Faust worker (stream/app.py):
+
+| Faust worker                                   | here                                          |
+|------------------------------------------------|-----------------------------------------------|
+| consumer group ``app_id``, earliest            | ``--group``, earliest, no auto-commit         |
+| batches of up to ``batch_max`` fetched events  | ``getmany(max_records=batch_max)``            |
+| ``BatchProcessor``, built from its settings    | the same, built the same way                  |
+| prepares batch n+1 while n is being applied    | the same two stages                           |
+| dead letters through the app's producer        | an ``AIOKafkaProducer``, awaited per batch    |
+| offsets acknowledged after the batch is done   | committed (last + 1) after the batch is done  |
+
+What makes it a ceiling and not a strawman: fetches are large (a few MiB per partition, so one
+round trip brings thousands of heartbeats) and aiokafka's fetcher prefetches in the background;
+the next batch is fetched, judged and planned (this process's CPU) while the previous one is
+applied (mostly Redis's CPU) and its offsets committed. Applying stays strictly one batch after
+the other, in offset order, which the effectively-once check of state/ relies on (see README,
+"Effectively-once counting").
+
+    python -m bench.raw_loop --bootstrap HOST:PORT --redis-url URL --topic T --group G
+
+Runs until SIGTERM or SIGINT, then stops cleanly (exit 0). Other settings (default timezone,
+retention, Redis timeout) come from the worker's ``DEVACT_`` environment, as for the worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from state.connection import connect
+from state.registry import Registry
+from state.writer import Writer
+from stream.app import ensure_topics
+from stream.dlq import DeadLetterRecord
+from stream.plan import Message
+from stream.processor import BatchProcessor, Prepared, SendDeadLetters
+from stream.reread import partition_reader
+from stream.settings import WorkerSettings
+
+log = logging.getLogger("bench.raw_loop")
+
+_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
+"""Per partition and fetch: about 15,000 single-heartbeat messages (~270 bytes each with the
+record overhead), so a 5000-event batch never waits on a fetch that brought too little."""
+_FETCH_BYTES = 32 * 1024 * 1024
+"""Per fetch response: all 6 partitions of the benchmark at their full size in one round trip."""
+_DLQ_MAX_REQUEST_BYTES = 8 * 1024 * 1024
+"""As the worker's producer (stream/app.py): the largest rejected event still fits."""
+_POLL_MS = 200
+"""How long one ``getmany`` waits on a quiet topic: bounds how late a stop request is seen."""
+_PROGRESS_EVERY_S = 10.0
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.raw_loop",
+        description="Bare aiokafka loop: heartbeats topic -> Redis through the worker's code.",
+    )
+    parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--group", required=True, help="Kafka consumer group")
+    parser.add_argument("--dlq-topic", help="dead-letter topic (default: <topic>.dlq)")
+    parser.add_argument("--batch-max", type=int, default=5000, help="events per batch")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> WorkerSettings:
+    """The worker's settings with the command line's broker, Redis, topics and group."""
+    return WorkerSettings(
+        kafka_bootstrap=args.bootstrap,
+        redis_url=args.redis_url,
+        topic=args.topic,
+        dlq_topic=args.dlq_topic or f"{args.topic}.dlq",
+        app_id=args.group,
+        batch_max=args.batch_max,
+    )
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _messages(fetched: Mapping[TopicPartition, Sequence[Any]]) -> list[Message]:
+    """The records of one ``getmany``, each partition's in offset order."""
+    return [
+        Message(r.topic, r.partition, r.offset, r.key, r.value or b"")  # tombstone: invalid_json
+        for records in fetched.values()
+        for r in records
+    ]
+
+
+def _next_offsets(fetched: Mapping[TopicPartition, Sequence[Any]]) -> dict[TopicPartition, int]:
+    """Per partition, the offset to commit once the batch is applied: its last one + 1."""
+    return {tp: records[-1].offset + 1 for tp, records in fetched.items() if records}
+
+
+def _dead_letter_sender(producer: AIOKafkaProducer, topic: str) -> SendDeadLetters:
+    async def send(records: Sequence[DeadLetterRecord]) -> None:
+        """Wait for the broker's acknowledgement of every letter before the batch counts as
+        done, as the worker does."""
+        pending = [
+            await producer.send(topic, r.value, key=r.key, headers=r.headers) for r in records
+        ]
+        await asyncio.gather(*pending)
+
+    return send
+
+
+class Progress:
+    """Logs events applied and the rate every ``_PROGRESS_EVERY_S``."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self._started: float | None = None
+        self._last_report = 0.0
+
+    def add(self, count: int) -> None:
+        now = time.monotonic()
+        if self._started is None:
+            self._started = self._last_report = now
+        self.events += count
+        if now - self._last_report >= _PROGRESS_EVERY_S:
+            self._last_report = now
+            rate = self.events / max(now - self._started, 1e-9)
+            log.info("applied %d messages, %.0f msg/s since the first batch", self.events, rate)
+
+
+class IngestLoop:
+    """Fetch and prepare the next batch while the previous one is applied and committed.
+
+    Two stages, as in the worker's agent (stream/app.py): judging and planning a batch is this
+    process's CPU, applying it is mostly Redis's, so the two overlap. Applying and committing
+    stay strictly one batch after the other, in offset order: the next batch is handed to the
+    apply stage only once the previous one is applied and committed.
+    """
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        processor: BatchProcessor,
+        batch_max: int,
+        stop: asyncio.Event,
+    ) -> None:
+        self._consumer = consumer
+        self._processor = processor
+        self._batch_max = batch_max
+        self._stop = stop
+        self.progress = Progress()
+
+    async def run(self) -> None:
+        """Until ``stop`` is set; the batch being applied then is finished and committed (or,
+        when Redis is unreachable, left uncommitted, to be delivered again)."""
+        applying: asyncio.Task[None] | None = None
+        try:
+            while not self._stop.is_set():
+                fetched = await self._consumer.getmany(
+                    timeout_ms=_POLL_MS, max_records=self._batch_max
+                )
+                if not fetched:
+                    continue
+                prepared = await self._processor.prepare_until_done(
+                    _messages(fetched), self._stop.is_set
+                )
+                if applying is not None and not await _finished(applying):
+                    applying = None  # gave up (stopping): nothing left to wait for
+                    break
+                applying = asyncio.create_task(
+                    self._apply_and_commit(prepared, _next_offsets(fetched))
+                )
+        except asyncio.CancelledError:
+            if not self._stop.is_set():
+                raise  # the processor gives up only when stopping; anything else is a real cancel
+        finally:
+            if applying is not None:
+                await _finished(applying)
+
+    async def _apply_and_commit(
+        self, prepared: Prepared, offsets: dict[TopicPartition, int]
+    ) -> None:
+        await self._processor.apply_until_done(prepared, self._stop.is_set)
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            # A rebalance moved the partition: its new owner re-reads these events, and
+            # state/ skips what it already holds.
+            log.warning("offset commit failed (%s); the events will be re-read and skipped", exc)
+        self.progress.add(len(prepared.messages))
+
+
+async def _finished(task: asyncio.Task[None]) -> bool:
+    """Wait for an apply stage; False when it gave up because the loop is stopping."""
+    await asyncio.wait([task])
+    if task.cancelled():
+        log.info("stopping with a batch not yet applied; it stays uncommitted")
+        return False
+    task.result()  # re-raises anything unexpected
+    return True
+
+
+async def run(settings: WorkerSettings) -> None:
+    """Consume ``settings.topic`` into Redis until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    await ensure_topics(settings)  # the dead-letter topic, as the worker creates it
+    consumer = AIOKafkaConsumer(
+        settings.topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.app_id,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=_PARTITION_FETCH_BYTES,
+        fetch_max_bytes=_FETCH_BYTES,
+        session_timeout_ms=int(settings.session_timeout_s * 1000),
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, max_request_size=_DLQ_MAX_REQUEST_BYTES
+    )
+    redis = connect(settings)
+    processor = BatchProcessor(
+        registry=Registry(redis),
+        writer=Writer(redis),
+        send=_dead_letter_sender(producer, settings.dlq_topic),
+        clock=_utc_now,
+        default_timezone=settings.default_timezone,
+        retention_days=settings.retention_days,
+        reread=partition_reader(settings.kafka_bootstrap),
+    )
+    await producer.start()
+    await consumer.start()
+    log.info("consuming %s as group %s", settings.topic, settings.app_id)
+    ingest = IngestLoop(consumer, processor, settings.batch_max, stop)
+    try:
+        await ingest.run()
+        log.info("stopped after %d messages", ingest.progress.events)
+    finally:
+        await consumer.stop()  # leaves the group at once: no wait for a session timeout
+        await producer.stop()
+        await redis.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(run(settings_from(parse_args(argv))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

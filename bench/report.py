@@ -1,0 +1,276 @@
+"""Writing a run's results: ``latest.json`` (flat figures), ``details.json``, the Markdown report
+and its charts, all in ``bench/results/``."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LATEST_KEYS = (
+    "ingest_eps",
+    "ingest_raw_eps",
+    "ingest_quix_eps",
+    "ingest_2w_eps",
+    "ingest_batched_eps",
+    "fresh_p50_ms",
+    "fresh_p99_ms",
+    "query_rps",
+    "query_p50_ms",
+    "query_p99_ms",
+    "sql_rps",
+    "sql_p50_ms",
+    "sql_p99_ms",
+    "redis_bytes_per_device_day",
+    "pg_bytes_per_device_day",
+    "machine",
+)
+
+# (figure, goal, higher is better): the issue's targets, for the summary table.
+TARGETS: tuple[tuple[str, str, float, bool], ...] = (
+    ("ingest_eps", "events/s, one worker, one heartbeat per message", 50_000, True),
+    ("ingest_vs_raw", "worker / bare aiokafka loop", 0.5, True),
+    ("ingest_vs_quix", "worker / Quix Streams app", 1.0, True),
+    ("ingest_batched_eps", "events/s, arrays of 100", 200_000, True),
+    ("fresh_p99_ms", "freshness p99 (ms) at 5,000 events/s", 1_000, False),
+    ("query_p99_ms", "API p99 (ms), 32 connections", 10, False),
+    ("query_rps", "API req/s, one process, 90-day daily series", 4_000, True),
+    ("query_vs_sql", "API req/s / SQL baseline req/s", 10, True),
+    ("redis_bytes_per_device_day", "Redis bytes per device-day", 400, False),
+    ("pg_vs_redis_bytes", "PostgreSQL bytes / Redis bytes per device-day", 20, True),
+)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kb = int(re.findall(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())[0])
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem_kb / 2**20:.0f} GiB, Linux "
+        f"{platform.release()}, Python {platform.python_version()}, {_redis_version()}; "
+        "Kafka, Redis and PostgreSQL on the same machine"
+    )
+
+
+def _redis_version() -> str:
+    try:
+        out = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
+    except OSError:
+        return "Redis ?"
+    found = re.search(r"v=(\S+)", out.stdout)
+    return f"Redis {found.group(1) if found else '?'}"
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    """The side-by-side ratios the targets are about (only those whose figures were run)."""
+    pairs = {
+        "ingest_vs_raw": ("ingest_eps", "ingest_raw_eps"),
+        "ingest_vs_quix": ("ingest_eps", "ingest_quix_eps"),
+        "ingest_2w_vs_1w": ("ingest_2w_eps", "ingest_eps"),
+        "query_vs_sql": ("query_rps", "sql_rps"),
+        "pg_vs_redis_bytes": ("pg_bytes_per_device_day", "redis_bytes_per_device_day"),
+    }
+    return {
+        name: round(results[a] / results[b], 2)
+        for name, (a, b) in pairs.items()
+        if results.get(a) and results.get(b)
+    }
+
+
+def write(results: dict[str, Any], quick: bool, started: datetime) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = {**results, **ratios(results), "machine": machine()}
+    flat = {k: v for k, v in results.items() if isinstance(v, int | float | str | bool)}
+    flat.pop("accuracy_table", None)
+    latest = {k: results.get(k) for k in LATEST_KEYS} | flat
+    latest |= {"quick": quick, "started": started.isoformat(timespec="seconds")}
+    (RESULTS / "latest.json").write_text(json.dumps(latest, indent=2) + "\n")
+    (RESULTS / "details.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    charts = _charts(results)
+    report = RESULTS / "report.md"
+    report.write_text(_markdown(results, quick, started, charts))
+    return report
+
+
+def _charts(results: dict[str, Any]) -> list[str]:
+    made = []
+    runs = results.get("ingest_runs") or []
+    if runs:
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        labels = [r["label"] for r in runs]
+        ax.barh(labels, [r["eps"] for r in runs], color="#3b6ea5")
+        for n, r in enumerate(runs):
+            ax.text(r["eps"], n, f" {r['eps']:,.0f}", va="center", fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("events per second (first applied batch to all in Redis)")
+        ax.set_title(f"Ingest of {results.get('ingest_events', 0):,} heartbeats")
+        fig.tight_layout()
+        fig.savefig(RESULTS / "ingest.png", dpi=110)
+        plt.close(fig)
+        made.append("ingest.png")
+    api, sql = results.get("query_latency_curve"), results.get("sql_latency_curve")
+    if api and sql:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+        for curve, name in ((api, "API (Redis)"), (sql, "seed SQL (PostgreSQL)")):
+            left.plot([p for p, _ in curve], [ms for _, ms in curve], label=name)
+        left.set_yscale("log")
+        left.set_xlabel("percentile")
+        left.set_ylabel("latency (ms, log scale)")
+        left.set_title("Latency at 32 connections")
+        left.legend()
+        names = ["API, 1 process", "API, 1 per core", "SQL, 1 process"]
+        values = [results.get(k) or 0 for k in ("query_rps", "query_rps_per_core", "sql_rps")]
+        right.bar(names, values, color=["#3b6ea5", "#6c9bd2", "#c0504d"])
+        right.set_ylabel("requests per second")
+        right.set_title("Throughput, 90-day daily series")
+        fig.tight_layout()
+        fig.savefig(RESULTS / "queries.png", dpi=110)
+        plt.close(fig)
+        made.append("queries.png")
+    return made
+
+
+def _markdown(results: dict[str, Any], quick: bool, started: datetime, charts: list[str]) -> str:
+    out = [
+        "# device-activity benchmark",
+        "",
+        f"Run {started:%Y-%m-%d %H:%M} UTC, {'QUICK (smaller data)' if quick else 'full'} mode, "
+        f"by `make bench{' QUICK=1' if quick else ''}`. Machine: {results['machine']}.",
+        "",
+        "Every ratio compares figures measured in this same run, on the same data. The machine is"
+        " shared and noisy: absolute figures move between runs, the ratios much less.",
+        "",
+        "## Targets",
+        "",
+        "| figure | measured | target | met |",
+        "|---|---:|---:|:---:|",
+    ]
+    for key, text, goal, higher in TARGETS:
+        value = results.get(key)
+        if value is None:
+            continue
+        met = value >= goal if higher else value <= goal
+        out.append(
+            f"| {text} | {_num(value)} | {'≥' if higher else '≤'} {_num(goal)} "
+            f"| {'yes' if met else '**no**'} |"
+        )
+    out += _ingest_section(results) + _freshness_section(results) + _query_section(results)
+    out += _memory_section(results) + _accuracy_section(results)
+    out += ["## Charts", ""] + [f"![{c}]({c})" for c in charts] + [""]
+    return "\n".join(out)
+
+
+def _ingest_section(results: dict[str, Any]) -> list[str]:
+    runs = results.get("ingest_runs")
+    if not runs:
+        return []
+    out = [
+        "",
+        "## Ingest",
+        "",
+        f"{results['ingest_events']:,} heartbeats of 10,000 devices over 30 days, produced first"
+        " into a 6-partition topic; each contender starts on an empty Redis with a group of its"
+        " own. Rate: events from the first applied batch until Redis holds all of them (the"
+        " applied positions state/ writes with the counters), divided by that time. Start-up"
+        " (process start to first applied batch) is shown apart. Every run is checked against"
+        " the oracle (per-device activity sums) before its figure is kept.",
+        "",
+        "| contender | events/s | seconds | start-up s | consumer CPU s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in runs:
+        out.append(
+            f"| {r['label']} | {r['eps']:,.0f} | {r['seconds']} | {r['startup_s']} | {r['cpu_s']} |"
+        )
+    return [*out, ""]
+
+
+def _freshness_section(results: dict[str, Any]) -> list[str]:
+    if "fresh_p50_ms" not in results:
+        return []
+    return [
+        "## Freshness",
+        "",
+        f"Live heartbeats at {results['fresh_rate']:,}/s (sent: {results['fresh_rate_sent']:,}/s)"
+        f" for {results['fresh_seconds']:.0f} s, with {results['fresh_probes']} probes (a"
+        " heartbeat of a new device each), each polled through the API every"
+        f" {results['fresh_poll_ms']:.0f} ms from just before its send until it shows:"
+        f" p50 {results['fresh_p50_ms']} ms, p99 {results['fresh_p99_ms']} ms,"
+        f" max {results['fresh_max_ms']} ms.",
+        "",
+    ]
+
+
+def _query_section(results: dict[str, Any]) -> list[str]:
+    if "query_rps" not in results:
+        return []
+    out = ["## Queries", ""]
+    if "query_note" in results:
+        out += [str(results["query_note"]), ""]
+    out += [
+        "| endpoint | req/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|",
+        f"| API (Redis), 1 process | {_num(results['query_rps'])} | {results['query_p50_ms']} "
+        f"| {results['query_p99_ms']} |",
+    ]
+    if results.get("query_rps_per_core"):
+        out.append(
+            f"| API (Redis), 1 process per core | {_num(results['query_rps_per_core'])} "
+            f"| {results.get('query_per_core_p50_ms', '')} "
+            f"| {results.get('query_per_core_p99_ms', '')} |"
+        )
+    out.append(
+        f"| seed SQL (PostgreSQL), 1 process | {_num(results['sql_rps'])} "
+        f"| {results['sql_p50_ms']} | {results['sql_p99_ms']} |"
+    )
+    if "loadgen_cpu_pct" in results:
+        out += ["", f"Load generator (wrk) CPU: {results['loadgen_cpu_pct']}% of one core."]
+    return [*out, ""]
+
+
+def _memory_section(results: dict[str, Any]) -> list[str]:
+    if "redis_bytes_per_device_day" not in results:
+        return []
+    return [
+        "## Memory",
+        "",
+        f"Redis: {results['redis_bytes_per_device_day']} bytes per device-day (`INFO memory`"
+        " used_memory delta over the query data set). PostgreSQL, the same events as raw rows:"
+        f" {results['pg_bytes_per_device_day']} bytes per device-day (table and index).",
+        "",
+    ]
+
+
+def _accuracy_section(results: dict[str, Any]) -> list[str]:
+    if "accuracy_table" not in results:
+        return []
+    return [
+        "## Accuracy (user-count)",
+        "",
+        "Exact while every day of a bucket holds at most"
+        f" {results['accuracy_exact_users_limit']} users; within"
+        f" {results['accuracy_tolerance']:.0%} otherwise (SPEC section 4).",
+        "",
+        "```",
+        str(results["accuracy_table"]),
+        "```",
+        "",
+    ]
+
+
+def _num(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:g}"

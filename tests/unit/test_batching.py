@@ -1,0 +1,195 @@
+"""The hand-off of whole fetches from Faust's consumer to the agent (stream/batching.py).
+
+Pure logic with stand-ins for Faust's app and consumer; the same code against a real broker is
+exercised by every worker test in tests/integration (pipeline, DLQ, rebalance, crash, replay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import defaultdict
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from mode.utils.queues import FlowControlEvent
+
+from stream.batching import FETCHES_BUFFERED, BatchChannel, BatchingConsumer, to_message
+
+
+def in_event_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+@dataclass(eq=False)
+class FakeRecord:
+    offset: int
+    generation_id: int = 1
+    topic: str = "heartbeats"
+    partition: int = 0
+    key: bytes | None = b"k"
+    value: bytes | None = b"{}"
+    tracked: bool = False
+
+
+@dataclass
+class FakeConsumer:
+    tracked: list[int] = field(default_factory=list)
+    acked: list[int] = field(default_factory=list)
+
+    def track_message(self, message: FakeRecord) -> None:
+        self.tracked.append(message.offset)
+
+    def ack(self, message: FakeRecord) -> bool:
+        self.acked.append(message.offset)
+        return True
+
+
+@dataclass
+class FakeApp:
+    consumer: FakeConsumer = field(default_factory=FakeConsumer)
+    flow_control: FlowControlEvent = field(default_factory=FlowControlEvent)
+    consumer_generation_id: int = 1
+
+
+def records(*offsets: int, generation: int = 1) -> list[Any]:
+    return [FakeRecord(o, generation) for o in offsets]
+
+
+def channel(app: FakeApp) -> BatchChannel:
+    app.flow_control.resume()
+    return BatchChannel(app, "heartbeats")  # type: ignore[arg-type]
+
+
+@in_event_loop
+async def test_take_joins_buffered_fetches_up_to_the_limit() -> None:
+    app = FakeApp()
+    ch = channel(app)
+    for fetch in (records(0, 1), records(2, 3), records(4, 5)):
+        await ch.put(fetch)
+    first = await ch.take(max_messages=3)
+    assert [r.offset for r in first] == [0, 1, 2, 3]  # whole fetches: the limit is passed once
+    second = await ch.take(max_messages=3)
+    assert [r.offset for r in second] == [4, 5]
+
+
+@in_event_loop
+async def test_take_waits_for_a_fetch() -> None:
+    ch = channel(FakeApp())
+    taking = asyncio.ensure_future(ch.take(max_messages=10))
+    await asyncio.sleep(0)
+    assert not taking.done()
+    await ch.put(records(7))
+    assert [r.offset for r in await asyncio.wait_for(taking, 5)] == [7]
+
+
+@in_event_loop
+async def test_taken_messages_are_tracked_until_acknowledged() -> None:
+    app = FakeApp()
+    ch = channel(app)
+    await ch.put(records(0, 1, 2))
+    taken = await ch.take(max_messages=10)
+    assert app.consumer.tracked == [0, 1, 2]
+    assert all(r.tracked for r in taken)
+    assert app.consumer.acked == []
+    ch.ack(taken)
+    assert app.consumer.acked == [0, 1, 2]
+
+
+@in_event_loop
+async def test_messages_of_an_older_generation_are_dropped_untracked() -> None:
+    app = FakeApp(consumer_generation_id=2)
+    ch = channel(app)
+    await ch.put(records(0, 1, generation=1))  # fetched before the rebalance
+    await ch.put(records(5, 6, generation=2))
+    taken = await ch.take(max_messages=10)
+    assert [r.offset for r in taken] == [5, 6]
+    assert app.consumer.tracked == [5, 6]
+
+
+@in_event_loop
+async def test_take_skips_a_take_made_only_of_stale_messages() -> None:
+    app = FakeApp(consumer_generation_id=2)
+    ch = channel(app)
+    await ch.put(records(0, generation=1))
+    taking = asyncio.ensure_future(ch.take(max_messages=1))
+    await asyncio.sleep(0)
+    assert not taking.done()  # nothing current yet: still waiting
+    await ch.put(records(3, generation=2))
+    assert [r.offset for r in await asyncio.wait_for(taking, 5)] == [3]
+
+
+@in_event_loop
+async def test_a_rebalance_clears_what_was_not_taken() -> None:
+    app = FakeApp()
+    ch = channel(app)
+    await ch.put(records(0, 1))
+    app.flow_control.suspend()
+    app.flow_control.clear()  # what Faust does when partitions are revoked
+    app.flow_control.resume()
+    await ch.put(records(0, 1, 2))  # fetched again from the committed offset
+    assert [r.offset for r in await ch.take(max_messages=10)] == [0, 1, 2]
+
+
+@in_event_loop
+async def test_the_channel_holds_a_bounded_number_of_fetches() -> None:
+    ch = channel(FakeApp())
+    for n in range(FETCHES_BUFFERED):
+        await ch.put(records(n))
+    blocked = asyncio.ensure_future(ch.put(records(99)))
+    await asyncio.sleep(0)
+    assert not blocked.done()  # the fetch loop waits: back-pressure towards Kafka
+    await ch.take(max_messages=1)
+    await asyncio.wait_for(blocked, 5)
+
+
+def test_a_tombstone_becomes_an_empty_value() -> None:
+    message = to_message(FakeRecord(3, value=None))
+    assert (message.partition, message.offset, message.value) == (0, 3, b"")
+
+
+class FakeTopics:
+    def acks_enabled_for(self, topic: str) -> bool:
+        return True
+
+
+def consumer_with_read_offsets() -> tuple[BatchingConsumer, list[tuple[int, int]]]:
+    """A BatchingConsumer with only what ``_admit`` touches: read offsets and the gap list."""
+    consumer = BatchingConsumer.__new__(BatchingConsumer)
+    gaps: list[tuple[int, int]] = []
+
+    async def add_gap(tp: Any, first: int, last: int) -> None:
+        gaps.append((first, last))
+
+    consumer._read_offset = defaultdict(lambda: None)
+    consumer._add_gap = add_gap  # type: ignore[method-assign]
+    consumer.app = type("App", (), {"topics": FakeTopics()})()
+    return consumer, gaps
+
+
+@pytest.mark.parametrize(
+    ("offsets", "admitted", "gaps"),
+    [
+        ([0, 1, 2], [0, 1, 2], []),
+        ([5, 5, 6], [5, 5, 6], []),  # the same offset again is admitted, as Faust does
+        ([4, 3, 5], [4, 5], []),  # below the read offset: already read, dropped
+        # A hole in the log (compaction, a marker): Faust's _add_gap(read + 1, offset).
+        ([2, 3, 7], [2, 3, 7], [(4, 7)]),
+    ],
+)
+@in_event_loop
+async def test_admit_keeps_fausts_read_offset_bookkeeping(
+    offsets: list[int], admitted: list[int], gaps: list[tuple[int, int]]
+) -> None:
+    consumer, recorded = consumer_with_read_offsets()
+    tp = ("heartbeats", 0)
+    kept = [o for o in offsets if await consumer._admit(tp, FakeRecord(o))]  # type: ignore[arg-type]
+    assert kept == admitted
+    assert recorded == gaps
+    assert consumer._read_offset[tp] == max(offsets)
