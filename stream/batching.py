@@ -97,9 +97,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                         if message.topic in channels:
                             fetched[message.topic].append(message)
                         else:  # Faust's own path, one message at a time
-                            await self.wait_first(
-                                self.callback(message), self.suspend_flow.wait()
-                            )
+                            await self.wait_first(self.callback(message), self.suspend_flow.wait())
                 for topic, messages in fetched.items():
                     await self.wait_first(channels[topic].put(messages), self.suspend_flow.wait())
                 await self._maybe_commit()
