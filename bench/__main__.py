@@ -10,7 +10,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import accuracy, freshness, ingest, report
+from bench import accuracy, freshness, ingest, query, report
 from bench.common import local_stack
 
 log = logging.getLogger("bench")
@@ -25,6 +25,8 @@ async def _sections(args: argparse.Namespace, run_dir: Path) -> dict[str, object
             results.update(await ingest.run(endpoints, run_dir, args.quick, now, only))
         if "freshness" in args.sections:
             results.update(await freshness.run(endpoints, run_dir, args.quick, now))
+        if "query" in args.sections:
+            results.update(await query.run(endpoints.redis_url, run_dir, args.quick))
         if "accuracy" in args.sections:
             results.update(await accuracy.run(endpoints))
     return results
