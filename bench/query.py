@@ -664,7 +664,7 @@ async def measure_queries(ctx: Context) -> dict[str, object]:
     results: dict[str, object] = {"query_load_average_1m": round(os.getloadavg()[0], 2)}
     runs: list[WrkResult] = []
 
-    async def record(prefix: str, result: WrkResult) -> None:
+    def record(prefix: str, result: WrkResult) -> None:
         runs.append(result)
         results.update(flat(prefix, result))
 
@@ -675,19 +675,19 @@ async def measure_queries(ctx: Context) -> dict[str, object]:
         results["query_checked_requests"] = await check_same_answers(
             api, sql, ctx.token, ctx.dataset
         )
-        await record("query", await drive(api, daily, ctx.mode, redis_cpu))
+        record("query", await drive(api, daily, ctx.mode, redis_cpu))
         if extra:
-            await record("query_mix", await drive(api, mix, ctx.mode, redis_cpu))
-        await record("sql", await drive(sql, daily, ctx.mode, pg_cpu))
+            record("query_mix", await drive(api, mix, ctx.mode, redis_cpu))
+        record("sql", await drive(sql, daily, ctx.mode, pg_cpu))
         if extra:
-            await record("sql_mix", await drive(sql, mix, ctx.mode, pg_cpu))
+            record("sql_mix", await drive(sql, mix, ctx.mode, pg_cpu))
     async with serving(api_server(ctx.redis_url, cores, ctx.run_dir), "/readyz", ctx.auth) as api:
-        await record("query_per_core", await drive(api, daily, ctx.mode, redis_cpu))
+        record("query_per_core", await drive(api, daily, ctx.mode, redis_cpu))
     if extra:
         async with serving(
             sql_server(ctx.postgres.dsn, cores, ctx.run_dir), ctx.sql_probe, {}
         ) as sql:
-            await record("sql_per_core", await drive(sql, daily, ctx.mode, pg_cpu))
+            record("sql_per_core", await drive(sql, daily, ctx.mode, pg_cpu))
     results["query_rps_per_core"] = results["query_per_core_rps"]
     if extra:
         results["sql_rps_per_core"] = results["sql_per_core_rps"]
