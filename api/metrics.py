@@ -25,6 +25,18 @@ class ApiMetrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
+        self._series: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        """The labelled children per (route, status): ``labels()`` looks them up under a lock
+        on every call. Bounded: the app's routes (and ``unmatched``) times the statuses."""
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        series = self._series.get((route, status))
+        if series is None:
+            series = (self.requests.labels(route, str(status)), self.latency.labels(route))
+            self._series[(route, status)] = series
+        requests, latency = series
+        requests.inc()
+        latency.observe(seconds)
 
 
 class MetricsMiddleware:
@@ -50,5 +62,4 @@ class MetricsMiddleware:
         finally:
             route: Any = scope.get("route")
             name = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(name, str(status)).inc()
-            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+            self.metrics.observe(name, status, time.perf_counter() - started)

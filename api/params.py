@@ -12,8 +12,8 @@ from datetime import date
 from typing import get_args
 
 from api.errors import InvalidParameter
-from state.dates import GRANULARITIES, Bucket, Granularity, buckets, days_inclusive
-from state.reader import Metric
+from state.dates import GRANULARITIES, Bucket, Granularity, days_inclusive
+from state.reader import Metric, SeriesPlan, series_plan
 
 METRICS: tuple[Metric, ...] = get_args(Metric)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
@@ -27,6 +27,9 @@ LABELS: dict[Granularity, str] = {
 }
 
 
+_GRANULARITY_OF: dict[str, Granularity] = {g: g for g in GRANULARITIES}
+
+
 def label(metric: Metric, granularity: Granularity) -> str:
     return "Total Activity" if metric == "activity-count" else LABELS[granularity]
 
@@ -37,7 +40,12 @@ class ActivityParams:
     granularity: Granularity
     start: date
     end: date
-    buckets: list[Bucket]
+    plan: SeriesPlan
+    """The range's buckets and their days, shared by every request of the same range."""
+
+    @property
+    def buckets(self) -> list[Bucket]:
+        return list(self.plan.buckets)
 
 
 def _uuid(name: str, value: str) -> str | InvalidParameter:
@@ -95,14 +103,13 @@ def parse_activity_params(
     both = {"start_date": start_date, "end_date": end_date}
     if start > end:
         return InvalidParameter("start_date must not be after end_date", both)
-    if days_inclusive(start, end) > max_range_days:
+    days = days_inclusive(start, end)
+    if days > max_range_days:
         return InvalidParameter(
-            f"Range of {days_inclusive(start, end)} days exceeds the limit of "
-            f"{max_range_days} days",
-            both,
+            f"Range of {days} days exceeds the limit of {max_range_days} days", both
         )
     typed_metric: Metric = "activity-count" if metric == "activity-count" else "user-count"
-    typed_granularity = next(g for g in GRANULARITIES if g == chosen)
+    typed_granularity = _GRANULARITY_OF[chosen]
     return ActivityParams(
-        typed_metric, typed_granularity, start, end, buckets(start, end, typed_granularity)
+        typed_metric, typed_granularity, start, end, series_plan(start, end, typed_granularity)
     )

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import ReaderDep, SettingsDep, TokenDep
+from api.deps import ReaderDep, TokenDep, app_settings
 from api.errors import Forbidden, InvalidParameter, NotFound, Unauthorized
 from api.params import ActivityParams, label, parse_activity_params
 from state.reader import SeriesQuery
@@ -30,31 +30,66 @@ def _json(body: object, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
+ACTIVITY_PATH = "/v2/clients/{client_id}/analytics/devices/{device_id}/activity"
+ACTIVITY_QUERY = {
+    "metric": "activity-count or user-count",
+    "start_date": "YYYY-MM-DD, inclusive",
+    "end_date": "YYYY-MM-DD, inclusive",
+    "granularity": "daily (default), weekly, monthly or quarterly",
+}
+
+
+def _documented_parameters() -> list[dict[str, Any]]:
+    """The activity route's parameters for the OpenAPI document, as FastAPI would list them
+    declared as ``str`` (path) and ``str | None = None`` (query)."""
+
+    def title(name: str) -> str:
+        return name.replace("_", " ").title()
+
+    path = [
+        {"in": "path", "name": n, "required": True, "schema": {"title": title(n), "type": "string"}}
+        for n in ("client_id", "device_id")
+    ]
+    query = [
+        {
+            "description": text,
+            "in": "query",
+            "name": n,
+            "required": False,
+            "schema": {
+                "anyOf": [{"type": "string"}, {"type": "null"}],
+                "description": text,
+                "title": title(n),
+            },
+        }
+        for n, text in ACTIVITY_QUERY.items()
+    ]
+    return path + query
+
+
 @router.get(
-    "/v2/clients/{client_id}/analytics/devices/{device_id}/activity",
+    ACTIVITY_PATH,
     summary="A device's activity time series",
     responses=ERROR_RESPONSES,
+    openapi_extra={"parameters": _documented_parameters()},
 )
-async def device_activity(
-    client_id: str,
-    device_id: str,
-    token: TokenDep,
-    reader: ReaderDep,
-    settings: SettingsDep,
-    metric: Annotated[str | None, Query(description="activity-count or user-count")] = None,
-    start_date: Annotated[str | None, Query(description="YYYY-MM-DD, inclusive")] = None,
-    end_date: Annotated[str | None, Query(description="YYYY-MM-DD, inclusive")] = None,
-    granularity: Annotated[
-        str | None, Query(description="daily (default), weekly, monthly or quarterly")
-    ] = None,
-) -> Response:
+async def device_activity(request: Request, token: TokenDep, reader: ReaderDep) -> Response:
+    # The path and query parameters are read here, not declared to FastAPI: they are plain
+    # strings that parse_activity_params checks, and FastAPI's per-parameter machinery cost more
+    # than the rest of the route (about 90 microseconds a request). openapi_extra documents them.
+    path, args = request.path_params, request.query_params
+    client_id, device_id = path["client_id"], path["device_id"]
     params = parse_activity_params(
-        client_id, device_id, metric, start_date, end_date, granularity, settings.max_range_days
+        client_id,
+        device_id,
+        args.get("metric"),
+        args.get("start_date"),
+        args.get("end_date"),
+        args.get("granularity"),
+        app_settings(request).max_range_days,
     )
     client, device = client_id.lower(), device_id.lower()
-    query = (
-        SeriesQuery(params.metric, params.buckets) if isinstance(params, ActivityParams) else None
-    )
+    query = SeriesQuery(params.metric, params.plan) if isinstance(params, ActivityParams) else None
     view = await reader.device_view(token, client, device, query)
     # SPEC order: 401, 403, 400, 404.
     if view.grant is None:
@@ -75,8 +110,8 @@ async def device_activity(
             "granularity": params.granularity,
             "period": {"start": params.start.isoformat(), "end": params.end.isoformat()},
             "data": [
-                {"date": b.first.isoformat(), "value": v}
-                for b, v in zip(params.buckets, view.values, strict=True)
+                {"date": day, "value": v}
+                for day, v in zip(params.plan.dates, view.values, strict=True)
             ],
         }
     )

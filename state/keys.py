@@ -48,6 +48,18 @@ def day_users(device_id: str, day: date) -> str:
     return f"{device_tag(device_id)}:{day.isoformat()}:u"
 
 
+def day_counter_suffix(day: date) -> str:
+    """What follows ``device_tag`` in ``day_counter``: a read packs one device's day keys as its
+    tag followed by suffixes worked out once per range (``day_counter(d, day) ==
+    device_tag(d) + day_counter_suffix(day)``)."""
+    return f":{day.isoformat()}"
+
+
+def day_users_suffix(day: date) -> str:
+    """What follows ``device_tag`` in ``day_users`` (as ``day_counter_suffix``)."""
+    return f":{day.isoformat()}:u"
+
+
 def device_scratch(device_id: str) -> str:
     return f"{device_tag(device_id)}:scratch"
 

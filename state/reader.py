@@ -4,25 +4,70 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from datetime import date
+from functools import lru_cache
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from state import keys
-from state.dates import Bucket
+from state import keys, resp
+from state.dates import Bucket, Granularity, buckets, days_inclusive
 from state.errors import StoreUnavailable
 from state.registry import TokenGrant, hash_token
 from state.scripts import Scripts
 
 Metric = Literal["activity-count", "user-count"]
 
+_PLANS_KEPT = 256
+"""Ranges whose ``SeriesPlan`` is remembered. A dashboard asks for a few ranges (the last 7, 30,
+90 days, by granularity) that move once a day; one plan of 90 days takes about 30 KB."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPlan:
+    """The buckets of a range and what reading them takes, worked out once per range
+    (``series_plan``): a request then only adds its device's key tag."""
+
+    buckets: tuple[Bucket, ...]
+    dates: tuple[str, ...]
+    """The first day of each bucket, ISO: the ``date`` of each point."""
+    sizes: tuple[int, ...]
+    """The number of days of each bucket: the read scripts' arguments."""
+    counter_keys: resp.PrefixedBulks
+    """Every day's counter key, in order, given the device's tag."""
+    users_keys: resp.PrefixedBulks
+    """Every day's users key, in order, given the device's tag."""
+    packed_sizes: bytes
+    """``sizes`` as bulk strings."""
+
+    @classmethod
+    def of(cls, bucket_list: Sequence[Bucket]) -> SeriesPlan:
+        days = [day for bucket in bucket_list for day in bucket.days()]
+        sizes = tuple(days_inclusive(b.first, b.last) for b in bucket_list)
+        return cls(
+            buckets=tuple(bucket_list),
+            dates=tuple(b.first.isoformat() for b in bucket_list),
+            sizes=sizes,
+            counter_keys=resp.PrefixedBulks(keys.day_counter_suffix(d) for d in days),
+            users_keys=resp.PrefixedBulks(keys.day_users_suffix(d) for d in days),
+            packed_sizes=resp.bulks(sizes),
+        )
+
+
+@lru_cache(maxsize=_PLANS_KEPT)
+def series_plan(first: date, last: date, granularity: Granularity) -> SeriesPlan:
+    """``SeriesPlan.of(buckets(first, last, granularity))``, remembered per range."""
+    return SeriesPlan.of(buckets(first, last, granularity))
+
 
 @dataclass(frozen=True, slots=True)
 class SeriesQuery:
     metric: Metric
-    buckets: Sequence[Bucket]
+    buckets: Sequence[Bucket] | SeriesPlan
+    """The buckets to read, in order; a ``SeriesPlan`` spares working out their keys again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +79,14 @@ class DeviceView:
     device_owner: str | None
     values: list[int] | None
     """One value per bucket of the query; None when no query was asked."""
+
+
+def _hash_fields(reply: Any) -> dict[str, str]:
+    """An HGETALL reply as a dict: RESP3 answers a map, RESP2 a flat list of fields and values."""
+    if isinstance(reply, dict):
+        return reply
+    fields = iter(reply)
+    return dict(zip(fields, fields, strict=True))
 
 
 class Reader:
@@ -53,31 +106,54 @@ class Reader:
         """The token's grant, the client's and device's existence and, speculatively, the series:
         a valid request costs exactly one round trip. The series is computed even when a later
         check will refuse the request; it only ever reads the device's own keys."""
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hgetall(keys.token(hash_token(token)))
-                pipe.exists(keys.client(client_id))
-                pipe.hget(keys.device_meta(device_id), "client")
-                if query is not None:
-                    await self._queue_series(pipe, device_id, query)
-                replies = await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        commands = [
+            resp.command("HGETALL", keys.token(hash_token(token))),
+            resp.command("EXISTS", keys.client(client_id)),
+            resp.command("HGET", keys.device_meta(device_id), "client"),
+        ]
+        if query is not None:
+            commands.append(self._series_command(device_id, query))
+        replies = await self._round_trip(commands)
         return DeviceView(
-            grant=TokenGrant.decode(replies[0]),
+            grant=TokenGrant.decode(_hash_fields(replies[0])),
             client_exists=bool(replies[1]),
             device_owner=replies[2],
-            values=[int(v) for v in replies[3]] if query is not None else None,
+            values=list(map(int, replies[3])) if query is not None else None,
         )
 
-    async def _queue_series(self, pipe: Redis, device_id: str, query: SeriesQuery) -> None:
-        days = [day for bucket in query.buckets for day in bucket.days()]
-        bucket_sizes = [len(b.days()) for b in query.buckets]
+    def _series_command(self, device_id: str, query: SeriesQuery) -> bytes:
+        """The EVALSHA of the query's read script over the device's day keys, in day order."""
+        plan = query.buckets
+        if not isinstance(plan, SeriesPlan):
+            plan = SeriesPlan.of(plan)
+        scratch: tuple[str, ...] = ()
         if query.metric == "activity-count":
-            day_keys = [keys.day_counter(device_id, d) for d in days]
-            script = self._scripts.read_counts
+            sha, day_keys = self._scripts.read_counts.sha, plan.counter_keys
         else:
-            day_keys = [keys.device_scratch(device_id)]
-            day_keys += [keys.day_users(device_id, d) for d in days]
-            script = self._scripts.read_users
-        await script(keys=day_keys, args=bucket_sizes, client=pipe)
+            sha = self._scripts.read_users.sha
+            scratch, day_keys = (keys.device_scratch(device_id),), plan.users_keys
+        numkeys = len(scratch) + len(day_keys)
+        return b"".join(
+            (
+                resp.header(3 + numkeys + len(plan.sizes)),
+                resp.bulks(("EVALSHA", sha, numkeys, *scratch)),
+                day_keys.pack(keys.device_tag(device_id).encode()),
+                plan.packed_sizes,
+            )
+        )
+
+    async def _round_trip(self, commands: Sequence[bytes]) -> list[Any]:
+        """Every reply of ``commands``, sent at once. Scripts are sent by SHA only; when Redis
+        does not know them (a restart empties its script cache) they are loaded and the commands
+        sent once more, which only read (the users script's scratch key is its own)."""
+        try:
+            replies = await resp.send(self._redis, commands)
+            if any(isinstance(reply, NoScriptError) for reply in replies):
+                await self._scripts.load(self._redis)
+                replies = await resp.send(self._redis, commands)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies

@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from state import keys
 from state.encoding import EXACT_USERS_LIMIT, user_member
 from state.errors import StoreUnavailable
+from state.resp import evalsha as _evalsha
 from state.scripts import Scripts
 
 _KNOWN_DEVICES_LIMIT = 200_000
@@ -59,18 +60,6 @@ class ApplyResult:
     @property
     def rejected(self) -> bool:
         return self.owner is not None
-
-
-def _evalsha(sha: str, script_keys: Sequence[str], args: Sequence[str | int]) -> bytes:
-    """One EVALSHA in the Redis protocol (RESP): an array of bulk strings."""
-    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n" % (3 + len(script_keys) + len(args))]
-    parts.append(sha.encode())
-    numkeys = b"%d" % len(script_keys)
-    parts.append(b"\r\n$%d\r\n%s\r\n" % (len(numkeys), numkeys))
-    for item in (*script_keys, *args):
-        data = item.encode() if isinstance(item, str) else b"%d" % item
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
 
 
 def _script_call(batch: DeviceBatch) -> tuple[list[str], list[str | int]]:

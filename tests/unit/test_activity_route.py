@@ -1,0 +1,141 @@
+"""The activity route reads its parameters from the request itself (not through FastAPI's
+parameter machinery): the answers, the check order and the OpenAPI document stay those of
+SPEC section 4. The reader is a stub; no Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.deps import get_reader
+from api.settings import ApiSettings
+from state.reader import DeviceView, SeriesPlan, SeriesQuery
+from state.registry import TokenGrant
+
+CLIENT = "aa7cf840-9ca9-46a3-9778-9015d6580d50"
+DEVICE = "f1e2d3c4-b5a6-7890-abcd-ef1234567890"
+PATH = f"/v2/clients/{CLIENT}/analytics/devices/{DEVICE}/activity"
+TEMPLATE = "/v2/clients/{client_id}/analytics/devices/{device_id}/activity"
+AUTH = {"Authorization": "Bearer da_token"}
+
+
+class StubReader:
+    """Grants the token CLIENT, whose device DEVICE is; answers 1, 2, 3, ... per bucket."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str, SeriesQuery | None]] = []
+
+    async def device_view(
+        self, token: str, client_id: str, device_id: str, query: SeriesQuery | None
+    ) -> DeviceView:
+        self.calls.append((token, client_id, device_id, query))
+        values = None
+        if query is not None:
+            assert isinstance(query.buckets, SeriesPlan)
+            values = list(range(1, len(query.buckets.sizes) + 1))
+        grant = TokenGrant(frozenset({CLIENT}), all_clients=False)
+        return DeviceView(grant, client_exists=True, device_owner=CLIENT, values=values)
+
+
+@pytest.fixture
+def reader() -> StubReader:
+    return StubReader()
+
+
+@pytest.fixture
+def client(reader: StubReader) -> Iterator[TestClient]:
+    app = create_app(ApiSettings(redis_url="redis://127.0.0.1:1/0", max_range_days=90))
+    app.dependency_overrides[get_reader] = lambda: reader
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def get(client: TestClient, headers: dict[str, str] | None = AUTH, **query: str) -> Any:
+    return client.get(PATH, params=query, headers=headers)
+
+
+def test_the_series_of_a_valid_request_with_granularity_left_out_is_daily(
+    client: TestClient, reader: StubReader
+) -> None:
+    response = get(client, metric="user-count", start_date="2026-01-30", end_date="2026-02-02")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "metric": "user-count",
+        "label": "Daily Users",
+        "granularity": "daily",
+        "period": {"start": "2026-01-30", "end": "2026-02-02"},
+        "data": [
+            {"date": "2026-01-30", "value": 1},
+            {"date": "2026-01-31", "value": 2},
+            {"date": "2026-02-01", "value": 3},
+            {"date": "2026-02-02", "value": 4},
+        ],
+    }
+    assert [call[:3] for call in reader.calls] == [("da_token", CLIENT, DEVICE)]
+
+
+def test_path_ids_in_upper_case_are_read_in_lower_case(
+    client: TestClient, reader: StubReader
+) -> None:
+    response = client.get(
+        TEMPLATE.format(client_id=CLIENT.upper(), device_id=DEVICE.upper()),
+        params={"metric": "activity-count", "start_date": "2026-01-01", "end_date": "2026-01-31"},
+        headers=AUTH,
+    )
+    assert response.status_code == 200
+    assert response.json()["data"][0] == {"date": "2026-01-01", "value": 1}
+    assert reader.calls[0][1:3] == (CLIENT, DEVICE)
+
+
+def test_no_bearer_token_is_401_before_redis_is_asked(
+    client: TestClient, reader: StubReader
+) -> None:
+    for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer "}):
+        response = get(client, headers=headers, metric="activity-count")
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["error"]["code"] == "unauthorized"
+    assert reader.calls == []
+
+
+def test_a_bad_parameter_is_400_once_the_token_is_judged(
+    client: TestClient, reader: StubReader
+) -> None:
+    response = get(client, metric="invalid-metric", start_date="2026-01-01", end_date="2026-01-02")
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "invalid_parameter",
+        "message": "Unknown metric: invalid-metric. Valid values: activity-count, user-count",
+        "details": {"metric": "invalid-metric"},
+    }
+    assert reader.calls[0][3] is None  # the token was still judged, without a series
+
+
+def test_the_document_lists_the_routes_parameters_and_no_422(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"][TEMPLATE]["get"]
+    listed = [(p["in"], p["name"], p["required"]) for p in operation["parameters"]]
+    assert listed == [
+        ("path", "client_id", True),
+        ("path", "device_id", True),
+        ("query", "metric", False),
+        ("query", "start_date", False),
+        ("query", "end_date", False),
+        ("query", "granularity", False),
+    ]
+    assert operation["security"] == [{"HTTPBearer": []}]
+    assert "422" not in operation["responses"]  # SPEC section 4: never a 422
+
+
+def test_requests_are_counted_by_route_and_status(client: TestClient) -> None:
+    get(client, metric="activity-count", start_date="2026-01-01", end_date="2026-01-02")
+    get(client, metric="activity-count", start_date="2026-01-01", end_date="2026-01-02")
+    get(client, headers={}, metric="activity-count")
+    text = client.get("/metrics").text
+    assert f'devact_api_requests_total{{route="{TEMPLATE}",status="200"}} 2.0' in text
+    assert f'devact_api_requests_total{{route="{TEMPLATE}",status="401"}} 1.0' in text
+    assert f'devact_api_request_seconds_count{{route="{TEMPLATE}"}} 3.0' in text

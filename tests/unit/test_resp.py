@@ -1,0 +1,151 @@
+"""The hand-packed Redis protocol of ``state/resp.py``, against redis-py's own packer, and the
+one-connection exchange against a fake pooled connection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from state import resp
+
+SHA = "e0e1f9fabfc9d4800c877a703b823ac0578ff831"
+
+
+def redis_py(*args: str | int | bytes) -> bytes:
+    """The same command as redis-py packs it (the oracle)."""
+    return b"".join(Connection().pack_command(*args))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("HGETALL", "da:token:ab12"),
+        ("HGET", "da:{d:f1e2}:meta", "client"),
+        ("EXISTS", "da:client:Ünïcødé-ключ"),  # lengths count UTF-8 bytes, not characters
+        ("SET", b"raw\r\nbytes", 0, -12, 10**12),
+        ("PING",),
+    ],
+)
+def test_a_command_is_packed_as_redis_py_packs_it(args: tuple[str | int | bytes, ...]) -> None:
+    assert resp.command(*args) == redis_py(*args)
+
+
+def test_an_evalsha_is_packed_as_redis_py_packs_it() -> None:
+    script_keys, args = ["da:{d:x}:2026-01-01", "dä:{d:x}:2026-01-02"], [3, "ü", -1]
+    assert resp.evalsha(SHA, script_keys, args) == redis_py(
+        "EVALSHA", SHA, len(script_keys), *script_keys, *args
+    )
+    assert resp.evalsha(SHA, [], []) == redis_py("EVALSHA", SHA, 0)
+
+
+@pytest.mark.parametrize(
+    "suffixes",
+    [
+        [":2026-01-01", ":2026-01-02", ":2026-01-03"],  # one length: packed with a single join
+        [":1", ":22", ":ü", ""],  # several lengths
+        [":2026-01-01"],
+        [],
+    ],
+)
+def test_prefixed_bulks_are_the_bulk_strings_of_prefix_plus_suffix(suffixes: list[str]) -> None:
+    packed = resp.PrefixedBulks(suffixes)
+    assert len(packed) == len(suffixes)
+    for prefix in ("da:{d:f1e2d3c4}", "ключ", ""):
+        whole = [prefix + s for s in suffixes]
+        assert packed.pack(prefix.encode()) == resp.bulks(whole)
+        if whole:
+            assert resp.header(len(whole)) + packed.pack(prefix.encode()) == redis_py(*whole)
+
+
+# --- The exchange on one pooled connection -------------------------------------------------------
+
+
+class FakeConnection:
+    """Replays scripted replies; an Exception reply is raised like redis-py raises it."""
+
+    socket_timeout = 0.05
+
+    def __init__(self, replies: Sequence[Any], hang_after: int | None = None) -> None:
+        self.replies = list(replies)
+        self.hang_after = hang_after
+        self.sent: list[bytes] = []
+        self.disconnected = False
+        self.reads = 0
+
+    async def send_packed_command(self, command: bytes, check_health: bool = True) -> None:
+        self.sent.append(command)
+
+    async def read_response(self, **_: Any) -> Any:
+        if self.hang_after is not None and self.reads >= self.hang_after:
+            await asyncio.sleep(10)
+        self.reads += 1
+        reply = self.replies.pop(0)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    async def disconnect(self) -> None:
+        self.disconnected = True
+
+
+class FakePool:
+    def __init__(self, connection: FakeConnection) -> None:
+        self.connection = connection
+        self.in_use = 0
+
+    async def get_connection(self) -> FakeConnection:
+        self.in_use += 1
+        return self.connection
+
+    async def release(self, connection: FakeConnection) -> None:
+        assert connection is self.connection
+        self.in_use -= 1
+
+
+class FakeRedis:
+    def __init__(self, connection: FakeConnection) -> None:
+        self.connection_pool = FakePool(connection)
+
+
+def exchange(connection: FakeConnection, commands: Sequence[bytes]) -> list[Any]:
+    redis = FakeRedis(connection)
+    try:
+        return asyncio.run(resp.send(redis, commands))  # type: ignore[arg-type]
+    finally:
+        assert redis.connection_pool.in_use == 0  # always back in the pool
+
+
+def test_commands_go_out_in_one_write_and_every_reply_comes_back_in_order() -> None:
+    connection = FakeConnection([{"clients": "*"}, 1, None, [3, 0]])
+    commands = [resp.command("HGETALL", "t"), resp.command("EXISTS", "c"), b"x", b"y"]
+    assert exchange(connection, commands) == [{"clients": "*"}, 1, None, [3, 0]]
+    assert connection.sent == [b"".join(commands)]
+    assert not connection.disconnected
+
+
+def test_an_error_reply_takes_its_place_and_the_rest_is_still_read() -> None:
+    noscript = NoScriptError("NOSCRIPT No matching script")
+    connection = FakeConnection([noscript, 7])
+    assert exchange(connection, [b"a", b"b"]) == [noscript, 7]
+    assert not connection.disconnected  # still in step: it may be used again
+
+
+def test_a_broken_connection_is_disconnected_before_it_goes_back_to_the_pool() -> None:
+    connection = FakeConnection([1, RedisConnectionError("reset by peer")])
+    with pytest.raises(RedisConnectionError):
+        exchange(connection, [b"a", b"b", b"c"])
+    assert connection.disconnected
+
+
+def test_a_silent_server_times_out_as_a_redis_timeout_and_is_disconnected() -> None:
+    connection = FakeConnection([1, 2], hang_after=1)  # the second reply never comes
+    with pytest.raises(RedisTimeoutError):
+        exchange(connection, [b"a", b"b"])
+    assert connection.disconnected
