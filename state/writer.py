@@ -9,10 +9,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from state import keys
+from state import keys, resp
 from state.encoding import EXACT_USERS_LIMIT, user_member
 from state.errors import StoreUnavailable
 from state.resp import evalsha as _evalsha
@@ -97,6 +97,14 @@ class Positions:
 
 
 @dataclass(frozen=True, slots=True)
+class PackedBatch:
+    """Device batches with their script calls already encoded."""
+
+    batches: Sequence[DeviceBatch]
+    commands: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class BatchResult:
     devices: list[ApplyResult]
     """One per device batch, in order."""
@@ -113,7 +121,16 @@ class Writer:
         self._scripts = Scripts.register(redis)
         self._known_devices: set[tuple[str, str]] = set()
 
+    def pack(self, batches: Sequence[DeviceBatch]) -> PackedBatch:
+        """Encode the device batches' script calls (CPU only: done while Redis is still busy
+        with the previous batch)."""
+        sha = self._scripts.apply_device.sha
+        return PackedBatch(batches, [_evalsha(sha, *_script_call(b)) for b in batches])
+
     async def apply(self, batches: Sequence[DeviceBatch], positions: Positions) -> BatchResult:
+        return await self.apply_packed(self.pack(batches), positions)
+
+    async def apply_packed(self, packed: PackedBatch, positions: Positions) -> BatchResult:
         """Apply every device batch, in order, then advance the partitions' applied positions,
         all in one round trip.
 
@@ -123,8 +140,8 @@ class Writer:
         same batches completes the rest.
         """
         try:
-            result = await self._apply_scripts(batches, positions)
-            await self._register_devices(batches, result.devices)
+            result = await self._apply_scripts(packed, positions)
+            await self._register_devices(packed.batches, result.devices)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreUnavailable(str(exc)) from exc
         return result
@@ -141,12 +158,9 @@ class Writer:
             raise StoreUnavailable(str(exc)) from exc
         return {p: None if v is None else int(v) for p, v in zip(partitions, values, strict=True)}
 
-    async def _apply_scripts(
-        self, batches: Sequence[DeviceBatch], positions: Positions
-    ) -> BatchResult:
+    async def _apply_scripts(self, packed: PackedBatch, positions: Positions) -> BatchResult:
         partitions = sorted(positions.spans)
-        apply_sha = self._scripts.apply_device.sha
-        commands = [_evalsha(apply_sha, *_script_call(batch)) for batch in batches]
+        commands = list(packed.commands)
         advance_sha = self._scripts.advance_applied.sha
         for p in partitions:
             span = positions.spans[p]
@@ -155,7 +169,8 @@ class Writer:
                 _evalsha(advance_sha, position_key, [span.first, span.last, int(span.force)])
             )
         replies = await self._pipeline(commands)
-        device_replies, position_replies = replies[: len(batches)], replies[len(batches) :]
+        count = len(packed.batches)
+        device_replies, position_replies = replies[:count], replies[count:]
         devices = [
             ApplyResult(applied=int(r[1]), skipped=int(r[2]))
             if int(r[0]) == 1
@@ -178,7 +193,7 @@ class Writer:
         already applied.
         """
         for attempt in (1, 2):
-            replies = await self._send(commands)
+            replies = await resp.send(self._redis, commands)
             if not any(isinstance(r, NoScriptError) for r in replies):
                 for reply in replies:
                     if isinstance(reply, Exception):
@@ -187,24 +202,6 @@ class Writer:
             if attempt == 1:
                 await self._scripts.load(self._redis)
         raise NoScriptError("scripts missing right after loading them")
-
-    async def _send(self, commands: Sequence[bytes]) -> list[Any]:
-        pool = self._redis.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await connection.send_packed_command(b"".join(commands), check_health=False)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response())
-                except ResponseError as error:  # a reply, not a broken connection: read on
-                    replies.append(error)
-            return replies
-        except BaseException:
-            await connection.disconnect()  # unread replies must not reach the next user
-            raise
-        finally:
-            await pool.release(connection)
 
     async def _register_devices(
         self, batches: Sequence[DeviceBatch], results: Sequence[ApplyResult]

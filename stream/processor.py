@@ -15,10 +15,18 @@ from typing import TypeVar
 
 from state.errors import StoreUnavailable
 from state.registry import Registry
-from state.writer import Positions, Span, Writer
+from state.writer import PackedBatch, Positions, Span, Writer
 from stream.dlq import DeadLetterRecord, to_record
 from stream.model import Rejection
-from stream.plan import DeadLetter, Message, Plan, client_ids, decode_batch, plan_batch
+from stream.plan import (
+    DeadLetter,
+    Judged,
+    Message,
+    Plan,
+    client_ids,
+    decode_batch,
+    plan_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,8 @@ whose position must not move)."""
 ZONE_CACHE = timedelta(seconds=30)
 """How long a client's timezone is used before it is read again: a `devact client add` that
 changes it applies to events processed from then on, within this delay."""
+_PREPARE_SLICE = 1000
+"""Messages judged between two hand-backs of the event loop while preparing a batch."""
 _BACKOFF_FIRST_S = 0.1
 _BACKOFF_MAX_S = 5.0
 
@@ -45,6 +55,7 @@ class Prepared:
     messages: Sequence[Message]
     positions: Positions
     plan: Plan
+    packed: PackedBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +117,20 @@ class BatchProcessor:
         return await self.apply(await self.prepare(messages))
 
     async def prepare(self, messages: Sequence[Message]) -> Prepared:
-        """Judge and plan a batch: the CPU-bound half, which touches Redis only for timezones
-        it has not cached. A worker prepares the next batch while Redis applies this one."""
+        """Judge, plan and encode a batch: the CPU-bound half, which touches Redis only for
+        timezones it has not cached. A worker prepares the next batch while Redis applies this
+        one, so it hands the event loop back now and then: the apply of the previous batch
+        then sends its pipeline and reads its replies in between."""
         now = self._clock()
-        judged = decode_batch(messages, now)
+        judged: list[Judged] = []
+        for first in range(0, len(messages), _PREPARE_SLICE):
+            judged += decode_batch(messages[first : first + _PREPARE_SLICE], now)
+            await asyncio.sleep(0)
         zones = await self._timezones(client_ids(judged), now)
         plan = plan_batch(judged, zones, now, self._retention_days)
-        return Prepared(messages, _positions(messages), plan)
+        await asyncio.sleep(0)
+        packed = self._writer.pack(plan.device_batches)
+        return Prepared(messages, _positions(messages), plan, packed)
 
     async def apply(self, prepared: Prepared) -> BatchOutcome:
         """Apply a prepared batch; batches must be applied one after the other, in order.
@@ -125,15 +143,17 @@ class BatchProcessor:
         spans = {
             p: replace(s, force=True) if p in filled else s for p, s in positions.spans.items()
         }
-        outcome, letters = await self._apply(prepared.plan, Positions(positions.topic, spans))
+        outcome, letters = await self._apply(
+            prepared.plan, prepared.packed, Positions(positions.topic, spans)
+        )
         if letters:
             await self._send([to_record(letter) for letter in letters])
         return outcome
 
     async def _apply(
-        self, plan: Plan, positions: Positions
+        self, plan: Plan, packed: PackedBatch, positions: Positions
     ) -> tuple[BatchOutcome, list[DeadLetter]]:
-        batch = await self._writer.apply(plan.device_batches, positions)
+        batch = await self._writer.apply_packed(packed, positions)
         letters = list(plan.dead_letters)
         for result, members in zip(batch.devices, plan.members, strict=True):
             if result.owner is not None:
@@ -171,7 +191,7 @@ class BatchProcessor:
             async for chunk in self._reread(positions.topic, partition, start, span.first):
                 spans = {partition: Span(chunk[0].offset, chunk[-1].offset, forced)}
                 prepared = await self.prepare(chunk)
-                await self._apply(prepared.plan, Positions(positions.topic, spans))
+                await self._apply(prepared.plan, prepared.packed, Positions(positions.topic, spans))
                 forced = False
             gaps.add(partition)
         return gaps

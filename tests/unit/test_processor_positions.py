@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
-from state.writer import ApplyResult, BatchResult, DeviceBatch, Positions, Span
+from state.writer import ApplyResult, BatchResult, DeviceBatch, PackedBatch, Positions, Span
 from stream.plan import Message
 from stream.processor import BatchProcessor
 
@@ -30,7 +30,11 @@ class MemoryState:
     ) -> dict[int, int | None]:
         return {p: self.stored.get(p) for p in partitions}
 
-    async def apply(self, batches: Sequence[DeviceBatch], positions: Positions) -> BatchResult:
+    def pack(self, batches: Sequence[DeviceBatch]) -> PackedBatch:
+        return PackedBatch(batches, [])
+
+    async def apply_packed(self, packed: PackedBatch, positions: Positions) -> BatchResult:
+        batches = packed.batches
         self.applied.append(positions)
         previous: dict[int, int | None] = {}
         for p, span in positions.spans.items():
