@@ -93,7 +93,10 @@ class BatchingConsumer(faust_aiokafka.Consumer):
             while not (self.should_stop or fetcher.should_stop):
                 fetched: dict[str, list[Any]] = defaultdict(list)
                 async for tp, message in self.getmany(timeout=1.0):
-                    if await self._admit(tp, message):
+                    admitted, gap = self._admit(tp, message)
+                    if gap is not None:
+                        await self._add_gap(tp, *gap)
+                    if admitted:
                         if message.topic in channels:
                             fetched[message.topic].append(message)
                         else:  # Faust's own path, one message at a time
@@ -109,17 +112,19 @@ class BatchingConsumer(faust_aiokafka.Consumer):
             self.log.exception("Fetch loop raised: %r", exc)
             raise
 
-    async def _admit(self, tp: TP, message: Any) -> bool:
-        """Faust's read-offset bookkeeping: drop what was read already, record gaps (offsets a
-        compaction or a transaction marker left out) so that commits can pass them."""
+    def _admit(self, tp: TP, message: Any) -> tuple[bool, tuple[int, int] | None]:
+        """Faust's read-offset bookkeeping: whether the message is new (not read already), and
+        the gap before it to record (offsets a compaction or a transaction marker left out), so
+        that commits can pass them. Not a coroutine: it runs for every message."""
         read = self._read_offset[tp]
         offset = message.offset
         if read is not None and offset < read:
-            return False
+            return False, None
+        gap = None
         if read and offset - read > 1 and self.app.topics.acks_enabled_for(message.topic):
-            await self._add_gap(tp, read + 1, offset)
+            gap = (read + 1, offset)
         self._read_offset[tp] = offset
-        return True
+        return True, gap
 
     async def _maybe_commit(self) -> None:
         """Faust's ``broker_commit_every``: commit once that many messages are acknowledged."""
