@@ -28,7 +28,8 @@ This is the framework's own retry, and unlike retrying inside the sink it keeps 
     python -m bench.quix_app --bootstrap HOST:PORT --redis-url URL --topic T --group G
 
 Runs until SIGTERM or SIGINT, then commits what is applied and stops (exit 0). Other settings
-(default timezone, retention, Redis timeout) come from the worker's ``DEVACT_`` environment.
+(default timezone, retention, Redis timeout, log level) come from the worker's ``DEVACT_``
+environment.
 """
 
 from __future__ import annotations
@@ -79,19 +80,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--group", required=True, help="Kafka consumer group")
     parser.add_argument("--dlq-topic", help="dead-letter topic (default: <topic>.dlq)")
-    parser.add_argument("--batch-max", type=int, default=5000, help="events per checkpoint")
+    parser.add_argument(
+        "--batch-max",
+        type=int,
+        help="events per checkpoint (default: the worker's, DEVACT_BATCH_MAX)",
+    )
     return parser.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> WorkerSettings:
     """The worker's settings with the command line's broker, Redis, topics and group."""
+    batch = {} if args.batch_max is None else {"batch_max": args.batch_max}
     return WorkerSettings(
         kafka_bootstrap=args.bootstrap,
         redis_url=args.redis_url,
         topic=args.topic,
         dlq_topic=args.dlq_topic or f"{args.topic}.dlq",
         app_id=args.group,
-        batch_max=args.batch_max,
+        **batch,
     )
 
 
@@ -127,8 +133,6 @@ class RedisActivitySink(BaseSink):
 
     def __init__(self, settings: WorkerSettings, dead_letters: Producer) -> None:
         super().__init__()
-        self._settings = settings
-        self._dead_letters = dead_letters
         self._messages: list[Message] = []
         self._loop = asyncio.new_event_loop()
         self._redis = connect(settings)
@@ -192,6 +196,7 @@ def create_app(settings: WorkerSettings) -> tuple[Application, RedisActivitySink
         },
         producer_extra_config={"message.max.bytes": _DLQ_MAX_REQUEST_BYTES},
         use_changelog_topics=False,  # no Quix state: Redis is the state
+        loglevel=logging.getLevelNamesMapping()[settings.log_level.upper()],
     )
     source = app.topic(settings.topic, key_deserializer="bytes", value_deserializer="bytes")
     # Registered so that Quix creates it when missing, as the worker creates its DLQ.
@@ -212,10 +217,11 @@ def create_app(settings: WorkerSettings) -> tuple[Application, RedisActivitySink
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    settings = settings_from(parse_args(argv))
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app, sink = create_app(settings_from(parse_args(argv)))
+    app, sink = create_app(settings)
     try:
         app.run()  # until SIGTERM or SIGINT, which Quix handles itself
     finally:

@@ -9,21 +9,25 @@ process. It maps one to one onto the Faust worker (stream/app.py):
 | consumer group ``app_id``, earliest            | ``--group``, earliest, no auto-commit         |
 | batches of up to ``batch_max`` fetched events  | ``getmany(max_records=batch_max)``            |
 | ``BatchProcessor``, built from its settings    | the same, built the same way                  |
-| prepares batch n+1 while n is being applied    | the same two stages                           |
 | dead letters through the app's producer        | an ``AIOKafkaProducer``, awaited per batch    |
 | offsets acknowledged after the batch is done   | committed (last + 1) after the batch is done  |
 
 What makes it a ceiling and not a strawman: fetches are large (a few MiB per partition, so one
-round trip brings thousands of heartbeats) and aiokafka's fetcher prefetches in the background;
-the next batch is fetched, judged and planned (this process's CPU) while the previous one is
-applied (mostly Redis's CPU) and its offsets committed. Applying stays strictly one batch after
-the other, in offset order, which the effectively-once check of state/ relies on (see README,
-"Effectively-once counting").
+round trip brings thousands of heartbeats) and aiokafka's fetcher fetches in the background, so a
+batch is always waiting when the previous one is done; nothing runs per message but building the
+``Message``. Batches are applied strictly one after the other, in offset order, which the
+effectively-once check of state/ relies on (see README, "Effectively-once counting").
+
+Why batch n+1 is not prepared while batch n is applied (``BatchProcessor.prepare``/``apply``):
+tried three ways, it did not pay on the benchmark machine. ``prepare`` never yields to the event
+loop, so within one thread the apply task makes no progress meanwhile; letting the apply reach
+its Redis wait first only makes its replies wait for ``prepare``; a second thread doubles
+``prepare``'s time through the GIL. Each came out at or below this plain loop's rate.
 
     python -m bench.raw_loop --bootstrap HOST:PORT --redis-url URL --topic T --group G
 
 Runs until SIGTERM or SIGINT, then stops cleanly (exit 0). Other settings (default timezone,
-retention, Redis timeout) come from the worker's ``DEVACT_`` environment, as for the worker.
+retention, Redis timeout, log level) come from the worker's ``DEVACT_`` environment.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from state.writer import Writer
 from stream.app import ensure_topics
 from stream.dlq import DeadLetterRecord
 from stream.plan import Message
-from stream.processor import BatchProcessor, Prepared, SendDeadLetters
+from stream.processor import BatchProcessor, SendDeadLetters
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
 
@@ -74,19 +78,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--topic", required=True)
     parser.add_argument("--group", required=True, help="Kafka consumer group")
     parser.add_argument("--dlq-topic", help="dead-letter topic (default: <topic>.dlq)")
-    parser.add_argument("--batch-max", type=int, default=5000, help="events per batch")
+    parser.add_argument(
+        "--batch-max", type=int, help="events per batch (default: the worker's, DEVACT_BATCH_MAX)"
+    )
     return parser.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> WorkerSettings:
     """The worker's settings with the command line's broker, Redis, topics and group."""
+    batch = {} if args.batch_max is None else {"batch_max": args.batch_max}
     return WorkerSettings(
         kafka_bootstrap=args.bootstrap,
         redis_url=args.redis_url,
         topic=args.topic,
         dlq_topic=args.dlq_topic or f"{args.topic}.dlq",
         app_id=args.group,
-        batch_max=args.batch_max,
+        **batch,
     )
 
 
@@ -139,76 +146,36 @@ class Progress:
             log.info("applied %d messages, %.0f msg/s since the first batch", self.events, rate)
 
 
-class IngestLoop:
-    """Fetch and prepare the next batch while the previous one is applied and committed.
-
-    Two stages, as in the worker's agent (stream/app.py): judging and planning a batch is this
-    process's CPU, applying it is mostly Redis's, so the two overlap. Applying and committing
-    stay strictly one batch after the other, in offset order: the next batch is handed to the
-    apply stage only once the previous one is applied and committed.
-    """
-
-    def __init__(
-        self,
-        consumer: AIOKafkaConsumer,
-        processor: BatchProcessor,
-        batch_max: int,
-        stop: asyncio.Event,
-    ) -> None:
-        self._consumer = consumer
-        self._processor = processor
-        self._batch_max = batch_max
-        self._stop = stop
-        self.progress = Progress()
-
-    async def run(self) -> None:
-        """Until ``stop`` is set; the batch being applied then is finished and committed (or,
-        when Redis is unreachable, left uncommitted, to be delivered again)."""
-        applying: asyncio.Task[None] | None = None
+async def consume(
+    consumer: AIOKafkaConsumer, processor: BatchProcessor, batch_max: int, stop: asyncio.Event
+) -> int:
+    """Fetch, apply, commit, one batch after the other, until ``stop`` is set; returns the
+    messages applied. A batch that Redis cannot take is retried until it can, or, when stopping,
+    left uncommitted, to be delivered again."""
+    progress = Progress()
+    while not stop.is_set():
+        fetched = await consumer.getmany(timeout_ms=_POLL_MS, max_records=batch_max)
+        if not fetched:
+            continue
         try:
-            while not self._stop.is_set():
-                fetched = await self._consumer.getmany(
-                    timeout_ms=_POLL_MS, max_records=self._batch_max
-                )
-                if not fetched:
-                    continue
-                prepared = await self._processor.prepare_until_done(
-                    _messages(fetched), self._stop.is_set
-                )
-                if applying is not None and not await _finished(applying):
-                    applying = None  # gave up (stopping): nothing left to wait for
-                    break
-                applying = asyncio.create_task(
-                    self._apply_and_commit(prepared, _next_offsets(fetched))
-                )
+            await processor.process_until_done(_messages(fetched), stopping=stop.is_set)
         except asyncio.CancelledError:
-            if not self._stop.is_set():
+            if not stop.is_set():
                 raise  # the processor gives up only when stopping; anything else is a real cancel
-        finally:
-            if applying is not None:
-                await _finished(applying)
-
-    async def _apply_and_commit(
-        self, prepared: Prepared, offsets: dict[TopicPartition, int]
-    ) -> None:
-        await self._processor.apply_until_done(prepared, self._stop.is_set)
-        try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:
-            # A rebalance moved the partition: its new owner re-reads these events, and
-            # state/ skips what it already holds.
-            log.warning("offset commit failed (%s); the events will be re-read and skipped", exc)
-        self.progress.add(len(prepared.messages))
+            log.info("stopping with a batch not yet applied; it stays uncommitted")
+            break
+        await _commit(consumer, _next_offsets(fetched))
+        progress.add(sum(len(records) for records in fetched.values()))
+    return progress.events
 
 
-async def _finished(task: asyncio.Task[None]) -> bool:
-    """Wait for an apply stage; False when it gave up because the loop is stopping."""
-    await asyncio.wait([task])
-    if task.cancelled():
-        log.info("stopping with a batch not yet applied; it stays uncommitted")
-        return False
-    task.result()  # re-raises anything unexpected
-    return True
+async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    try:
+        await consumer.commit(offsets)
+    except KafkaError as exc:
+        # A rebalance moved the partition: its new owner reads these events again, and state/
+        # skips what it already holds.
+        log.warning("offset commit failed (%s); the events will be re-read and skipped", exc)
 
 
 async def run(settings: WorkerSettings) -> None:
@@ -245,10 +212,9 @@ async def run(settings: WorkerSettings) -> None:
     await producer.start()
     await consumer.start()
     log.info("consuming %s as group %s", settings.topic, settings.app_id)
-    ingest = IngestLoop(consumer, processor, settings.batch_max, stop)
     try:
-        await ingest.run()
-        log.info("stopped after %d messages", ingest.progress.events)
+        applied = await consume(consumer, processor, settings.batch_max, stop)
+        log.info("stopped after %d messages", applied)
     finally:
         await consumer.stop()  # leaves the group at once: no wait for a session timeout
         await producer.stop()
@@ -256,10 +222,11 @@ async def run(settings: WorkerSettings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    settings = settings_from(parse_args(argv))
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(run(settings_from(parse_args(argv))))
+    asyncio.run(run(settings))
     return 0
 
 
