@@ -36,7 +36,7 @@ PROBE_CLIENT = "00000000-0000-4000-8000-00000000f7e5"
 
 
 async def run(endpoints: Endpoints, run_dir: Path, quick: bool, now: datetime) -> dict[str, object]:
-    duration_s = 15.0 if quick else 60.0
+    duration_s = 10.0 if quick else 60.0
     topic = "bench.fresh"
     await create_topic(endpoints.kafka_bootstrap, topic, PARTITIONS)
     redis = Redis.from_url(endpoints.redis_url)

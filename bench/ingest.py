@@ -73,7 +73,7 @@ CONTENDERS = (
 async def run(
     endpoints: Endpoints, run_dir: Path, quick: bool, now: datetime, only: set[str] | None = None
 ) -> dict[str, object]:
-    events = 200_000 if quick else 1_000_000
+    events = 100_000 if quick else 1_000_000
     started = time.monotonic()
     single = generate(events, 10_000, 1, now, seed=4)
     batched = generate(events, 10_000, BATCHED_PER_MESSAGE, now, seed=4)

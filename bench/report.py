@@ -92,21 +92,24 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
 
 
 def write(results: dict[str, Any], quick: bool, started: datetime) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    """Into bench/results/ (a quick run: bench/results/quick/, so that it never replaces the
+    full run's report)."""
+    out = RESULTS / "quick" if quick else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
     results = {**results, **ratios(results), "machine": machine()}
     flat = {k: v for k, v in results.items() if isinstance(v, int | float | str | bool)}
     flat.pop("accuracy_table", None)
     latest = {k: results.get(k) for k in LATEST_KEYS} | flat
     latest |= {"quick": quick, "started": started.isoformat(timespec="seconds")}
-    (RESULTS / "latest.json").write_text(json.dumps(latest, indent=2) + "\n")
-    (RESULTS / "details.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    charts = _charts(results)
-    report = RESULTS / "report.md"
+    (out / "latest.json").write_text(json.dumps(latest, indent=2) + "\n")
+    (out / "details.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    charts = _charts(results, out)
+    report = out / "report.md"
     report.write_text(_markdown(results, quick, started, charts))
     return report
 
 
-def _charts(results: dict[str, Any]) -> list[str]:
+def _charts(results: dict[str, Any], out: Path) -> list[str]:
     made = []
     runs = results.get("ingest_runs") or []
     if runs:
@@ -119,7 +122,7 @@ def _charts(results: dict[str, Any]) -> list[str]:
         ax.set_xlabel("events per second (first applied batch to all in Redis)")
         ax.set_title(f"Ingest of {results.get('ingest_events', 0):,} heartbeats")
         fig.tight_layout()
-        fig.savefig(RESULTS / "ingest.png", dpi=110)
+        fig.savefig(out / "ingest.png", dpi=110)
         plt.close(fig)
         made.append("ingest.png")
     api, sql = results.get("query_latency_curve"), results.get("sql_latency_curve")
@@ -138,7 +141,7 @@ def _charts(results: dict[str, Any]) -> list[str]:
         right.set_ylabel("requests per second")
         right.set_title("Throughput, 90-day daily series")
         fig.tight_layout()
-        fig.savefig(RESULTS / "queries.png", dpi=110)
+        fig.savefig(out / "queries.png", dpi=110)
         plt.close(fig)
         made.append("queries.png")
     return made
@@ -222,21 +225,32 @@ def _query_section(results: dict[str, Any]) -> list[str]:
     if "query_note" in results:
         out += [str(results["query_note"]), ""]
     out += [
-        "| endpoint | req/s | p50 ms | p99 ms |",
-        "|---|---:|---:|---:|",
-        f"| API (Redis), 1 process | {_num(results['query_rps'])} | {results['query_p50_ms']} "
-        f"| {results['query_p99_ms']} |",
+        "CPU per request: the server process (uvicorn) and its store (Redis or PostgreSQL),"
+        " from their CPU time over the run; steadier than req/s on a shared machine.",
+        "",
+        "| endpoint | req/s | p50 ms | p99 ms | server CPU ms/req | store CPU ms/req |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    if results.get("query_rps_per_core"):
-        out.append(
-            f"| API (Redis), 1 process per core | {_num(results['query_rps_per_core'])} "
-            f"| {results.get('query_per_core_p50_ms', '')} "
-            f"| {results.get('query_per_core_p99_ms', '')} |"
-        )
-    out.append(
-        f"| seed SQL (PostgreSQL), 1 process | {_num(results['sql_rps'])} "
-        f"| {results['sql_p50_ms']} | {results['sql_p99_ms']} |"
+    rows = (
+        ("API (Redis), 1 process", "query"),
+        ("API (Redis), 1 process per core", "query_per_core"),
+        ("seed SQL (PostgreSQL), 1 process", "sql"),
+        ("API, daily and weekly mix", "query_mix"),
+        ("seed SQL, daily and weekly mix", "sql_mix"),
+        ("seed SQL, 1 process per core", "sql_per_core"),
     )
+    for label, prefix in rows:
+        if f"{prefix}_rps" not in results:
+            continue
+        cells = [
+            _num(results[f"{prefix}_rps"]),
+            *(str(results.get(f"{prefix}_{k}", "")) for k in ("p50_ms", "p99_ms")),
+            *(
+                str(results.get(f"{prefix}_{k}_cpu_ms_per_request", ""))
+                for k in ("server", "store")
+            ),
+        ]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
     if "loadgen_cpu_pct" in results:
         out += ["", f"Load generator (wrk) CPU: {results['loadgen_cpu_pct']}% of one core."]
     return [*out, ""]
