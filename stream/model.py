@@ -1,6 +1,17 @@
 """The heartbeat event and its validation (SPEC §2). Pure: bytes in, heartbeats or rejections out.
 
 Rules that need the client's timezone (the retention window) are judged later, in ``plan``.
+
+Every event passes through here, so the common case is kept cheap, with verdicts exactly as the
+rules below give them:
+- an event in the usual form (canonical UUIDs, a UTC instant, fields in range) is recognised in
+  one pass; anything else is judged rule by rule, which also words the rejection;
+- canonical UUIDs already seen are looked up instead of matched again;
+- bytes go to orjson directly, which checks their UTF-8 itself; only a value it refuses is
+  decoded as text, to tell invalid UTF-8 from invalid JSON;
+- the per-event types are slot dataclasses but not frozen: a frozen one sets each field through
+  ``object.__setattr__``, which costs more than the rest of its construction. Treat them as
+  immutable all the same (``unsafe_hash`` keeps them hashable by value, as they were).
 """
 
 from __future__ import annotations
@@ -28,9 +39,10 @@ MAX_USER_ID_LENGTH = 256
 MAX_ACTIVITY_COUNT = 1_000_000
 FUTURE_TOLERANCE = timedelta(hours=24)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_DATE_LENGTH = len("YYYY-MM-DD")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Heartbeat:
     client_id: str
     device_id: str
@@ -47,6 +59,122 @@ class Rejection:
     field: str | None = None
 
 
+@dataclass(slots=True, unsafe_hash=True)
+class Element:
+    """One event of a message: its verdict, and where it sits in the message value."""
+
+    verdict: Heartbeat | Rejection
+    index: int | None = None
+    """Position in a JSON-array message; None when the value is a single event."""
+
+
+def decode(raw: bytes, now: datetime) -> list[Element]:
+    """Split one Kafka message value into judged elements (one, or one per array element)."""
+    return decode_until(raw, now + FUTURE_TOLERANCE)
+
+
+def decode_until(raw: bytes, latest: datetime) -> list[Element]:
+    """``decode`` given ``latest = now + FUTURE_TOLERANCE``, which a batch works out once."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _decode_text(raw, latest)
+    return _elements(doc, latest)
+
+
+def _decode_text(raw: bytes, latest: datetime) -> list[Element]:
+    """``decode_until`` by way of the text, for a value orjson refused as bytes: either they are
+    not UTF-8, or the text is not JSON (orjson parses the same bytes in both cases). This tells
+    which, and words a JSON error as the text parse does (positions counted in characters).
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [Element(Rejection("invalid_utf8", f"value is not UTF-8: {exc.reason}"))]
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return [Element(Rejection("invalid_json", f"value is not JSON: {exc}"))]
+    return _elements(doc, latest)
+
+
+def _elements(doc: object, latest: datetime) -> list[Element]:
+    if not isinstance(doc, list):
+        return [Element(_judge(doc, latest))]
+    if not doc:
+        return [Element(Rejection("empty_array", "a JSON array with no events"))]
+    return [Element(_judge(item, latest), i) for i, item in enumerate(doc)]
+
+
+def validate(obj: object, now: datetime) -> Heartbeat | Rejection:
+    """Judge one decoded element. ``now`` is aware; extra fields are ignored."""
+    return _judge(obj, now + FUTURE_TOLERANCE)
+
+
+def _judge(obj: object, latest: datetime) -> Heartbeat | Rejection:
+    if type(obj) is dict:
+        heartbeat = _usual_heartbeat(obj)
+        if heartbeat is not None and heartbeat.generated_at <= latest:
+            return heartbeat
+    return _judge_rule_by_rule(obj, latest)
+
+
+def _usual_heartbeat(obj: dict[str, Any]) -> Heartbeat | None:
+    """The heartbeat of an event in the usual form, checked in one go: canonical UUIDs, a user id
+    of 1 to 256 characters or none, an instant in UTC ("Z" or "+00:00"), a count in range.
+
+    None for any other event, for ``_judge_rule_by_rule`` to judge and word a rejection for.
+    A shortcut only: what it accepts, the rules accept, as the same heartbeat.
+    """
+    client_id = obj.get("client_id")
+    device_id = obj.get("device_id")
+    user_id = obj.get("user_id")
+    text = obj.get("generated_at_utc")
+    count = obj.get("total_activity_count")
+    if not (
+        type(client_id) is str
+        and type(device_id) is str
+        and (user_id is None or (type(user_id) is str and 0 < len(user_id) <= MAX_USER_ID_LENGTH))
+        and type(text) is str
+        and len(text) > _DATE_LENGTH
+        and type(count) is int
+        and 0 <= count <= MAX_ACTIVITY_COUNT
+    ):
+        return None
+    client = _SEEN_UUIDS.get(client_id) or _lower_uuid(client_id)
+    device = _SEEN_UUIDS.get(device_id) or _lower_uuid(device_id)
+    if client is None or device is None:
+        return None
+    try:
+        generated_at = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if generated_at.tzinfo is not UTC:
+        return None
+    return Heartbeat(client, device, user_id, generated_at, count)
+
+
+def _judge_rule_by_rule(obj: object, latest: datetime) -> Heartbeat | Rejection:
+    if not isinstance(obj, dict):
+        return Rejection("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    try:
+        heartbeat = Heartbeat(
+            _uuid(obj, "client_id"),
+            _uuid(obj, "device_id"),
+            _user_id(obj),
+            _instant(obj),
+            _count(obj),
+        )
+    except _Invalid as exc:
+        return exc.rejection
+    if heartbeat.generated_at > latest:
+        return Rejection("event_in_future", "generated_at_utc is more than 24 h ahead")
+    return heartbeat
+
+
+# --- the rules, field by field --------------------------------------------------------------
+
+
 class _Invalid(Exception):
     def __init__(self, rejection: Rejection) -> None:
         self.rejection = rejection
@@ -60,13 +188,30 @@ def _invalid(name: str, detail: str) -> _Invalid:
     return _Invalid(Rejection("invalid_field", f"{name}: {detail}", name))
 
 
+_SEEN_UUIDS: dict[str, str] = {}
+"""Canonical UUIDs seen, as given, to their lower case: a batch names the same clients and
+devices again and again. Bounded by ``_SEEN_UUIDS_LIMIT`` entries of 36 characters (a few MB)."""
+_SEEN_UUIDS_LIMIT = 1 << 16
+
+
+def _lower_uuid(value: str) -> str | None:
+    """``value`` lower-cased if it is a canonical UUID (then remembered), else None."""
+    if not _UUID.fullmatch(value):
+        return None
+    if len(_SEEN_UUIDS) >= _SEEN_UUIDS_LIMIT:
+        _SEEN_UUIDS.clear()
+    lowered = _SEEN_UUIDS[value] = value.lower()
+    return lowered
+
+
 def _uuid(obj: dict[str, Any], name: str) -> str:
     value = obj.get(name)
     if value is None:
         raise _missing(name)
-    if not isinstance(value, str) or not _UUID.fullmatch(value):
+    lowered = _lower_uuid(value) if isinstance(value, str) else None
+    if lowered is None:
         raise _invalid(name, f"not a UUID: {value!r:.80}")
-    return value.lower()
+    return lowered
 
 
 def _user_id(obj: dict[str, Any]) -> str | None:
@@ -85,7 +230,7 @@ def _instant(obj: dict[str, Any]) -> datetime:
     if value is None:
         raise _missing("generated_at_utc")
     # A bare date is not an instant; fromisoformat would read it as midnight.
-    if not isinstance(value, str) or len(value) <= len("YYYY-MM-DD"):
+    if not isinstance(value, str) or len(value) <= _DATE_LENGTH:
         raise _invalid("generated_at_utc", f"not an ISO-8601 instant: {value!r:.80}")
     try:
         parsed = datetime.fromisoformat(value)
@@ -110,49 +255,7 @@ def _count(obj: dict[str, Any]) -> int:
     return value
 
 
-def validate(obj: object, now: datetime) -> Heartbeat | Rejection:
-    """Judge one decoded element. ``now`` is aware; extra fields are ignored."""
-    if not isinstance(obj, dict):
-        return Rejection("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
-    try:
-        heartbeat = Heartbeat(
-            client_id=_uuid(obj, "client_id"),
-            device_id=_uuid(obj, "device_id"),
-            user_id=_user_id(obj),
-            generated_at=_instant(obj),
-            count=_count(obj),
-        )
-    except _Invalid as exc:
-        return exc.rejection
-    if heartbeat.generated_at > now + FUTURE_TOLERANCE:
-        return Rejection("event_in_future", "generated_at_utc is more than 24 h ahead")
-    return heartbeat
-
-
-@dataclass(frozen=True, slots=True)
-class Element:
-    """One event of a message: its verdict, and where it sits in the message value."""
-
-    verdict: Heartbeat | Rejection
-    index: int | None = None
-    """Position in a JSON-array message; None when the value is a single event."""
-
-
-def decode(raw: bytes, now: datetime) -> list[Element]:
-    """Split one Kafka message value into judged elements (one, or one per array element)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return [Element(Rejection("invalid_utf8", f"value is not UTF-8: {exc.reason}"))]
-    try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        return [Element(Rejection("invalid_json", f"value is not JSON: {exc}"))]
-    if not isinstance(doc, list):
-        return [Element(validate(doc, now))]
-    if not doc:
-        return [Element(Rejection("empty_array", "a JSON array with no events"))]
-    return [Element(validate(item, now), i) for i, item in enumerate(doc)]
+# --- the source bytes of an element, for the DLQ --------------------------------------------
 
 
 def original_bytes(raw: bytes, index: int | None) -> bytes:

@@ -3,6 +3,10 @@
 Two steps, because the client's timezone sits between them: ``decode_batch`` judges every event
 on its own, the caller looks up the timezones of the clients named, then ``plan_batch`` buckets
 the heartbeats by local day and groups them per device.
+
+Both run once per event, so they avoid per-event work that a batch can share: the future limit is
+worked out once, and local days and expiries come from the memo of ``state.dates.LocalDays``
+instead of two timezone conversions per event.
 """
 
 from __future__ import annotations
@@ -12,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from state.dates import day_expires_at, local_day
+from state.dates import LocalDays, local_days
 from state.writer import Contribution, DayBatch, DeviceBatch
-from stream.model import Element, Heartbeat, Rejection, decode
+from stream.model import FUTURE_TOLERANCE, Element, Heartbeat, Rejection, decode_until
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +32,7 @@ class Message:
     value: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)  # not frozen, like Element: one per event
 class Judged:
     message: Message
     element: Element
@@ -52,11 +56,15 @@ class Plan:
 
 
 def decode_batch(messages: Sequence[Message], now: datetime) -> list[Judged]:
-    return [Judged(m, element) for m in messages for element in decode(m.value, now)]
+    latest = now + FUTURE_TOLERANCE
+    return [Judged(m, element) for m in messages for element in decode_until(m.value, latest)]
 
 
 def client_ids(judged: Sequence[Judged]) -> set[str]:
     return {j.element.verdict.client_id for j in judged if isinstance(j.element.verdict, Heartbeat)}
+
+
+_TOO_OLD = Rejection("event_too_old", "the local day is past the retention window")
 
 
 def plan_batch(
@@ -72,31 +80,31 @@ def plan_batch(
     """
     plan = Plan()
     by_device: dict[tuple[str, str], int] = {}
-    zones: dict[str, ZoneInfo] = {}
+    days_of: dict[str, LocalDays] = {}
     now_ts = now.timestamp()
     for j in judged:
         verdict = j.element.verdict
         if isinstance(verdict, Rejection):
             plan.dead_letters.append(DeadLetter(j.message, j.element.index, verdict))
             continue
-        tz = zones.get(verdict.client_id)
-        if tz is None:
-            tz = zones[verdict.client_id] = ZoneInfo(timezones[verdict.client_id])
-        try:
-            day = local_day(verdict.generated_at, tz)
-            expire_at = day_expires_at(day, tz, retention_days)
-        except OverflowError:  # before year 1 in the client's timezone: far past retention
-            expire_at = 0
-        if expire_at <= now_ts:
-            too_old = Rejection("event_too_old", "the local day is past the retention window")
-            plan.dead_letters.append(DeadLetter(j.message, j.element.index, too_old))
+        days = days_of.get(verdict.client_id)
+        if days is None:
+            tz = ZoneInfo(timezones[verdict.client_id])
+            days = days_of[verdict.client_id] = local_days(tz, retention_days)
+        found = days.of(verdict.generated_at)
+        if found is None or found[1] <= now_ts:  # None: off the calendar (year 1 to 9999)
+            plan.dead_letters.append(DeadLetter(j.message, j.element.index, _TOO_OLD))
             continue
+        day, expire_at = found
         slot = by_device.get((verdict.device_id, verdict.client_id))
         if slot is None:
             slot = by_device[(verdict.device_id, verdict.client_id)] = len(plan.device_batches)
             plan.device_batches.append(DeviceBatch(verdict.client_id, verdict.device_id))
             plan.members.append([])
-        day_batch = plan.device_batches[slot].days.setdefault(day, DayBatch(expire_at))
+        day_batches = plan.device_batches[slot].days
+        day_batch = day_batches.get(day)
+        if day_batch is None:
+            day_batch = day_batches[day] = DayBatch(expire_at)
         day_batch.contributions.append(
             Contribution(j.message.partition, j.message.offset, verdict.count, verdict.user_id)
         )

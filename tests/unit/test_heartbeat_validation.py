@@ -8,11 +8,14 @@ hand: lower-cased UUIDs as literals, UTC instants from known offsets.
 from __future__ import annotations
 
 import json
+import random
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from stream.model import Element, Heartbeat, Rejection, decode, original_bytes, validate
@@ -488,3 +491,159 @@ def test_original_bytes_follows_the_indexes_decode_gives() -> None:
 def test_original_bytes_of_a_single_event_is_the_whole_value() -> None:
     raw = b'  {"client_id": "nope"}  \n'
     assert original_bytes(raw, None) == raw
+
+
+# --- every rule at once, against a reference written out here -------------------------------
+# The worker recognises the usual event in one pass and judges anything else rule by rule; both
+# must give exactly the verdicts of the rules as written plainly below, rejection texts included.
+
+_REFERENCE_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+def reference_field(obj: dict[str, Any], name: str) -> object:
+    """The value of one field, or the rejection of it (SPEC §2, one rule after the other)."""
+    value = obj.get(name)
+    if name == "user_id":
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            return ("user_id", f"must be a string or null, got {type(value).__name__}")
+        if not 1 <= len(value) <= 256:
+            return ("user_id", f"length must be 1 to 256, got {len(value)}")
+        return value
+    if value is None:
+        return Rejection("missing_field", f"{name} is required", name)
+    if name in ("client_id", "device_id"):
+        if isinstance(value, str) and _REFERENCE_UUID.fullmatch(value):
+            return value.lower()
+        return (name, f"not a UUID: {value!r:.80}")
+    if name == "total_activity_count":
+        if type(value) is int and 0 <= value <= 1_000_000:
+            return value
+        return (name, f"must be an integer 0 to 1000000: {value!r:.80}")
+    if not isinstance(value, str) or len(value) <= 10:
+        return (name, f"not an ISO-8601 instant: {value!r:.80}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return (name, f"not an ISO-8601 instant: {value!r:.80}")
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        return (name, f"instant out of range: {value!r:.80}")
+
+
+def reference_verdict(obj: object, now: datetime) -> Heartbeat | Rejection:
+    if not isinstance(obj, dict):
+        return Rejection("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    names = ("client_id", "device_id", "user_id", "generated_at_utc", "total_activity_count")
+    values = []
+    for name in names:
+        value = reference_field(obj, name)
+        if isinstance(value, Rejection):
+            return value
+        if isinstance(value, tuple):
+            return Rejection("invalid_field", f"{value[0]}: {value[1]}", value[0])
+        values.append(value)
+    heartbeat = Heartbeat(*values)  # type: ignore[arg-type]
+    if heartbeat.generated_at > now + timedelta(hours=24):
+        return Rejection("event_in_future", "generated_at_utc is more than 24 h ahead")
+    return heartbeat
+
+
+def reference_decode(raw: bytes, now: datetime) -> list[Element]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return [Element(Rejection("invalid_utf8", f"value is not UTF-8: {exc.reason}"))]
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        return [Element(Rejection("invalid_json", f"value is not JSON: {exc}"))]
+    if not isinstance(doc, list):
+        return [Element(reference_verdict(doc, now))]
+    if not doc:
+        return [Element(Rejection("empty_array", "a JSON array with no events"))]
+    return [Element(reference_verdict(item, now), i) for i, item in enumerate(doc)]
+
+
+def assert_decoded_as_the_reference_says(raw: bytes, now: datetime = NOW) -> None:
+    got, expected = decode(raw, now), reference_decode(raw, now)
+    assert got == expected
+    assert repr(got) == repr(expected)  # the same timezone objects and types, too
+
+
+FIELD_FORMS: dict[str, list[object]] = {
+    "client_id": [
+        CLIENT, CLIENT_UPPER, DEVICE_MIXED, CLIENT[:-1], CLIENT + "0", "{" + CLIENT[1:-1] + "}",
+        "g" + CLIENT[1:], CLIENT.replace("-", "0"), "é" * 36, "", 42, None, ABSENT, [CLIENT],
+    ],
+    "device_id": [DEVICE, DEVICE_MIXED, DEVICE[:8] + DEVICE[9:] + "-", " " + DEVICE[1:], 7, ABSENT],
+    "user_id": ["u-1842", None, ABSENT, "", "a", "x" * 256, "x" * 257, "é" * 256, 5, True, ["u"]],
+    "generated_at_utc": [
+        "2026-01-15T13:45:00Z", "2026-01-15T13:45:00.250Z", "2026-01-15T13:45:00+00:00",
+        "2026-01-15T13:45:00-00:00", "2026-01-15T13:45:00+05:45", "2026-01-15T13:45:00",
+        "2026-01-15", "2026-01-15T", "20260115T134500Z", "2026-01-16T12:00:00Z",
+        "2026-01-16T12:00:00.000001Z", "2026-01-16T17:45:00+05:45", "9999-12-31T23:30:00-01:00",
+        "0001-01-01T00:30:00+01:00", "0001-01-01T00:00:00Z", "2026-02-30T00:00:00Z", "yesterday",
+        1768484700, None, ABSENT,
+    ],
+    "total_activity_count": [
+        12, 0, 1_000_000, 1_000_001, -1, 3.0, True, "12", 10**20, None, ABSENT,
+    ],
+}  # fmt: skip
+
+
+def test_each_form_of_each_field_is_judged_as_the_rules_say() -> None:
+    for name, forms in FIELD_FORMS.items():
+        for form in forms:
+            assert_decoded_as_the_reference_says(encode(event(**{name: form})))
+
+
+def test_random_mixes_of_field_forms_are_judged_as_the_rules_say() -> None:
+    rng = random.Random(15)
+    for _ in range(3_000):
+        doc = event(**{name: rng.choice(forms) for name, forms in FIELD_FORMS.items()})
+        assert_decoded_as_the_reference_says(encode(doc))
+
+
+def test_arrays_of_mixed_elements_are_judged_as_the_rules_say() -> None:
+    rng = random.Random(16)
+    for _ in range(300):
+        elements: list[object] = [
+            event(**{name: rng.choice(forms) for name, forms in FIELD_FORMS.items()})
+            for _ in range(rng.randint(1, 5))
+        ]
+        elements.insert(rng.randint(0, len(elements)), rng.choice(["x", 3, None, [], {}]))
+        assert_decoded_as_the_reference_says(encode(elements))
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"\xef\xbb\xbf" + encode(event()), id="byte-order-mark"),
+        pytest.param(encode(event()) + b" \xff", id="stray-byte-after-the-document"),
+        pytest.param(b"\xff" + encode(event()), id="stray-byte-before-the-document"),
+        pytest.param(b'{"user_id": "\xed\xa0\x80"}', id="encoded-surrogate"),
+        pytest.param(b'{"user_id": "\xf4\x90\x80\x80"}', id="beyond-u-10ffff"),
+        pytest.param(b'{"user_id": "\xc0\xaf"}', id="overlong"),
+        pytest.param(b'{"user_id": "\\ud800"}', id="escaped-lone-surrogate"),
+        pytest.param('{"user_id": "Zoë 😀", "x": [1, }'.encode(), id="bad-json-after-multibyte"),
+        pytest.param('["Zoë 😀", {"a": 1},'.encode(), id="unterminated-array-after-multibyte"),
+        pytest.param(b"[" + encode(event()) + b", \xe2\x82]", id="truncated-sequence-in-array"),
+    ],
+)
+def test_values_orjson_refuses_as_bytes_are_judged_as_the_rules_say(raw: bytes) -> None:
+    assert_decoded_as_the_reference_says(raw)
+
+
+def test_random_byte_damage_is_judged_as_the_rules_say() -> None:
+    rng = random.Random(17)
+    pristine = bytearray(encode([event(user_id="Zoë 😀"), event(device_id=DEVICE_MIXED)]))
+    for _ in range(3_000):
+        damaged = bytearray(pristine)
+        for _ in range(rng.randint(1, 3)):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        assert_decoded_as_the_reference_says(bytes(damaged))

@@ -8,8 +8,9 @@ after; Kathmandu is UTC+05:45), and retention boundaries from "a day is kept for
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -320,3 +321,91 @@ def test_a_batch_of_only_rejections_plans_no_device_batch() -> None:
     assert [(d.message, d.index, d.rejection.reason) for d in result.dead_letters] == [
         (empty, None, "empty_array")
     ]
+
+
+# --- local days and expiries around DST changes, against zoneinfo ---------------------------
+
+CLIENT_ZONED = "ee000000-0000-4000-8000-000000000004"
+
+
+def zoneinfo_day_and_expiry(at: datetime, key: str, retention_days: int) -> tuple[date, int]:
+    """The oracle: the instant's date in the zone, and the zone's midnight ``retention_days + 1``
+    days later as Unix time, straight from zoneinfo."""
+    tz = ZoneInfo(key)
+    day = at.astimezone(tz).date()
+    expiry = datetime.combine(day + timedelta(days=1 + retention_days), time(0), tzinfo=tz)
+    return day, int(expiry.timestamp())
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+DST_CHANGES = [
+    pytest.param("Europe/Berlin", datetime(2026, 3, 29, 1, tzinfo=UTC), id="berlin-spring"),
+    pytest.param("Europe/Berlin", datetime(2026, 10, 25, 1, tzinfo=UTC), id="berlin-autumn"),
+    pytest.param("America/New_York", datetime(2026, 3, 8, 7, tzinfo=UTC), id="new-york-spring"),
+    pytest.param("America/New_York", datetime(2026, 11, 1, 6, tzinfo=UTC), id="new-york-autumn"),
+]
+
+
+@pytest.mark.parametrize(("key", "change"), DST_CHANGES)
+@pytest.mark.parametrize("retention_days", [0, 1, 400])
+def test_day_batches_on_both_sides_of_a_dst_change_match_zoneinfo(
+    key: str, change: datetime, retention_days: int
+) -> None:
+    step = timedelta(minutes=17, seconds=3, microseconds=7)
+    instants = [change - timedelta(hours=30) + n * step for n in range(212)]
+    instants += [change - timedelta(microseconds=1), change]
+    now = change + timedelta(hours=31)  # all in the past; with 0 or 1 days kept, some too old
+    messages = [
+        message(0, n, heartbeat(client=CLIENT_ZONED, at=iso(t))) for n, t in enumerate(instants)
+    ]
+
+    result = plan(*messages, now=now, retention_days=retention_days, timezones={CLIENT_ZONED: key})
+
+    expected: dict[date, DayBatch] = {}
+    too_old = []
+    for n, at in enumerate(instants):
+        day, expire_at = zoneinfo_day_and_expiry(at, key, retention_days)
+        if expire_at <= now.timestamp():
+            too_old.append(n)
+            continue
+        contribution = Contribution(0, n, 1, None)
+        expected.setdefault(day, DayBatch(expire_at)).contributions.append(contribution)
+    assert len(expected) + bool(too_old) >= 2  # the sample spans more than the change's day
+    (device_batch,) = result.device_batches
+    assert list(device_batch.days.items()) == list(expected.items())
+    assert [(d.message.offset, d.rejection.reason) for d in result.dead_letters] == [
+        (n, "event_too_old") for n in too_old
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "at"),
+    [
+        # The last instant of 2026-10-24 in Berlin; its day expires at midnight CEST.
+        pytest.param("Europe/Berlin", datetime(2026, 10, 24, 21, 59, 59, tzinfo=UTC), id="berlin"),
+        # The 25-hour day of the change; it expires at midnight CET, an hour later in UTC.
+        pytest.param("Europe/Berlin", datetime(2026, 10, 25, 22, 59, tzinfo=UTC), id="berlin-25h"),
+        # The 23-hour day of New York's spring change.
+        pytest.param("America/New_York", datetime(2026, 3, 8, 12, tzinfo=UTC), id="new-york-23h"),
+        pytest.param("America/New_York", datetime(2026, 11, 1, 5, 30, tzinfo=UTC), id="new-york"),
+    ],
+)
+@pytest.mark.parametrize("retention_days", [0, 3])
+def test_an_event_is_too_old_from_the_instant_its_day_expires(
+    key: str, at: datetime, retention_days: int
+) -> None:
+    _, expire_at = zoneinfo_day_and_expiry(at, key, retention_days)
+    expiry = datetime.fromtimestamp(expire_at, UTC)
+    event = message(0, 1, heartbeat(client=CLIENT_ZONED, at=iso(at)))
+
+    def planned_at(now: datetime) -> Plan:
+        return plan(event, now=now, retention_days=retention_days, timezones={CLIENT_ZONED: key})
+
+    just_before = planned_at(expiry - timedelta(microseconds=1))
+    assert just_before.dead_letters == []
+    assert [b.expire_at for b in just_before.device_batches[0].days.values()] == [expire_at]
+    for now in (expiry, expiry + timedelta(seconds=1)):
+        assert [d.rejection.reason for d in planned_at(now).dead_letters] == ["event_too_old"]
