@@ -54,6 +54,7 @@ from stream.plan import Message
 from stream.processor import BatchProcessor, SendDeadLetters
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
+from stream.worker import tune_gc
 
 log = logging.getLogger("bench.quix_app")
 
@@ -222,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app, sink = create_app(settings)
+    tune_gc()  # the same collector settings as the worker
     try:
         app.run()  # until SIGTERM or SIGINT, which Quix handles itself
     finally:

@@ -53,6 +53,7 @@ from stream.plan import Message
 from stream.processor import BatchProcessor, SendDeadLetters
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
+from stream.worker import tune_gc
 
 log = logging.getLogger("bench.raw_loop")
 
@@ -226,6 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    tune_gc()  # the same collector settings as the worker
     asyncio.run(run(settings))
     return 0
 

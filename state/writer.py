@@ -22,9 +22,10 @@ _KNOWN_DEVICES_LIMIT = 200_000
 """Bound of the writer's memory of (client, device) pairs already in their client's set."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Contribution:
-    """One heartbeat's part of a device-day, with the Kafka position it came from."""
+    """One heartbeat's part of a device-day, with the Kafka position it came from. (Not frozen:
+    one is made per heartbeat, and a frozen dataclass costs several times as much to create.)"""
 
     partition: int
     offset: int
