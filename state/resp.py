@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -87,6 +88,20 @@ class PrefixedBulks:
 
 async def send(redis: Redis, commands: Sequence[bytes]) -> list[Any]:
     """Send packed commands in one write on one pooled connection, and read every reply.
+
+    A connection that breaks (not one that times out) is replaced and the exchange made once
+    more at once, as the client's own one immediate retry does (state/connection.py): a pooled
+    connection that died with a Redis restart must not cost a request. Sending again is safe for
+    what state/ sends: reads, and scripts that skip what they have already applied.
+    """
+    try:
+        return await _exchange(redis, commands)
+    except (RedisConnectionError, OSError):
+        return await _exchange(redis, commands)
+
+
+async def _exchange(redis: Redis, commands: Sequence[bytes]) -> list[Any]:
+    """One attempt of :func:`send`.
 
     An error reply (``ResponseError``, e.g. NOSCRIPT) is returned in its place, not raised: the
     connection is still in step. Any other failure (a timeout, a broken connection, a

@@ -137,11 +137,20 @@ def test_an_error_reply_takes_its_place_and_the_rest_is_still_read() -> None:
     assert not connection.disconnected  # still in step: it may be used again
 
 
-def test_a_broken_connection_is_disconnected_before_it_goes_back_to_the_pool() -> None:
-    connection = FakeConnection([1, RedisConnectionError("reset by peer")])
+def test_a_broken_connection_is_disconnected_and_the_exchange_made_once_more() -> None:
+    # A pooled connection that died with a Redis restart: the request must not fail for it.
+    connection = FakeConnection([1, RedisConnectionError("reset by peer"), 1, 2, 3])
+    assert exchange(connection, [b"a", b"b", b"c"]) == [1, 2, 3]
+    assert connection.disconnected  # before it went back to the pool
+    assert connection.sent == [b"abc", b"abc"]
+
+
+def test_a_connection_broken_twice_raises() -> None:
+    connection = FakeConnection([RedisConnectionError("refused"), RedisConnectionError("refused")])
     with pytest.raises(RedisConnectionError):
-        exchange(connection, [b"a", b"b", b"c"])
+        exchange(connection, [b"a"])
     assert connection.disconnected
+    assert len(connection.sent) == 2  # one retry, no more
 
 
 def test_a_silent_server_times_out_as_a_redis_timeout_and_is_disconnected() -> None:
