@@ -6,6 +6,7 @@ the ones of ``make run`` or the tests.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -13,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from redis.asyncio import Redis
 
 from devact.services import Endpoints, LocalStack, free_port
 from state import keys
+from stream.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -144,3 +146,27 @@ async def wait_applied(
         for child in alive or []:
             child.check_alive()
         await asyncio.sleep(POLL_S)
+
+
+def peer_settings(argv: Sequence[str] | None, prog: str, description: str) -> WorkerSettings:
+    """The command line of the bench's peer consumers (bench.raw_loop, bench.quix_app): the
+    worker's settings (``DEVACT_`` environment) with the broker, Redis, topics and group given."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--group", required=True, help="Kafka consumer group")
+    parser.add_argument("--dlq-topic", help="dead-letter topic (default: <topic>.dlq)")
+    parser.add_argument(
+        "--batch-max", type=int, help="events per batch (default: the worker's, DEVACT_BATCH_MAX)"
+    )
+    args = parser.parse_args(argv)
+    batch = {} if args.batch_max is None else {"batch_max": args.batch_max}
+    return WorkerSettings(
+        kafka_bootstrap=args.bootstrap,
+        redis_url=args.redis_url,
+        topic=args.topic,
+        dlq_topic=args.dlq_topic or f"{args.topic}.dlq",
+        app_id=args.group,
+        **batch,
+    )

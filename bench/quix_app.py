@@ -34,7 +34,6 @@ environment.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 from collections.abc import Sequence
@@ -46,6 +45,7 @@ from quixstreams.kafka import Producer
 from quixstreams.models import HeadersTuples, TopicConfig
 from quixstreams.sinks import BaseSink, SinkBackpressureError
 
+from bench.common import peer_settings
 from state.connection import connect
 from state.registry import Registry
 from state.writer import Writer
@@ -69,37 +69,6 @@ messages in 0.05-0.2 s here), so batches are as large as the worker's."""
 _BACKOFF_FIRST_S = 0.1
 _BACKOFF_MAX_S = 5.0
 """The worker's retry schedule (stream/processor.py), here as Quix's backpressure pauses."""
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.quix_app",
-        description="Quix Streams app: heartbeats topic -> Redis through the worker's code.",
-    )
-    parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
-    parser.add_argument("--redis-url", required=True)
-    parser.add_argument("--topic", required=True)
-    parser.add_argument("--group", required=True, help="Kafka consumer group")
-    parser.add_argument("--dlq-topic", help="dead-letter topic (default: <topic>.dlq)")
-    parser.add_argument(
-        "--batch-max",
-        type=int,
-        help="events per checkpoint (default: the worker's, DEVACT_BATCH_MAX)",
-    )
-    return parser.parse_args(argv)
-
-
-def settings_from(args: argparse.Namespace) -> WorkerSettings:
-    """The worker's settings with the command line's broker, Redis, topics and group."""
-    batch = {} if args.batch_max is None else {"batch_max": args.batch_max}
-    return WorkerSettings(
-        kafka_bootstrap=args.bootstrap,
-        redis_url=args.redis_url,
-        topic=args.topic,
-        dlq_topic=args.dlq_topic or f"{args.topic}.dlq",
-        app_id=args.group,
-        **batch,
-    )
 
 
 def _utc_now() -> datetime:
@@ -218,7 +187,11 @@ def create_app(settings: WorkerSettings) -> tuple[Application, RedisActivitySink
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = settings_from(parse_args(argv))
+    settings = peer_settings(
+        argv,
+        "python -m bench.quix_app",
+        "Quix Streams app: heartbeats topic -> Redis through the worker's code.",
+    )
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -32,7 +32,6 @@ retention, Redis timeout, log level) come from the worker's ``DEVACT_`` environm
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
@@ -44,6 +43,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from bench.common import peer_settings
 from state.connection import connect
 from state.registry import Registry
 from state.writer import Writer
@@ -67,35 +67,6 @@ _DLQ_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 _POLL_MS = 200
 """How long one ``getmany`` waits on a quiet topic: bounds how late a stop request is seen."""
 _PROGRESS_EVERY_S = 10.0
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.raw_loop",
-        description="Bare aiokafka loop: heartbeats topic -> Redis through the worker's code.",
-    )
-    parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
-    parser.add_argument("--redis-url", required=True)
-    parser.add_argument("--topic", required=True)
-    parser.add_argument("--group", required=True, help="Kafka consumer group")
-    parser.add_argument("--dlq-topic", help="dead-letter topic (default: <topic>.dlq)")
-    parser.add_argument(
-        "--batch-max", type=int, help="events per batch (default: the worker's, DEVACT_BATCH_MAX)"
-    )
-    return parser.parse_args(argv)
-
-
-def settings_from(args: argparse.Namespace) -> WorkerSettings:
-    """The worker's settings with the command line's broker, Redis, topics and group."""
-    batch = {} if args.batch_max is None else {"batch_max": args.batch_max}
-    return WorkerSettings(
-        kafka_bootstrap=args.bootstrap,
-        redis_url=args.redis_url,
-        topic=args.topic,
-        dlq_topic=args.dlq_topic or f"{args.topic}.dlq",
-        app_id=args.group,
-        **batch,
-    )
 
 
 def _utc_now() -> datetime:
@@ -223,7 +194,11 @@ async def run(settings: WorkerSettings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = settings_from(parse_args(argv))
+    settings = peer_settings(
+        argv,
+        "python -m bench.raw_loop",
+        "Bare aiokafka loop: heartbeats topic -> Redis through the worker's code.",
+    )
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
