@@ -13,8 +13,7 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -127,11 +126,3 @@ async def verify(redis: Redis, data: Dataset, now: datetime, sample: int, seed: 
     if wrong:
         raise AssertionError(f"{len(wrong)} devices counted wrong, e.g. {wrong[:3]}")
     return len(devices)
-
-
-def local_day(at: datetime, timezone: str) -> date:
-    return at.astimezone(ZoneInfo(timezone)).date()
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
