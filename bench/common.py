@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -150,7 +151,8 @@ async def wait_applied(
 
 def peer_settings(argv: Sequence[str] | None, prog: str, description: str) -> WorkerSettings:
     """The command line of the bench's peer consumers (bench.raw_loop, bench.quix_app): the
-    worker's settings (``DEVACT_`` environment) with the broker, Redis, topics and group given."""
+    worker's settings (``DEVACT_`` environment) with the broker, Redis, topics and group given.
+    Also sets up logging at the settings' level, as the worker does."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers")
     parser.add_argument("--redis-url", required=True)
@@ -162,7 +164,7 @@ def peer_settings(argv: Sequence[str] | None, prog: str, description: str) -> Wo
     )
     args = parser.parse_args(argv)
     batch = {} if args.batch_max is None else {"batch_max": args.batch_max}
-    return WorkerSettings(
+    settings = WorkerSettings(
         kafka_bootstrap=args.bootstrap,
         redis_url=args.redis_url,
         topic=args.topic,
@@ -170,3 +172,7 @@ def peer_settings(argv: Sequence[str] | None, prog: str, description: str) -> Wo
         app_id=args.group,
         **batch,
     )
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return settings

@@ -192,9 +192,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "python -m bench.quix_app",
         "Quix Streams app: heartbeats topic -> Redis through the worker's code.",
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     app, sink = create_app(settings)
     tune_gc()  # the same collector settings as the worker
     try:

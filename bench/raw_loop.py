@@ -199,9 +199,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "python -m bench.raw_loop",
         "Bare aiokafka loop: heartbeats topic -> Redis through the worker's code.",
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     tune_gc()  # the same collector settings as the worker
     asyncio.run(run(settings))
     return 0

@@ -84,7 +84,7 @@ class FakeConnection:
 
     async def read_response(self, **_: Any) -> Any:
         if self.hang_after is not None and self.reads >= self.hang_after:
-            await asyncio.sleep(10)
+            await asyncio.Event().wait()  # a server that never answers
         self.reads += 1
         reply = self.replies.pop(0)
         if isinstance(reply, BaseException):
