@@ -1,6 +1,12 @@
-"""Errors raised by state/."""
+"""Errors raised by state/, and the one place Redis's own errors become them."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class StateError(Exception):
@@ -11,5 +17,21 @@ class StoreUnavailable(StateError):
     """Redis cannot be reached or did not answer in time."""
 
 
+class LostWrites(StateError):
+    """Redis no longer holds writes it acknowledged earlier in the same batch (it restarted
+    and replayed an AOF missing its last second, failed over, or was flushed): the batch must
+    be applied again from its start."""
+
+
 class UnknownTimezone(StateError):
     """A client timezone is not a valid IANA name."""
+
+
+@contextmanager
+def unavailable_on_failure() -> Iterator[None]:
+    """Turn a Redis that cannot be reached or does not answer into :class:`StoreUnavailable`
+    (``BusyLoadingError``, a restart still loading its data, is a ``ConnectionError`` too)."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        raise StoreUnavailable(str(exc)) from exc

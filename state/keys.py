@@ -18,6 +18,9 @@ Keys (one line each: key, type, what it holds):
 - ``da:clients`` set: every client id.
 - ``da:applied:<topic>:<partition>`` string: the highest offset of that partition whose whole
   batch is applied; a worker seeks back to it when it gets the partition (repairs a rollback).
+- ``da:batch:<writer id>`` string: ``<batch id>:<round trip>``, the last round trip of the
+  current batch that a worker's writer has applied; the next round trip reads it back to find
+  out whether Redis lost the previous ones. Expires after a day.
 - ``da:token:<sha256 hex of the token>`` hash: ``clients`` (ids, or ``*``), ``name``.
 
 Day keys expire (EXPIREAT) when their day leaves the retention window; the meta key with the
@@ -74,6 +77,10 @@ def client_devices(client_id: str) -> str:
 
 def applied(topic: str, partition: int) -> str:
     return f"{PREFIX}:applied:{topic}:{partition}"
+
+
+def batch_marker(writer_id: str) -> str:
+    return f"{PREFIX}:batch:{writer_id}"
 
 
 def token(token_hash: str) -> str:

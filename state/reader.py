@@ -9,13 +9,10 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from state import keys, resp
 from state.dates import Bucket, Granularity, buckets, days_inclusive
-from state.errors import StoreUnavailable
+from state.errors import unavailable_on_failure
 from state.registry import TokenGrant, hash_token
 from state.scripts import Scripts
 
@@ -95,10 +92,8 @@ class Reader:
         self._scripts = Scripts.register(redis)
 
     async def ping(self) -> None:
-        try:
+        with unavailable_on_failure():
             await self._redis.ping()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
 
     async def device_view(
         self, token: str, client_id: str, device_id: str, query: SeriesQuery | None
@@ -143,17 +138,7 @@ class Reader:
         )
 
     async def _round_trip(self, commands: Sequence[bytes]) -> list[Any]:
-        """Every reply of ``commands``, sent at once. Scripts are sent by SHA only; when Redis
-        does not know them (a restart empties its script cache) they are loaded and the commands
-        sent once more, which only read (the users script's scratch key is its own)."""
-        try:
-            replies = await resp.send(self._redis, commands)
-            if any(isinstance(reply, NoScriptError) for reply in replies):
-                await self._scripts.load(self._redis)
-                replies = await resp.send(self._redis, commands)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+        """Every reply of ``commands``, sent at once (the read script's scratch key is its own,
+        so sending again after a NOSCRIPT is safe)."""
+        with unavailable_on_failure():
+            return await self._scripts.send(self._redis, resp.send, commands)

@@ -12,14 +12,17 @@ argument, the length in bytes of the UTF-8 encoding.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+log = logging.getLogger(__name__)
 
 Arg = str | int | bytes
 """A command argument: text (sent as UTF-8), an integer (sent in decimal), or raw bytes."""
@@ -87,7 +90,8 @@ class PrefixedBulks:
 
 
 async def send(redis: Redis, commands: Sequence[bytes]) -> list[Any]:
-    """Send packed commands in one write on one pooled connection, and read every reply.
+    """Send packed commands in one write on one pooled connection, and read every reply, within
+    the client's socket timeout: for small, bounded requests (the API's 503 within 2 s).
 
     A connection that breaks (not one that times out) is replaced and the exchange made once
     more at once, as the client's own one immediate retry does (state/connection.py): a pooled
@@ -95,45 +99,114 @@ async def send(redis: Redis, commands: Sequence[bytes]) -> list[Any]:
     what state/ sends: reads, and scripts that skip what they have already applied.
     """
     try:
-        return await _exchange(redis, commands)
+        return await _exchange(redis, commands, patient=False)
     except (RedisConnectionError, OSError):
-        return await _exchange(redis, commands)
+        return await _exchange(redis, commands, patient=False)
 
 
-async def _exchange(redis: Redis, commands: Sequence[bytes]) -> list[Any]:
-    """One attempt of :func:`send`.
+async def send_patiently(redis: Redis, commands: Sequence[bytes]) -> list[Any]:
+    """:func:`send` for work whose duration grows with what it carries (the writer's round
+    trips): slow is not down. The socket timeout bounds silence, not the whole exchange; when
+    no reply has come for that long, a ``PING`` on another connection tells a busy Redis (it
+    answers, or answers BUSY or LOADING) from one that is gone. A busy one is waited for; only
+    an unreachable one raises (``TimeoutError``), and so does a connection that stays silent
+    for ``PATIENCE_S`` while Redis answers others."""
+    try:
+        return await _exchange(redis, commands, patient=True)
+    except (RedisConnectionError, OSError):
+        return await _exchange(redis, commands, patient=True)
+
+
+PATIENCE_S = 120.0
+"""Longest silence of one connection waited out while Redis answers PINGs on others: far longer
+than any round trip of ours (milliseconds) or a Redis fork or AOF rewrite stall (seconds), short
+enough that a connection silently lost in the network is replaced within minutes."""
+_RESCHEDULE_EVERY_S = 0.01
+"""Replies read within this long of the last deadline update leave the deadline as it is:
+moving a timer per reply would cost more than reading small replies."""
+
+
+async def _exchange(redis: Redis, commands: Sequence[bytes], *, patient: bool) -> list[Any]:
+    """One attempt of :func:`send` or :func:`send_patiently`.
 
     An error reply (``ResponseError``, e.g. NOSCRIPT) is returned in its place, not raised: the
     connection is still in step. Any other failure (a timeout, a broken connection, a
     cancellation) disconnects the connection before it goes back to the pool, so that replies
     left unread never reach its next user; the error is raised.
-
-    The client's socket timeout bounds the whole exchange, not each reply: one timer instead of
-    one per reply.
     """
     pool = redis.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    timeout = connection.socket_timeout
+    replies: list[Any] = []
     try:
-        async with asyncio.timeout(connection.socket_timeout):
-            # The pool has just checked the connection (it reconnects one the server closed),
-            # so the periodic health-check PING, another round trip, is not needed.
-            await connection.send_packed_command(b"".join(commands), check_health=False)
-            replies: list[Any] = []
-            # timeout=math.inf: no timer per reply (redis-py's way to ask for none); the one
-            # above bounds them all, and a read it cancels disconnects the connection.
-            for _ in commands:
-                try:
-                    replies.append(await connection.read_response(timeout=math.inf))
-                except ResponseError as error:  # a reply, not a broken connection: read on
-                    replies.append(error)
+        # The pool has just checked the connection (it reconnects one the server closed), so
+        # the periodic health-check PING, another round trip, is not needed.
+        await connection.send_packed_command(b"".join(commands), check_health=False)
+        if not patient:
+            # One timer bounds every reply, not one per reply.
+            async with asyncio.timeout(timeout):
+                await _read_replies(connection, len(commands), replies)
+            return replies
+        silent_since = asyncio.get_running_loop().time()
+        while len(replies) < len(commands):
+            read = len(replies)
+            try:
+                async with asyncio.timeout(timeout) as deadline:
+                    await _read_replies(connection, len(commands), replies, deadline)
+            except TimeoutError:
+                now = asyncio.get_running_loop().time()
+                if len(replies) > read:
+                    silent_since = now
+                if now - silent_since >= PATIENCE_S or not await _reachable(redis):
+                    raise
+                log.warning(
+                    "Redis busy: %d of %d replies after %.1f s of silence; it answers PING, "
+                    "so waiting", len(replies), len(commands), now - silent_since,
+                )  # fmt: skip
         return replies
     except TimeoutError as exc:
         await connection.disconnect()
         raise RedisTimeoutError(
-            f"No answer from Redis within {connection.socket_timeout} s"
+            f"No answer from Redis within {timeout} s ({len(replies)} of {len(commands)} replies)"
         ) from exc
     except BaseException:
         await connection.disconnect()
         raise
     finally:
         await pool.release(connection)
+
+
+async def _read_replies(
+    connection: Any, count: int, replies: list[Any], deadline: asyncio.Timeout | None = None
+) -> None:
+    """Read replies until ``count`` are in ``replies``; push ``deadline`` on while they come.
+
+    ``timeout=math.inf``: no timer per reply (redis-py's way to ask for none); the caller's
+    bounds them. ``disconnect_on_error=False``: a read cancelled by that timer leaves the
+    connection in step (the parser keeps what it has buffered, as for pub/sub reads with a
+    timeout), so a patient caller can read on; an impatient one disconnects it.
+    """
+    loop = asyncio.get_running_loop()
+    moved = loop.time()
+    while len(replies) < count:
+        try:
+            replies.append(
+                await connection.read_response(timeout=math.inf, disconnect_on_error=False)
+            )
+        except ResponseError as error:  # a reply, not a broken connection: read on
+            replies.append(error)
+        if deadline is not None and (now := loop.time()) - moved > _RESCHEDULE_EVERY_S:
+            deadline.reschedule(now + (connection.socket_timeout or 0.0))
+            moved = now
+
+
+async def _reachable(redis: Redis) -> bool:
+    """Whether Redis answers a PING on another connection within the client's timeout. A BUSY
+    (a long script) or LOADING (a restart reading its data) error is an answer too."""
+    try:
+        await redis.ping()
+    except (BusyLoadingError, ResponseError):
+        return True
+    except (RedisConnectionError, RedisTimeoutError, OSError):
+        return False
+    return True

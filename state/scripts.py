@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+Send = Callable[[Redis, Sequence[bytes]], Awaitable[list[Any]]]
+"""How packed commands reach Redis: ``resp.send`` or ``resp.send_patiently``."""
 
 
 def _source(name: str) -> str:
@@ -34,3 +40,17 @@ class Scripts:
         """Load every script into the server's cache (after a restart emptied it)."""
         for script in (self.apply_device, self.advance_applied, self.read_counts, self.read_users):
             await redis.script_load(script.script)
+
+    async def send(self, redis: Redis, send: Send, commands: Sequence[bytes]) -> list[Any]:
+        """Every reply of ``commands``, which call scripts by SHA only. When Redis does not know
+        them (a restart empties its script cache), they are loaded and the commands sent once
+        more: safe for what state/ sends, reads and scripts that skip what they already applied.
+        Any error reply is raised."""
+        replies = await send(redis, commands)
+        if any(isinstance(reply, NoScriptError) for reply in replies):
+            await self.load(redis)
+            replies = await send(redis, commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from state import keys, resp
 from state.encoding import EXACT_USERS_LIMIT, user_member
-from state.errors import StoreUnavailable
+from state.errors import LostWrites, unavailable_on_failure
 from state.resp import evalsha as _evalsha
 from state.scripts import Scripts
 
@@ -99,10 +96,12 @@ class Positions:
 
 @dataclass(frozen=True, slots=True)
 class PackedBatch:
-    """Device batches with their script calls already encoded."""
+    """Device batches with their script calls already encoded, cut into round trips."""
 
     batches: Sequence[DeviceBatch]
     commands: list[bytes]
+    trips: list[range]
+    """The indexes of ``commands`` (and ``batches``) sent in each round trip, in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +113,56 @@ class BatchResult:
     a span's first offset is past it + 1, Redis lost writes and the position did not move."""
 
 
+@dataclass(slots=True)
+class ApplyProgress:
+    """How far applying one batch got: the round trips Redis answered and their results. A
+    retry (after a time-out, a broken connection) resumes after them instead of sending the
+    whole batch again; what they applied stays applied."""
+
+    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    trips_done: int = 0
+    devices: list[ApplyResult] = field(default_factory=list)
+    previous: dict[int, int | None] | None = None
+    """Set by the last round trip, which advances the applied positions."""
+
+    def restart(self) -> None:
+        """Forget everything: Redis lost writes, the batch is applied again from its start."""
+        self.batch_id = uuid.uuid4().hex
+        self.trips_done = 0
+        self.devices.clear()
+        self.previous = None
+
+
+SCRIPTS_PER_TRIP = 256
+"""Device scripts sent in one round trip at most. Measured (bench/trips.py, 2026-12-02): a round
+trip of 256 scripts over one-heartbeat devices takes about 8 ms of Redis; going from 256 to 4096
+per trip gains under 2% of throughput, while a round trip of 10,000 scripts (a batch of gateway
+arrays sent whole) took over a second and was mistaken for an outage."""
+EVENTS_PER_TRIP = 4096
+"""Heartbeats carried by one round trip at most (a device with more is sent alone): with
+arrays a device script carries several, and Redis's time grows with them."""
+
+
+def cut_trips(batches: Sequence[DeviceBatch]) -> list[range]:
+    """Consecutive device batches grouped into round trips of at most ``SCRIPTS_PER_TRIP``
+    scripts and ``EVENTS_PER_TRIP`` heartbeats."""
+    trips: list[range] = []
+    first = events = 0
+    for index, batch in enumerate(batches):
+        size = sum(len(day.contributions) for day in batch.days.values())
+        if index > first and (index - first >= SCRIPTS_PER_TRIP or events + size > EVENTS_PER_TRIP):
+            trips.append(range(first, index))
+            first, events = index, 0
+        events += size
+    if len(batches) > first:
+        trips.append(range(first, len(batches)))
+    return trips
+
+
+_MARKER_TTL_MS = 86_400_000
+"""The batch marker is a few bytes per worker; a day outlives any batch."""
+
+
 class Writer:
     """Applies device batches. Safe to call again with the same events: replays are skipped."""
 
@@ -121,31 +170,39 @@ class Writer:
         self._redis = redis
         self._scripts = Scripts.register(redis)
         self._known_devices: set[tuple[str, str]] = set()
+        self._marker = keys.batch_marker(uuid.uuid4().hex)
 
     def pack(self, batches: Sequence[DeviceBatch]) -> PackedBatch:
         """Encode the device batches' script calls (CPU only: done while Redis is still busy
         with the previous batch)."""
         sha = self._scripts.apply_device.sha
-        return PackedBatch(batches, [_evalsha(sha, *_script_call(b)) for b in batches])
+        commands = [_evalsha(sha, *_script_call(b)) for b in batches]
+        return PackedBatch(batches, commands, cut_trips(batches))
 
     async def apply(self, batches: Sequence[DeviceBatch], positions: Positions) -> BatchResult:
         return await self.apply_packed(self.pack(batches), positions)
 
-    async def apply_packed(self, packed: PackedBatch, positions: Positions) -> BatchResult:
-        """Apply every device batch, in order, then advance the partitions' applied positions,
-        all in one round trip.
+    async def apply_packed(
+        self, packed: PackedBatch, positions: Positions, progress: ApplyProgress | None = None
+    ) -> BatchResult:
+        """Apply every device batch, in order, then register new devices and advance the
+        partitions' applied positions.
 
-        Each device batch is one atomic script call. Redis runs a pipeline in order and its AOF
-        logs it in order, so a position that survives a crash implies the batches before it did.
-        A failure part-way leaves some devices applied and others not; calling again with the
-        same batches completes the rest.
+        Each device batch is one atomic script call; they go in round trips bounded by work
+        (``cut_trips``), and a last round trip registers devices and advances the positions.
+        Redis runs a pipeline in order and its AOF logs it in order, so a position that
+        survives a crash implies the device scripts before it did. Each round trip ends by
+        setting this writer's batch marker and the next one starts by reading it back: a marker
+        that is not the previous round trip's means Redis lost that round trip's writes, and
+        :class:`LostWrites` asks for the batch again from its start. Otherwise a failure
+        part-way is resumed from ``progress``; scripts skip what they already applied.
         """
-        try:
-            result = await self._apply_scripts(packed, positions)
-            await self._register_devices(packed.batches, result.devices)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
-        return result
+        progress = progress or ApplyProgress()
+        with unavailable_on_failure():
+            while progress.trips_done <= len(packed.trips):
+                await self._round_trip(packed, positions, progress)
+        assert progress.previous is not None
+        return BatchResult(list(progress.devices), progress.previous)
 
     async def applied_positions(
         self, topic: str, partitions: Sequence[int]
@@ -153,72 +210,81 @@ class Writer:
         """Per partition, the highest offset whose batch is fully applied (None: nothing)."""
         if not partitions:
             return {}
-        try:
-            values = await self._redis.mget([keys.applied(topic, p) for p in partitions])
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        command = resp.command("MGET", *(keys.applied(topic, p) for p in partitions))
+        with unavailable_on_failure():
+            (values,) = await resp.send_patiently(self._redis, [command])
         return {p: None if v is None else int(v) for p, v in zip(partitions, values, strict=True)}
 
-    async def _apply_scripts(self, packed: PackedBatch, positions: Positions) -> BatchResult:
-        partitions = sorted(positions.spans)
-        commands = list(packed.commands)
-        advance_sha = self._scripts.advance_applied.sha
-        for p in partitions:
-            span = positions.spans[p]
-            position_key = [keys.applied(positions.topic, p)]
-            commands.append(
-                _evalsha(advance_sha, position_key, [span.first, span.last, int(span.force)])
-            )
-        replies = await self._pipeline(commands)
-        count = len(packed.batches)
-        device_replies, position_replies = replies[:count], replies[count:]
-        devices = [
-            ApplyResult(applied=int(r[1]), skipped=int(r[2]))
-            if int(r[0]) == 1
-            else ApplyResult(owner=str(r[1]))
-            for r in device_replies
-        ]
-        previous = {
-            p: None if int(found) < 0 else int(found)
-            for p, found in zip(partitions, position_replies, strict=True)
-        }
-        return BatchResult(devices, previous)
-
-    async def _pipeline(self, commands: Sequence[bytes]) -> list[Any]:
-        """Send packed commands in one write and read every reply, on one pooled connection.
-
-        Why not redis-py's pipeline: it spends about ten microseconds of Python per command
-        (argument encoding, the command stack, a SCRIPT EXISTS round trip per execute), and a
-        batch is a few thousand script calls. Scripts the server does not know (a restarted
-        Redis) are loaded and the whole pipeline is sent again: the scripts skip what they
-        already applied.
-        """
-        for attempt in (1, 2):
-            replies = await resp.send(self._redis, commands)
-            if not any(isinstance(r, NoScriptError) for r in replies):
-                for reply in replies:
-                    if isinstance(reply, Exception):
-                        raise reply
-                return replies
-            if attempt == 1:
-                await self._scripts.load(self._redis)
-        raise NoScriptError("scripts missing right after loading them")
-
-    async def _register_devices(
-        self, batches: Sequence[DeviceBatch], results: Sequence[ApplyResult]
+    async def _round_trip(
+        self, packed: PackedBatch, positions: Positions, progress: ApplyProgress
     ) -> None:
-        """Add newly seen devices to their client's device set (another slot than the device)."""
-        new = {
+        """Send round trip ``progress.trips_done`` (the last one: devices and positions) and
+        record what it applied."""
+        index = progress.trips_done
+        last = index == len(packed.trips)
+        commands: list[bytes] = []
+        if index > 0:
+            commands.append(resp.command("GET", self._marker))
+        if last:
+            trip = range(0)
+            new_devices = self._new_devices(packed.batches, progress.devices)
+            registrations = [
+                resp.command("SADD", keys.client_devices(client_id), device_id)
+                for client_id, device_id in sorted(new_devices)
+            ]
+            commands += registrations
+            commands += self._advances(positions)
+        else:
+            trip = packed.trips[index]
+            commands += packed.commands[trip.start : trip.stop]
+            marker = f"{progress.batch_id}:{index}"
+            commands.append(resp.command("SET", self._marker, marker, "PX", _MARKER_TTL_MS))
+        replies = await self._scripts.send(self._redis, resp.send_patiently, commands)
+        if index > 0:
+            found, replies = replies[0], replies[1:]
+            if found != f"{progress.batch_id}:{index - 1}":
+                progress.restart()
+                raise LostWrites(f"batch marker {found!r} instead of round trip {index - 1}'s")
+        if last:
+            self._remember(new_devices)
+            partitions = sorted(positions.spans)
+            progress.previous = {
+                p: None if int(found) < 0 else int(found)
+                for p, found in zip(partitions, replies[len(registrations) :], strict=True)
+            }
+        else:
+            progress.devices += [
+                ApplyResult(applied=int(r[1]), skipped=int(r[2]))
+                if int(r[0]) == 1
+                else ApplyResult(owner=str(r[1]))
+                for r in replies[: len(trip)]
+            ]
+        progress.trips_done = index + 1
+
+    def _advances(self, positions: Positions) -> list[bytes]:
+        advance_sha = self._scripts.advance_applied.sha
+        return [
+            _evalsha(
+                advance_sha,
+                [keys.applied(positions.topic, p)],
+                [span.first, span.last, int(span.force)],
+            )
+            for p, span in sorted(positions.spans.items())
+        ]
+
+    def _new_devices(
+        self, batches: Sequence[DeviceBatch], results: Sequence[ApplyResult]
+    ) -> set[tuple[str, str]]:
+        """Devices to add to their client's device set (another slot than the device's). They
+        are added in the last round trip, before the positions advance: a position that
+        survives a crash implies them too."""
+        return {
             (b.client_id, b.device_id)
             for b, r in zip(batches, results, strict=True)
             if not r.rejected and (b.client_id, b.device_id) not in self._known_devices
         }
-        if not new:
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for client_id, device_id in sorted(new):
-                pipe.sadd(keys.client_devices(client_id), device_id)
-            await pipe.execute()
-        if len(self._known_devices) + len(new) > _KNOWN_DEVICES_LIMIT:
+
+    def _remember(self, devices: set[tuple[str, str]]) -> None:
+        if len(self._known_devices) + len(devices) > _KNOWN_DEVICES_LIMIT:
             self._known_devices.clear()
-        self._known_devices |= new
+        self._known_devices |= devices

@@ -90,7 +90,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
             applying: asyncio.Task[None] | None = None
             try:
                 while not self.should_stop:
-                    records = await channel.take(settings.batch_max)
+                    records = await channel.take(settings.batch_max, settings.batch_max_bytes)
                     batch = [to_message(r) for r in records]
                     prepared = await self._processor.prepare_until_done(batch, self._stopping)
                     if applying is not None:

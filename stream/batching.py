@@ -23,6 +23,7 @@ of the worker, including the rebalance, crash and replay tests of tests/integrat
 from __future__ import annotations
 
 from collections import defaultdict
+from time import monotonic
 from typing import Any, ClassVar, cast
 
 import faust
@@ -46,18 +47,27 @@ class BatchChannel:
         self._fetches: FlowControlQueue[list[Any]] = FlowControlQueue(
             maxsize=FETCHES_BUFFERED, flow_control=app.flow_control, clear_on_resume=True
         )
+        self._rest: list[Any] = []
+        """What the last ``take`` left of a fetch (dropped by generation after a rebalance)."""
 
     async def put(self, messages: list[Any]) -> None:
         await self._fetches.put(messages)
 
-    async def take(self, max_messages: int) -> list[Any]:
-        """Wait for messages, then take what is buffered, whole fetches up to ``max_messages``
-        (at least one fetch). Messages fetched before the last rebalance are dropped; the rest
+    async def take(self, max_messages: int, max_bytes: int) -> list[Any]:
+        """Wait for messages, then take what is buffered, up to ``max_messages`` messages and
+        ``max_bytes`` of values (at least one message): the bytes bound the work, since one
+        message may be a gateway's array of a hundred heartbeats. The rest of a fetch waits
+        for the next call. Messages fetched before the last rebalance are dropped; the rest
         are tracked as in flight until acknowledged."""
         while True:
-            taken: list[Any] = await self._fetches.get()
-            while len(taken) < max_messages and not self._fetches.empty():
-                taken += self._fetches.get_nowait()
+            taken: list[Any] = self._rest or await self._fetches.get()
+            size = _value_bytes(taken)
+            while len(taken) < max_messages and size < max_bytes and not self._fetches.empty():
+                more = self._fetches.get_nowait()
+                taken += more
+                size += _value_bytes(more)
+            cut = _cut(taken, max_messages, max_bytes)
+            taken, self._rest = taken[:cut], taken[cut:]
             generation = self._app.consumer_generation_id
             current = [m for m in taken if m.generation_id == generation]
             if current:
@@ -65,13 +75,38 @@ class BatchChannel:
                 for message in current:
                     message.tracked = True
                     consumer.track_message(message)
+                self._show_progress(current)
                 return current
+
+    def _show_progress(self, messages: list[Any]) -> None:
+        """Tell Faust's monitor that these partitions' events reach a reader, as its streams do
+        per event: its consumer checks this to log "Stream has not started processing" (and
+        "stopped processing") for partitions with a backlog, and our channel bypasses streams."""
+        monitor = self._app.monitor
+        if monitor is not None:
+            now = monotonic()
+            for tp in {m.tp for m in messages}:
+                monitor.stream_inbound_time[tp] = now
 
     def ack(self, messages: list[Any]) -> None:
         """Acknowledge applied messages; Faust's commit loop commits them."""
         ack = self._app.consumer.ack
         for message in messages:
             ack(message)
+
+
+def _value_bytes(messages: list[Any]) -> int:
+    return sum(len(m.value or b"") for m in messages)
+
+
+def _cut(messages: list[Any], max_messages: int, max_bytes: int) -> int:
+    """How many of ``messages`` fit ``max_messages`` and ``max_bytes`` (at least one)."""
+    size = 0
+    for index, message in enumerate(messages[:max_messages]):
+        size += len(message.value or b"")
+        if size >= max_bytes:
+            return index + 1
+    return min(len(messages), max_messages)
 
 
 def to_message(record: Any) -> Message:

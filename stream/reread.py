@@ -14,6 +14,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from stream.plan import Message
 
 _CHUNK = 5000
+_CHUNK_BYTES = 1024 * 1024
+"""A chunk is applied as one batch: bounded like the worker's batches (its batch_max and
+batch_max_bytes defaults), so a re-read of gateway arrays is no heavier than a live batch."""
 
 
 def partition_reader(
@@ -34,11 +37,16 @@ def partition_reader(
             consumer.seek(tp, max(start, earliest))
             while await consumer.position(tp) < stop:
                 fetched = await consumer.getmany(tp, timeout_ms=1000, max_records=_CHUNK)
-                chunk = [
-                    Message(r.topic, r.partition, r.offset, r.key, r.value or b"")
-                    for r in fetched.get(tp, [])
-                    if r.offset < stop
-                ]
+                chunk: list[Message] = []
+                size = 0
+                for r in fetched.get(tp, []):
+                    if r.offset >= stop:
+                        break
+                    chunk.append(Message(r.topic, r.partition, r.offset, r.key, r.value or b""))
+                    size += len(r.value or b"")
+                    if size >= _CHUNK_BYTES:
+                        yield chunk
+                        chunk, size = [], 0
                 if chunk:
                     yield chunk
         finally:

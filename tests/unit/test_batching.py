@@ -37,6 +37,10 @@ class FakeRecord:
     value: bytes | None = b"{}"
     tracked: bool = False
 
+    @property
+    def tp(self) -> tuple[str, int]:
+        return (self.topic, self.partition)
+
 
 @dataclass
 class FakeConsumer:
@@ -52,10 +56,20 @@ class FakeConsumer:
 
 
 @dataclass
+class FakeMonitor:
+    stream_inbound_time: dict[Any, float] = field(default_factory=dict)
+
+
+@dataclass
 class FakeApp:
     consumer: FakeConsumer = field(default_factory=FakeConsumer)
+    monitor: FakeMonitor = field(default_factory=FakeMonitor)
     flow_control: FlowControlEvent = field(default_factory=FlowControlEvent)
     consumer_generation_id: int = 1
+
+
+BIG = 1 << 30
+"""A byte bound that never binds."""
 
 
 def records(*offsets: int, generation: int = 1) -> list[Any]:
@@ -73,16 +87,49 @@ async def test_take_joins_buffered_fetches_up_to_the_limit() -> None:
     ch = channel(app)
     for fetch in (records(0, 1), records(2, 3), records(4, 5)):
         await ch.put(fetch)
-    first = await ch.take(max_messages=3)
-    assert [r.offset for r in first] == [0, 1, 2, 3]  # whole fetches: the limit is passed once
-    second = await ch.take(max_messages=3)
-    assert [r.offset for r in second] == [4, 5]
+    first = await ch.take(max_messages=3, max_bytes=BIG)
+    assert [r.offset for r in first] == [0, 1, 2]
+    second = await ch.take(max_messages=3, max_bytes=BIG)
+    assert [r.offset for r in second] == [3, 4, 5]  # the rest of a cut fetch comes first
+
+
+@in_event_loop
+async def test_take_is_bounded_by_the_bytes_of_the_values() -> None:
+    """A gateway's message holds a hundred heartbeats: the work of a batch is in its bytes."""
+    ch = channel(FakeApp())
+    fetch = [FakeRecord(n, value=b"x" * 100) for n in range(10)]
+    await ch.put(fetch)
+    assert [r.offset for r in await ch.take(max_messages=100, max_bytes=250)] == [0, 1, 2]
+    assert [r.offset for r in await ch.take(max_messages=100, max_bytes=250)] == [3, 4, 5]
+    await ch.put([FakeRecord(10, value=b"y" * 1000)])
+    taken = await ch.take(max_messages=100, max_bytes=10_000)
+    assert [r.offset for r in taken] == [6, 7, 8, 9, 10]
+
+
+@in_event_loop
+async def test_one_message_larger_than_the_bound_is_taken_alone() -> None:
+    ch = channel(FakeApp())
+    await ch.put([FakeRecord(0, value=b"z" * 5000), FakeRecord(1)])
+    assert [r.offset for r in await ch.take(max_messages=100, max_bytes=10)] == [0]
+    assert [r.offset for r in await ch.take(max_messages=100, max_bytes=10)] == [1]
+
+
+@in_event_loop
+async def test_taking_shows_faust_s_monitor_that_the_partitions_are_processed() -> None:
+    """Faust's consumer logs "Stream has not started processing" for a partition with a backlog
+    whose inbound time its monitor never saw; the channel bypasses the streams that set it."""
+    app = FakeApp()
+    ch = channel(app)
+    await ch.put([FakeRecord(0, partition=0), FakeRecord(0, partition=3)])
+    assert app.monitor.stream_inbound_time == {}
+    await ch.take(max_messages=10, max_bytes=BIG)
+    assert set(app.monitor.stream_inbound_time) == {("heartbeats", 0), ("heartbeats", 3)}
 
 
 @in_event_loop
 async def test_take_waits_for_a_fetch() -> None:
     ch = channel(FakeApp())
-    taking = asyncio.ensure_future(ch.take(max_messages=10))
+    taking = asyncio.ensure_future(ch.take(max_messages=10, max_bytes=BIG))
     await asyncio.sleep(0)
     assert not taking.done()
     await ch.put(records(7))
@@ -94,7 +141,7 @@ async def test_taken_messages_are_tracked_until_acknowledged() -> None:
     app = FakeApp()
     ch = channel(app)
     await ch.put(records(0, 1, 2))
-    taken = await ch.take(max_messages=10)
+    taken = await ch.take(max_messages=10, max_bytes=BIG)
     assert app.consumer.tracked == [0, 1, 2]
     assert all(r.tracked for r in taken)
     assert app.consumer.acked == []
@@ -108,7 +155,7 @@ async def test_messages_of_an_older_generation_are_dropped_untracked() -> None:
     ch = channel(app)
     await ch.put(records(0, 1, generation=1))  # fetched before the rebalance
     await ch.put(records(5, 6, generation=2))
-    taken = await ch.take(max_messages=10)
+    taken = await ch.take(max_messages=10, max_bytes=BIG)
     assert [r.offset for r in taken] == [5, 6]
     assert app.consumer.tracked == [5, 6]
 
@@ -118,7 +165,7 @@ async def test_take_skips_a_take_made_only_of_stale_messages() -> None:
     app = FakeApp(consumer_generation_id=2)
     ch = channel(app)
     await ch.put(records(0, generation=1))
-    taking = asyncio.ensure_future(ch.take(max_messages=1))
+    taking = asyncio.ensure_future(ch.take(max_messages=1, max_bytes=BIG))
     await asyncio.sleep(0)
     assert not taking.done()  # nothing current yet: still waiting
     await ch.put(records(3, generation=2))
@@ -134,7 +181,7 @@ async def test_a_rebalance_clears_what_was_not_taken() -> None:
     app.flow_control.clear()  # what Faust does when partitions are revoked
     app.flow_control.resume()
     await ch.put(records(0, 1, 2))  # fetched again from the committed offset
-    assert [r.offset for r in await ch.take(max_messages=10)] == [0, 1, 2]
+    assert [r.offset for r in await ch.take(max_messages=10, max_bytes=BIG)] == [0, 1, 2]
 
 
 @in_event_loop
@@ -145,7 +192,7 @@ async def test_the_channel_holds_a_bounded_number_of_fetches() -> None:
     blocked = asyncio.ensure_future(ch.put(records(99)))
     await asyncio.sleep(0)
     assert not blocked.done()  # the fetch loop waits: back-pressure towards Kafka
-    await ch.take(max_messages=1)
+    await ch.take(max_messages=1, max_bytes=BIG)
     await asyncio.wait_for(blocked, 5)
 
 

@@ -31,9 +31,11 @@ class MemoryState:
         return {p: self.stored.get(p) for p in partitions}
 
     def pack(self, batches: Sequence[DeviceBatch]) -> PackedBatch:
-        return PackedBatch(batches, [])
+        return PackedBatch(batches, [], [])
 
-    async def apply_packed(self, packed: PackedBatch, positions: Positions) -> BatchResult:
+    async def apply_packed(
+        self, packed: PackedBatch, positions: Positions, progress: object = None
+    ) -> BatchResult:
         batches = packed.batches
         self.applied.append(positions)
         previous: dict[int, int | None] = {}

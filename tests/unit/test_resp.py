@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from redis.asyncio.connection import Connection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from state import resp
@@ -157,4 +157,88 @@ def test_a_silent_server_times_out_as_a_redis_timeout_and_is_disconnected() -> N
     connection = FakeConnection([1, 2], hang_after=1)  # the second reply never comes
     with pytest.raises(RedisTimeoutError):
         exchange(connection, [b"a", b"b"])
+    assert connection.disconnected
+
+
+class SlowConnection(FakeConnection):
+    """Reply ``n`` is ready ``due[n]`` seconds after the commands went out (a busy server);
+    reading is cancel-safe, as redis-py's parser is."""
+
+    def __init__(self, due: Sequence[float]) -> None:
+        super().__init__(list(range(len(due))))
+        self.due = list(due)
+        self.sent_at = 0.0
+
+    async def send_packed_command(self, command: bytes, check_health: bool = True) -> None:
+        self.sent.append(command)
+        self.sent_at = asyncio.get_running_loop().time()
+
+    async def read_response(self, **_: Any) -> Any:
+        ready_at = self.sent_at + self.due[self.reads]
+        await asyncio.sleep(max(0.0, ready_at - asyncio.get_running_loop().time()))
+        self.reads += 1
+        return self.replies.pop(0)
+
+
+class ProbedRedis(FakeRedis):
+    """Answers PING on another connection with ``answer`` (an Exception is raised)."""
+
+    def __init__(self, connection: FakeConnection, answer: Any) -> None:
+        super().__init__(connection)
+        self.answer = answer
+        self.pings = 0
+
+    async def ping(self) -> Any:
+        self.pings += 1
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer
+
+
+def patient_exchange(redis: ProbedRedis, count: int) -> list[Any]:
+    try:
+        return asyncio.run(resp.send_patiently(redis, [b"c"] * count))  # type: ignore[arg-type]
+    finally:
+        assert redis.connection_pool.in_use == 0
+
+
+def test_a_busy_redis_that_answers_ping_is_waited_for() -> None:
+    """Silent for six times the timeout, but reachable: slow is not down."""
+    connection = SlowConnection([0.0, 0.3, 0.3])
+    redis = ProbedRedis(connection, True)
+    assert patient_exchange(redis, 3) == [0, 1, 2]
+    assert redis.pings >= 2
+    assert not connection.disconnected
+    assert len(connection.sent) == 1  # waited on the same connection, nothing sent again
+
+
+def test_a_long_script_answering_busy_counts_as_reachable() -> None:
+    connection = SlowConnection([0.2])
+    redis = ProbedRedis(connection, ResponseError("BUSY Redis is busy running a script"))
+    assert patient_exchange(redis, 1) == [0]
+    assert redis.pings >= 1
+
+
+def test_replies_that_keep_coming_need_no_probe_however_long_the_whole_takes() -> None:
+    # 12 replies 0.03 s apart: 0.36 s in all, seven times the timeout, never 0.05 s of silence.
+    connection = SlowConnection([0.03 * (n + 1) for n in range(12)])
+    redis = ProbedRedis(connection, RedisTimeoutError("must not be asked"))
+    assert patient_exchange(redis, 12) == list(range(12))
+    assert redis.pings == 0
+
+
+def test_a_silent_redis_that_does_not_answer_ping_is_unavailable() -> None:
+    connection = SlowConnection([0.0, 10.0])
+    redis = ProbedRedis(connection, RedisTimeoutError("Timeout reading from socket"))
+    with pytest.raises(RedisTimeoutError, match="1 of 2 replies"):
+        patient_exchange(redis, 2)
+    assert redis.pings == 1
+    assert connection.disconnected  # its unread reply must never reach the next user
+
+
+def test_the_impatient_send_gives_up_on_a_busy_redis() -> None:
+    """The API's requests are small: its 503 within 2 s beats waiting."""
+    connection = SlowConnection([0.2])
+    with pytest.raises(RedisTimeoutError):
+        exchange(connection, [b"c"])
     assert connection.disconnected
