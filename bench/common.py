@@ -108,6 +108,15 @@ def children(
             child.stop()
 
 
+class NotFinished(TimeoutError):
+    """The deadline passed before Redis held every message: ``applied`` of ``total``."""
+
+    def __init__(self, topic: str, applied: int, total: int) -> None:
+        super().__init__(f"{topic}: {applied} of {total} messages applied by the deadline")
+        self.applied = applied
+        self.total = total
+
+
 @dataclass(frozen=True)
 class Progress:
     first_s: float
@@ -143,7 +152,7 @@ async def wait_applied(
         if applied >= total and first is not None:
             return Progress(first[0], now, first[1], total)
         if now > limit:
-            raise TimeoutError(f"{topic}: {applied} of {total} messages applied by the deadline")
+            raise NotFinished(topic, applied, total)
         for child in alive or []:
             child.check_alive()
         await asyncio.sleep(POLL_S)

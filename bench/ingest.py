@@ -5,7 +5,9 @@ Streams app, two ``devact worker`` processes in one group, and one worker readin
 sent as arrays of 100. Each starts on an empty Redis with a consumer group of its own. The rate is
 events/s from the first applied batch to the moment Redis holds every event (the applied
 positions state/ writes with the counters), so process start-up and the group join are excluded
-and reported apart. Every run is then checked against the oracle.
+and reported apart; so is the contender's CPU per event (from /proc). Every run is then checked
+against the oracle. A contender that has not finished by ``RUN_DEADLINE_S`` is reported as "did
+not finish", with the events it applied by then, and the run goes on with the next one.
 """
 
 from __future__ import annotations
@@ -17,11 +19,20 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
 
-from bench.common import VENV_BIN, Child, children, create_topic, wait_applied, worker_env
+from bench.common import (
+    VENV_BIN,
+    Child,
+    NotFinished,
+    children,
+    create_topic,
+    wait_applied,
+    worker_env,
+)
 from bench.dataset import Dataset, generate, produce, register_clients, verify
 from devact.services import Endpoints
 
@@ -30,6 +41,7 @@ log = logging.getLogger(__name__)
 PARTITIONS = 6
 BATCHED_PER_MESSAGE = 100
 RUN_DEADLINE_S = 600.0
+DID_NOT_FINISH = "did not finish"
 VERIFY_SAMPLE = 300
 
 
@@ -99,8 +111,18 @@ async def run(
             figures = await _race(
                 contender, redis, endpoints, topic, data, ends[topic], run_dir, now
             )
-            log.info("ingest: %s: %.0f events/s", contender.label, figures["eps"])
-            results[contender.key] = round(figures["eps"])
+            if figures["finished"]:
+                log.info("ingest: %s: %.0f events/s", contender.label, figures["eps"])
+                results[contender.key] = round(figures["eps"])
+            else:
+                log.error(
+                    "ingest: %s did not finish: %d of %d events applied in %.0f s",
+                    contender.label, figures["events_applied"], data.events, RUN_DEADLINE_S,
+                )  # fmt: skip
+                results[contender.key] = DID_NOT_FINISH
+                results[f"{contender.key.removesuffix('_eps')}_events_applied"] = figures[
+                    "events_applied"
+                ]
             runs.append({"key": contender.key, "label": contender.label, **figures})
     finally:
         await redis.aclose()
@@ -117,23 +139,37 @@ async def _race(
     ends: dict[int, int],
     run_dir: Path,
     now: datetime,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     await redis.flushall()
     await register_clients(redis, data.clients, now)
     commands = contender.commands(endpoints, topic, run_dir)
     launched = time.monotonic()
+    per_message = data.events / sum(ends.values())
     with children(*commands, logs=run_dir / "logs") as procs:
-        progress = await wait_applied(redis, topic, ends, RUN_DEADLINE_S, alive=procs)
+        try:
+            progress = await wait_applied(redis, topic, ends, RUN_DEADLINE_S, alive=procs)
+        except NotFinished as late:
+            return {
+                "finished": False,
+                "eps": None,
+                "events_applied": round(late.applied * per_message),
+                "seconds": RUN_DEADLINE_S,
+                "startup_s": None,
+                "cpu_s": round(_cpu_seconds(procs), 1),
+                "cpu_us_per_event": None,
+            }
         cpu = _cpu_seconds(procs)
     await verify(redis, data, now, VERIFY_SAMPLE, seed=7)
-    per_message = data.events / sum(ends.values())
     counted = (progress.messages - progress.messages_at_first) * per_message
     elapsed = progress.done_s - progress.first_s
     return {
+        "finished": True,
         "eps": counted / elapsed,
+        "events_applied": data.events,
         "seconds": round(elapsed, 2),
         "startup_s": round(progress.first_s - launched, 2),
         "cpu_s": round(cpu, 1),
+        "cpu_us_per_event": round(cpu / data.events * 1e6, 1),
     }
 
 

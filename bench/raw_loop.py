@@ -16,7 +16,7 @@ What makes it a ceiling and not a strawman: fetches are large (a few MiB per par
 round trip brings thousands of heartbeats) and aiokafka's fetcher fetches in the background, so a
 batch is always waiting when the previous one is done; nothing runs per message but building the
 ``Message``. Batches are applied strictly one after the other, in offset order, which the
-effectively-once check of state/ relies on (see README, "Effectively-once counting").
+effectively-once check of state/ relies on (see docs/design.md, "Effectively-once counting").
 
 Why batch n+1 is not prepared while batch n is applied (``BatchProcessor.prepare``/``apply``):
 tried three ways, it did not pay on the benchmark machine. ``prepare`` never yields to the event

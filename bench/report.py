@@ -87,8 +87,13 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     return {
         name: round(results[a] / results[b], 2)
         for name, (a, b) in pairs.items()
-        if results.get(a) and results.get(b)
+        if _is_figure(results.get(a)) and _is_figure(results.get(b))
     }
+
+
+def _is_figure(value: Any) -> bool:
+    """A measured number (not "did not finish", not missing, not zero)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and value != 0
 
 
 def write(results: dict[str, Any], quick: bool, started: datetime) -> Path:
@@ -111,7 +116,7 @@ def write(results: dict[str, Any], quick: bool, started: datetime) -> Path:
 
 def _charts(results: dict[str, Any], out: Path) -> list[str]:
     made = []
-    runs = results.get("ingest_runs") or []
+    runs = [r for r in results.get("ingest_runs") or [] if r.get("finished", True)]
     if runs:
         fig, ax = plt.subplots(figsize=(8, 3.6))
         labels = [r["label"] for r in runs]
@@ -166,6 +171,9 @@ def _markdown(results: dict[str, Any], quick: bool, started: datetime, charts: l
         value = results.get(key)
         if value is None:
             continue
+        if not _is_figure(value):
+            out.append(f"| {text} | {value} | {'≥' if higher else '≤'} {_num(goal)} | **no** |")
+            continue
         met = value >= goal if higher else value <= goal
         out.append(
             f"| {text} | {_num(value)} | {'≥' if higher else '≤'} {_num(goal)} "
@@ -190,14 +198,23 @@ def _ingest_section(results: dict[str, Any]) -> list[str]:
         " own. Rate: events from the first applied batch until Redis holds all of them (the"
         " applied positions state/ writes with the counters), divided by that time. Start-up"
         " (process start to first applied batch) is shown apart. Every run is checked against"
-        " the oracle (per-device activity sums) before its figure is kept.",
+        " the oracle (per-device activity sums) before its figure is kept. CPU is the"
+        " contender's own processes' (user and system, from /proc), per event applied.",
         "",
-        "| contender | events/s | seconds | start-up s | consumer CPU s |",
-        "|---|---:|---:|---:|---:|",
+        "| contender | events/s | seconds | start-up s | consumer CPU s | CPU µs/event |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
+        if not r.get("finished", True):
+            out.append(
+                f"| {r['label']} | did not finish: {r['events_applied']:,} of"
+                f" {results['ingest_events']:,} events applied by the deadline | {r['seconds']} |"
+                f" | {r['cpu_s']} | |"
+            )
+            continue
         out.append(
-            f"| {r['label']} | {r['eps']:,.0f} | {r['seconds']} | {r['startup_s']} | {r['cpu_s']} |"
+            f"| {r['label']} | {r['eps']:,.0f} | {r['seconds']} | {r['startup_s']} | {r['cpu_s']}"
+            f" | {r.get('cpu_us_per_event', '')} |"
         )
     return [*out, ""]
 

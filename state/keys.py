@@ -20,7 +20,8 @@ Keys (one line each: key, type, what it holds):
   batch is applied; a worker seeks back to it when it gets the partition (repairs a rollback).
 - ``da:batch:<writer id>`` string: ``<batch id>:<round trip>``, the last round trip of the
   current batch that a worker's writer has applied; the next round trip reads it back to find
-  out whether Redis lost the previous ones. Expires after a day.
+  out whether Redis lost the previous ones. Deleted when the batch is applied; left by a worker
+  that died in the middle of one, it expires after a day.
 - ``da:token:<sha256 hex of the token>`` hash: ``clients`` (ids, or ``*``), ``name``.
 
 Day keys expire (EXPIREAT) when their day leaves the retention window; the meta key with the

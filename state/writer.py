@@ -234,6 +234,7 @@ class Writer:
             ]
             commands += registrations
             commands += self._advances(positions)
+            commands.append(resp.command("DEL", self._marker))  # nothing left at rest
         else:
             trip = packed.trips[index]
             commands += packed.commands[trip.start : trip.stop]
@@ -248,9 +249,10 @@ class Writer:
         if last:
             self._remember(new_devices)
             partitions = sorted(positions.spans)
+            advanced = replies[len(registrations) : len(registrations) + len(partitions)]
             progress.previous = {
                 p: None if int(found) < 0 else int(found)
-                for p, found in zip(partitions, replies[len(registrations) :], strict=True)
+                for p, found in zip(partitions, advanced, strict=True)
             }
         else:
             progress.devices += [

@@ -127,7 +127,7 @@ class BatchProcessor:
         then sends its pipeline and reads its replies in between."""
         now = self._clock()
         judged: list[Judged] = []
-        for piece in _slices(messages, _PREPARE_SLICE_BYTES):
+        for piece in slices(messages, _PREPARE_SLICE_BYTES):
             judged += decode_batch(piece, now)
             await asyncio.sleep(0)
         zones = await self._timezones(client_ids(judged), now)
@@ -238,7 +238,7 @@ async def _until_done(step: Callable[[], Awaitable[T]], stopping: Callable[[], b
         delay = min(delay * 2, _BACKOFF_MAX_S)
 
 
-def _slices(messages: Sequence[Message], max_bytes: int) -> Iterator[Sequence[Message]]:
+def slices(messages: Sequence[Message], max_bytes: int) -> Iterator[Sequence[Message]]:
     """Consecutive runs of messages holding about ``max_bytes`` of values (at least one)."""
     first = size = 0
     for index, message in enumerate(messages):

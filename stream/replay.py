@@ -23,7 +23,7 @@ from state.registry import Registry
 from state.writer import Writer
 from stream.dlq import DeadLetterRecord
 from stream.plan import Message
-from stream.processor import BatchProcessor
+from stream.processor import BatchProcessor, slices
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
 
@@ -83,9 +83,10 @@ async def replay(settings: WorkerSettings, since: datetime | None = None) -> Rep
                 for r in records
                 if r.offset < ends[tp]
             ]
-            if messages:
-                outcome = await processor.process_until_done(messages)
-                summary.messages += len(messages)
+            # In batches bounded like the worker's: a fetch of gateway arrays holds far more.
+            for batch in slices(messages, settings.batch_max_bytes):
+                outcome = await processor.process_until_done(batch)
+                summary.messages += len(batch)
                 summary.applied += outcome.applied
                 summary.skipped += outcome.skipped
             for tp in list(remaining):

@@ -25,7 +25,7 @@ class WorkerSettings(StoreSettings):
     batch_max_bytes: int = Field(default=1024 * 1024, ge=1)
     """Message bytes applied in one batch at most (at least one message): what bounds a batch
     of gateway arrays, 100 heartbeats a message. 1 MiB is about 5,000 single heartbeats, so
-    for those ``batch_max`` and this bound coincide (see the README's measured choice)."""
+    for those ``batch_max`` and this bound coincide (docs/design.md, "Batches, round trips")."""
     fetch_max: int = Field(default=2000, ge=1)
     """Messages one fetch returns at most (Kafka's max.poll.records)."""
     worker_instance_id: str | None = None

@@ -154,7 +154,13 @@ def test_round_trips_lost_by_redis_are_applied_again_from_the_batch_start(
         assert progress.trips_done == 1
         # The loss: the first trip's keys and the marker that vouched for them.
         lost = [keys.day_counter(b.device_id, DAY) for b in batches[:SCRIPTS_PER_TRIP]]
-        await redis.delete(*lost, *[k for k in await redis.keys("da:batch:*")])
+        markers = [
+            k
+            for k in await redis.keys(keys.batch_marker("*"))
+            if (await redis.get(k) or "").startswith(progress.batch_id)
+        ]
+        assert len(markers) == 1
+        await redis.delete(*lost, *markers)
         with pytest.raises(LostWrites):
             await w.apply_packed(packed, positions(topic, 20), progress)
         assert progress.trips_done == 0
