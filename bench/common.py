@@ -61,6 +61,7 @@ def worker_env(endpoints: Endpoints, topic: str, group: str, run_dir: Path) -> d
         "DEVACT_APP_ID": group,
         "DEVACT_WORKER_DIR": str(run_dir / "worker" / group),
         "DEVACT_LOG_LEVEL": "warning",
+        "DEVACT_WORKER_METRICS_PORT": "0",  # several workers per machine: no fixed port
     }
 
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
 from typing import Annotated, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -26,6 +27,17 @@ client_app = typer.Typer(help="Register and list clients.")
 token_app = typer.Typer(help="Create and revoke API tokens.")
 app.add_typer(client_app, name="client")
 app.add_typer(token_app, name="token")
+
+
+class Compression(StrEnum):
+    """Kafka's record batch codecs (stream.producer.COMPRESSIONS): typer lists them in --help."""
+
+    none = "none"
+    gzip = "gzip"
+    snappy = "snappy"
+    lz4 = "lz4"
+    zstd = "zstd"
+
 
 DEMO_CLIENT = "aa7cf840-9ca9-46a3-9778-9015d6580d50"
 DEMO_DEVICE = "f1e2d3c4-b5a6-7890-abcd-ef1234567890"
@@ -72,6 +84,7 @@ def replay(
     from stream.replay import TopicNotFound
     from stream.replay import replay as run_replay
     from stream.settings import WorkerSettings
+    from stream.unreadable import UnreadableBatch
 
     _setup_logging()
     start = None
@@ -84,7 +97,9 @@ def replay(
         start = start if start.tzinfo else start.replace(tzinfo=UTC)
     try:
         summary = asyncio.run(run_replay(WorkerSettings(), start))
-    except TopicNotFound as exc:
+    except (TopicNotFound, UnreadableBatch) as exc:
+        # An unreadable batch stops the replay there: everything before it is applied, and
+        # nothing after it is skipped silently (docs/operations.md says what to do).
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(
@@ -206,6 +221,9 @@ def produce(
         int, typer.Option(help="First send this many past days of history.")
     ] = 0,
     per_message: Annotated[int, typer.Option(help="Heartbeats per message (JSON array).")] = 1,
+    compression: Annotated[
+        Compression, typer.Option(help="Codec of the record batches, as a producer sets it.")
+    ] = Compression.none,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     demo: Annotated[
         bool, typer.Option(help="The demo client and device of the README, 14 days of history.")
@@ -229,7 +247,9 @@ def produce(
         generator = HeartbeatGenerator(zones, devices, seed)
 
     async def run() -> None:
-        async with Publisher(settings.kafka_bootstrap, settings.topic, per_message) as pub:
+        async with Publisher(
+            settings.kafka_bootstrap, settings.topic, per_message, compression.value
+        ) as pub:
             if history_days:
                 today = datetime.now(ZoneInfo(next(iter(zones.values())))).date()
                 # History ends yesterday; today's data comes from the live traffic below.

@@ -17,7 +17,9 @@ Keys (one line each: key, type, what it holds):
 - ``da:client:<client>:devices`` set: device ids of the client.
 - ``da:clients`` set: every client id.
 - ``da:applied:<topic>:<partition>`` string: the highest offset of that partition whose whole
-  batch is applied; a worker seeks back to it when it gets the partition (repairs a rollback).
+  batch is applied (offsets no reader delivers, transaction markers and aborted records, count
+  as applied once a later batch continues it); before each batch the worker compares it with
+  the batch's first offset and re-reads what Redis lost (docs/design.md).
 - ``da:batch:<writer id>`` string: ``<batch id>:<round trip>``, the last round trip of the
   current batch that a worker's writer has applied; the next round trip reads it back to find
   out whether Redis lost the previous ones. Deleted when the batch is applied; left by a worker

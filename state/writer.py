@@ -84,6 +84,9 @@ class Span:
     force: bool = False
     """Advance even if ``first`` does not follow the stored position (the caller knows the log
     holds nothing readable in between)."""
+    after: int | None = None
+    """The offset the reader delivered just before ``first``, when known: the batch continues a
+    stored position equal to it, whatever lies between (transaction markers, aborted records)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +272,7 @@ class Writer:
             _evalsha(
                 advance_sha,
                 [keys.applied(positions.topic, p)],
-                [span.first, span.last, int(span.force)],
+                [span.first, span.last, int(span.force), -2 if span.after is None else span.after],
             )
             for p, span in sorted(positions.spans.items())
         ]

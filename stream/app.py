@@ -12,12 +12,15 @@ import faust
 import mode
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
+from redis.exceptions import RedisError
 
 from state.connection import connect
 from state.registry import Registry
 from state.writer import Writer
-from stream.batching import BatchingApp, to_message
+from stream import unreadable
+from stream.batching import BatchingApp
 from stream.dlq import DeadLetterRecord
+from stream.health import HealthServer
 from stream.processor import BatchProcessor, Prepared
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
@@ -35,6 +38,7 @@ large, so a rejected event as big as the heartbeats topic allows still fits with
 
 
 def create_app(settings: WorkerSettings) -> faust.App:
+    unreadable.install()
     app = BatchingApp(
         settings.app_id,
         broker=settings.broker_urls(),
@@ -91,7 +95,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
             try:
                 while not self.should_stop:
                     records = await channel.take(settings.batch_max, settings.batch_max_bytes)
-                    batch = [to_message(r) for r in records]
+                    batch = channel.messages(records)
                     prepared = await self._processor.prepare_until_done(batch, self._stopping)
                     if applying is not None:
                         await applying  # raises CancelledError when it gave up (stopping)
@@ -107,8 +111,24 @@ def create_app(settings: WorkerSettings) -> faust.App:
         def _stopping(self) -> bool:
             return bool(app.should_stop)
 
+        async def on_start(self) -> None:
+            self._health = HealthServer(
+                settings.worker_metrics_host, settings.worker_metrics_port, self._problems
+            )
+            await self._health.start()
+
         async def on_stop(self) -> None:
+            await self._health.stop()
             await self._redis.aclose()
+
+        async def _problems(self) -> list[str]:
+            """Why the worker cannot do all of its work now (empty: ready)."""
+            problems = [h.report.describe() for h in getattr(app.consumer, "held", {}).values()]
+            try:
+                await self._redis.ping()
+            except (RedisError, OSError) as exc:
+                problems.append(f"Redis unreachable: {exc}")
+            return problems
 
     return app
 

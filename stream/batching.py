@@ -23,6 +23,7 @@ of the worker, including the rebalance, crash and replay tests of tests/integrat
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from time import monotonic
 from typing import Any, ClassVar, cast
 
@@ -31,7 +32,9 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode.utils.queues import FlowControlQueue
 
-from stream.plan import Message
+from stream import unreadable
+from stream.plan import Continuity, Message
+from stream.unreadable import Unreadable
 
 FETCHES_BUFFERED = 4
 """Fetches a channel holds before the fetch loop waits: enough to keep the reader busy while
@@ -49,6 +52,9 @@ class BatchChannel:
         )
         self._rest: list[Any] = []
         """What the last ``take`` left of a fetch (dropped by generation after a rebalance)."""
+        self._continuity = Continuity()
+        self._generation: int | None = None
+        """The consumer generation the continuity was recorded in."""
 
     async def put(self, messages: list[Any]) -> None:
         await self._fetches.put(messages)
@@ -88,6 +94,16 @@ class BatchChannel:
             for tp in {m.tp for m in messages}:
                 monitor.stream_inbound_time[tp] = now
 
+    def messages(self, records: list[Any]) -> list[Message]:
+        """Taken records as the processor's messages, each partition's first one marked with
+        what this consumer delivered before it in the same generation (after a rebalance the
+        consumer seeks, and nothing is known to precede what comes)."""
+        generation = self._app.consumer_generation_id
+        if generation != self._generation:
+            self._continuity.forget()
+            self._generation = generation
+        return self._continuity.link([to_message(r) for r in records])
+
     def ack(self, messages: list[Any]) -> None:
         """Acknowledge applied messages; Faust's commit loop commits them."""
         ack = self._app.consumer.ack
@@ -119,15 +135,58 @@ def to_message(record: Any) -> Message:
     )
 
 
+class ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, reading only committed transactions.
+
+    Faust reads committed data only when it runs its own transactions (processing_guarantee
+    "exactly_once", which would also make its producer transactional): it picks the isolation
+    level from ``consumer.in_transaction`` while it creates the aiokafka consumer. A producer's
+    aborted transaction must never be counted, so the flag reads True for that one call.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = self.consumer
+        in_transaction = consumer.in_transaction
+        consumer.in_transaction = True
+        try:
+            return super()._create_worker_consumer(transport)
+        finally:
+            consumer.in_transaction = in_transaction
+
+
+@dataclass(slots=True)
+class Held:
+    """A partition paused at a record batch it cannot read, and when to try it again."""
+
+    report: Unreadable
+    retry_at: float
+    delay: float
+
+
+HOLD_FIRST_RETRY_S = 5.0
+HOLD_MAX_RETRY_S = 60.0
+"""A held partition is fetched again after 5 s, then 10, 20, 40 and every 60 s: soon after an
+upgrade adds the missing codec, without a fetch loop hammering the broker meanwhile."""
+
+
 class BatchingConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer with a fetch loop that moves whole fetches into channels."""
+    """Faust's aiokafka consumer with a fetch loop that moves whole fetches into channels, and
+    that holds a partition at a record batch it cannot read instead of crashing on it."""
+
+    held: dict[TP, Held]
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         channels: dict[str, BatchChannel] = cast(BatchingApp, self.app).batch_channels
+        self.held = {}
         try:
             while not (self.should_stop or fetcher.should_stop):
                 fetched: dict[str, list[Any]] = defaultdict(list)
                 async for tp, message in self.getmany(timeout=1.0):
+                    if self.held and tp in self.held:
+                        self._release(tp, message.offset)
                     admitted, gap = self._admit(tp, message)
                     if gap is not None:
                         await self._add_gap(tp, *gap)
@@ -138,6 +197,7 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                             await self.wait_first(self.callback(message), self.suspend_flow.wait())
                 for topic, messages in fetched.items():
                     await self.wait_first(channels[topic].put(messages), self.suspend_flow.wait())
+                self._hold_unreadable(channels)
                 await self._maybe_commit()
                 await self.sleep(0)  # a fetch that returned at once must not starve the loop
         except self.consumer_stopped_errors:
@@ -146,6 +206,46 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         except Exception as exc:
             self.log.exception("Fetch loop raised: %r", exc)
             raise
+
+    def _hold_unreadable(self, channels: dict[str, BatchChannel]) -> None:
+        """Pause the partitions whose next record batch cannot be read (stream/unreadable.py),
+        so the others go on; resume each now and then to see whether the cause is gone."""
+        now = monotonic()
+        for topic in channels:
+            for report in unreadable.take_all(topic):
+                tp = TP(report.topic, report.partition)
+                if tp not in self.assignment():
+                    continue
+                before = self.held.get(tp)
+                if before is None or before.report != report:
+                    self.log.error(
+                        "Holding %s. The partitions after it and every other partition go on; "
+                        "this one resumes by itself once the batch can be read (see "
+                        'docs/operations.md, "A partition is held").',
+                        report.describe(),
+                    )
+                delay = (
+                    HOLD_FIRST_RETRY_S
+                    if before is None
+                    else min(2 * before.delay, HOLD_MAX_RETRY_S)
+                )
+                self.held[tp] = Held(report, now + delay, delay)
+                self.pause_partitions([tp])
+        for tp, held in self.held.items():
+            if held.retry_at <= now and tp in self._paused_partitions:
+                self.resume_partitions([tp])  # fetch it again: a report pauses it again
+
+    def _release(self, tp: TP, offset: int) -> None:
+        """A message at or past the held offset arrived: the batch is readable now."""
+        held = self.held[tp]
+        if offset >= held.report.offset:
+            del self.held[tp]
+            self.log.info(
+                "%s[%d] resumed at offset %d: its record batch is readable now",
+                tp.topic,
+                tp.partition,
+                offset,
+            )
 
     def _admit(self, tp: TP, message: Any) -> tuple[bool, tuple[int, int] | None]:
         """Faust's read-offset bookkeeping: whether the message is new (not read already), and

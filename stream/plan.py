@@ -12,7 +12,7 @@ instead of two timezone conversions per event.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -30,6 +30,36 @@ class Message:
     offset: int
     key: bytes | None
     value: bytes
+    previous: int | None = None
+    """The offset of the message the same reader delivered just before this one from the same
+    partition, when known: the offsets in between hold nothing readable (transaction markers,
+    aborted or compacted records), so a batch starting here continues one that ended there."""
+
+
+class Continuity:
+    """What a reader delivered last, per partition, so that each batch can name what it
+    follows (``Message.previous`` of its first message of each partition)."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, int], int] = {}
+
+    def link(self, messages: Sequence[Message]) -> list[Message]:
+        """``messages`` (in offset order per partition), the first of each partition marked
+        with what this reader delivered before it."""
+        linked = list(messages)
+        seen: set[tuple[str, int]] = set()
+        for index, message in enumerate(linked):
+            key = (message.topic, message.partition)
+            if key not in seen:
+                seen.add(key)
+                linked[index] = replace(message, previous=self._last.get(key))
+        for message in linked:
+            self._last[(message.topic, message.partition)] = message.offset
+        return linked
+
+    def forget(self) -> None:
+        """The reader moved (a rebalance, a seek): nothing is known to precede what comes."""
+        self._last.clear()
 
 
 @dataclass(slots=True, unsafe_hash=True)  # not frozen, like Element: one per event

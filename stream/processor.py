@@ -192,15 +192,16 @@ class BatchProcessor:
         for partition, span in positions.spans.items():
             found = stored[partition]
             start = 0 if found is None else found + 1
-            if span.first <= start:
-                continue
+            if span.first <= start or (found is not None and span.after == found):
+                continue  # it continues what Redis holds (across offsets nothing can read)
             log.warning(
                 "%s[%d]: batch starts at %d but Redis has applied only up to %s: re-reading",
                 positions.topic, partition, span.first, found,
             )  # fmt: skip
             forced = True  # the first message read is the first the log still holds
             async for chunk in self._reread(positions.topic, partition, start, span.first):
-                spans = {partition: Span(chunk[0].offset, chunk[-1].offset, forced)}
+                first, last = chunk[0], chunk[-1]
+                spans = {partition: Span(first.offset, last.offset, forced, first.previous)}
                 prepared = await self.prepare(chunk)
                 await self._apply(prepared.plan, prepared.packed, Positions(positions.topic, spans))
                 forced = False
@@ -251,12 +252,13 @@ def slices(messages: Sequence[Message], max_bytes: int) -> Iterator[Sequence[Mes
 
 
 def _positions(messages: Sequence[Message]) -> Positions:
-    """Per partition, the first and last offset of the batch's messages."""
+    """Per partition, the first and last offset of the batch's messages, and what the reader
+    delivered before the first."""
     spans: dict[int, Span] = {}
     for m in messages:
         span = spans.get(m.partition)
         if span is None:
-            spans[m.partition] = Span(m.offset, m.offset)
+            spans[m.partition] = Span(m.offset, m.offset, after=m.previous)
         elif m.offset > span.last:
-            spans[m.partition] = Span(span.first, m.offset)
+            spans[m.partition] = Span(span.first, m.offset, after=span.after)
     return Positions(messages[0].topic if messages else "", spans)

@@ -24,10 +24,22 @@ def encode(events: list[Event]) -> tuple[bytes, bytes]:
     return key, value
 
 
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+"""Every codec a Kafka producer may use: the worker reads them all."""
+
+
 class Publisher:
-    def __init__(self, bootstrap: str, topic: str, per_message: int = 1) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, per_message: int = 1, compression: str = "none"
+    ) -> None:
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"unknown compression {compression!r}: one of {COMPRESSIONS}")
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, linger_ms=5, acks="all", max_batch_size=256 * 1024
+            bootstrap_servers=bootstrap,
+            linger_ms=5,
+            acks="all",
+            max_batch_size=256 * 1024,
+            compression_type=None if compression == "none" else compression,
         )
         self._topic = topic
         self._per_message = per_message

@@ -21,8 +21,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from state.connection import connect
 from state.registry import Registry
 from state.writer import Writer
+from stream import unreadable
 from stream.dlq import DeadLetterRecord
-from stream.plan import Message
+from stream.plan import Continuity, Message
 from stream.processor import BatchProcessor, slices
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
@@ -41,12 +42,15 @@ class ReplaySummary:
 
 
 async def replay(settings: WorkerSettings, since: datetime | None = None) -> ReplaySummary:
+    unreadable.install()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
+        isolation_level="read_committed",  # aborted transactions were never counted
     )
+    continuity = Continuity()
     redis = connect(settings)
     summary = ReplaySummary()
 
@@ -77,18 +81,23 @@ async def replay(settings: WorkerSettings, since: datetime | None = None) -> Rep
         started = last_report = time.monotonic()
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
-            messages = [
-                Message(r.topic, r.partition, r.offset, r.key, r.value or b"")
-                for tp, records in batches.items()
-                for r in records
-                if r.offset < ends[tp]
-            ]
+            held = unreadable.take_all(settings.topic)
+            messages = continuity.link(
+                [
+                    Message(r.topic, r.partition, r.offset, r.key, r.value or b"")
+                    for tp, records in batches.items()
+                    for r in records
+                    if r.offset < ends[tp]
+                ]
+            )
             # In batches bounded like the worker's: a fetch of gateway arrays holds far more.
             for batch in slices(messages, settings.batch_max_bytes):
                 outcome = await processor.process_until_done(batch)
                 summary.messages += len(batch)
                 summary.applied += outcome.applied
                 summary.skipped += outcome.skipped
+            if held:  # what came before it is applied; nothing after it is skipped
+                raise unreadable.UnreadableBatch(held[0])
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
                     remaining.discard(tp)

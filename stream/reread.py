@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream.plan import Message
+from stream import unreadable
+from stream.plan import Continuity, Message
 
 _CHUNK = 5000
 _CHUNK_BYTES = 1024 * 1024
@@ -22,14 +23,20 @@ batch_max_bytes defaults), so a re-read of gateway arrays is no heavier than a l
 def partition_reader(
     bootstrap: str,
 ) -> Callable[[str, int, int, int], AsyncIterator[list[Message]]]:
+    unreadable.install()
+
     async def reread(
         topic: str, partition: int, start: int, stop: int
     ) -> AsyncIterator[list[Message]]:
         """Messages with ``start <= offset < stop`` that the log still holds, in chunks."""
         tp = TopicPartition(topic, partition)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
         )
+        continuity = Continuity()
         await consumer.start()
         try:
             consumer.assign([tp])
@@ -37,6 +44,7 @@ def partition_reader(
             consumer.seek(tp, max(start, earliest))
             while await consumer.position(tp) < stop:
                 fetched = await consumer.getmany(tp, timeout_ms=1000, max_records=_CHUNK)
+                held = unreadable.take(topic, partition)
                 chunk: list[Message] = []
                 size = 0
                 for r in fetched.get(tp, []):
@@ -45,10 +53,12 @@ def partition_reader(
                     chunk.append(Message(r.topic, r.partition, r.offset, r.key, r.value or b""))
                     size += len(r.value or b"")
                     if size >= _CHUNK_BYTES:
-                        yield chunk
+                        yield continuity.link(chunk)
                         chunk, size = [], 0
                 if chunk:
-                    yield chunk
+                    yield continuity.link(chunk)
+                if held is not None:
+                    raise unreadable.UnreadableBatch(held)
         finally:
             await consumer.stop()
 

@@ -32,6 +32,9 @@ class WorkerSettings(StoreSettings):
     """Kafka static group membership id (unique per worker process, kept across restarts)."""
     session_timeout_s: float = Field(default=10.0, ge=6.0)
     """How long the group waits for a silent worker before giving its partitions away."""
+    worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    """Port of the worker's /healthz and /readyz (0: not served)."""
+    worker_metrics_host: str = "0.0.0.0"
     log_level: str = "info"
 
     def broker_urls(self) -> list[str]:

@@ -183,6 +183,7 @@ class Stack:
             "DEVACT_DEFAULT_TIMEZONE": "UTC",
             "DEVACT_MAX_RANGE_DAYS": "90",
             "DEVACT_RETENTION_DAYS": "400",
+            "DEVACT_WORKER_METRICS_PORT": "0",  # several workers per machine: no fixed port
         }
         self.base_url = ""
         self._processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -323,6 +324,19 @@ class Stack:
                 timeout_s=timeout_s,
             )
         )
+
+    def applied_positions(self, partitions: int) -> dict[int, int | None]:
+        """Per partition of the topic, the applied position the worker keeps in Redis."""
+        from redis import Redis
+
+        from state import keys
+
+        client = Redis.from_url(self.env["DEVACT_REDIS_URL"], decode_responses=True)
+        try:
+            values = client.mget([keys.applied(self.topic, p) for p in range(partitions)])
+        finally:
+            client.close()
+        return {p: None if v is None else int(v) for p, v in enumerate(values)}
 
     # --- HTTP ------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from state import keys, resp, writer
 from state.connection import connect
 from state.errors import LostWrites, StoreUnavailable
+from state.scripts import Scripts
 from state.settings import StoreSettings
 from state.writer import (
     ApplyProgress,
@@ -114,6 +115,7 @@ def test_a_retry_resumes_after_the_round_trips_redis_answered(
 
     async def body(redis: Redis) -> tuple[list[int], list[int]]:
         w = Writer(redis)
+        await Scripts.register(redis).load(redis)  # no NOSCRIPT resend among the counted calls
         packed = w.pack(batches)
         assert len(packed.trips) == 5
         send = failing({3})  # the third round trip breaks
@@ -146,6 +148,7 @@ def test_round_trips_lost_by_redis_are_applied_again_from_the_batch_start(
 
     async def body(redis: Redis) -> tuple[list[int], str | None]:
         w = Writer(redis)
+        await Scripts.register(redis).load(redis)
         packed = w.pack(batches)
         failing({2})
         progress = ApplyProgress()

@@ -238,3 +238,27 @@ def test_admit_keeps_fausts_read_offset_bookkeeping(
     assert kept == admitted
     assert recorded == gaps
     assert consumer._read_offset[tp] == max(offsets)
+
+
+@in_event_loop
+async def test_taken_messages_name_what_the_consumer_delivered_before_them() -> None:
+    app = FakeApp()
+    ch = channel(app)
+    await ch.put(records(0, 1, 2))
+    first = ch.messages(await ch.take(max_messages=2, max_bytes=BIG))
+    second = ch.messages(await ch.take(max_messages=2, max_bytes=BIG))
+    assert [(m.offset, m.previous) for m in first] == [(0, None), (1, None)]
+    assert [(m.offset, m.previous) for m in second] == [(2, 1)]
+
+
+@in_event_loop
+async def test_after_a_rebalance_nothing_is_known_to_precede_the_next_messages() -> None:
+    app = FakeApp()
+    ch = channel(app)
+    await ch.put(records(0, 1))
+    ch.messages(await ch.take(max_messages=10, max_bytes=BIG))
+    app.consumer_generation_id = 2  # the consumer sought back to the committed offsets
+    await ch.put(records(5, generation=2))
+    assert [m.previous for m in ch.messages(await ch.take(max_messages=10, max_bytes=BIG))] == [
+        None
+    ]

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from state.writer import ApplyResult, BatchResult, DeviceBatch, PackedBatch, Positions, Span
-from stream.plan import Message
+from stream.plan import Continuity, Message
 from stream.processor import BatchProcessor
 
 TOPIC = "heartbeats"
@@ -42,23 +42,26 @@ class MemoryState:
         for p, span in positions.spans.items():
             found = self.stored.get(p, -1)
             previous[p] = None if found < 0 else found
-            if (span.force or span.first <= found + 1) and span.last > found:
+            continues = span.first <= found + 1 or span.after == found
+            if (span.force or continues) and span.last > found:
                 self.stored[p] = span.last
         return BatchResult([ApplyResult() for _ in batches], previous)
 
 
 class Log:
-    """A partition log that still holds offsets from ``earliest`` on, read in chunks of 4."""
+    """A partition log that still holds offsets from ``earliest`` on, read in chunks of 4;
+    offsets in ``unreadable`` (transaction markers, aborted records) are never delivered."""
 
-    def __init__(self, earliest: int = 0) -> None:
+    def __init__(self, earliest: int = 0, unreadable: Sequence[int] = ()) -> None:
         self.earliest = earliest
+        self.unreadable = set(unreadable)
         self.reads: list[tuple[int, int, int]] = []
 
     async def reread(
         self, topic: str, partition: int, start: int, stop: int
     ) -> AsyncIterator[list[Message]]:
         self.reads.append((partition, start, stop))
-        offsets = list(range(max(start, self.earliest), stop))
+        offsets = [o for o in range(max(start, self.earliest), stop) if o not in self.unreadable]
         for i in range(0, len(offsets), 4):
             yield messages(partition, offsets[i : i + 4])
 
@@ -143,3 +146,51 @@ def test_reread_events_are_not_dead_lettered_twice() -> None:
     state, log, letters = MemoryState({0: 49}), Log(), Letters()
     run(processor(state, log, letters), messages(0, range(80, 90)))
     assert letters.sent == 10  # the batch's own (all invalid), not the 30 re-read ones
+
+
+def linked(reader: Continuity, partition: int, offsets: Sequence[int]) -> list[Message]:
+    return reader.link(messages(partition, offsets))
+
+
+def test_a_batch_continuing_across_transaction_markers_rereads_nothing() -> None:
+    """Offsets 10 and 11 are a commit marker and an aborted record: no reader delivers them,
+    and the reader says what it delivered before 12."""
+    state, log, reader = MemoryState(), Log(unreadable=[10, 11]), Continuity()
+    run(
+        processor(state, log),
+        linked(reader, 0, range(0, 10)),
+        linked(reader, 0, range(12, 20)),
+    )
+    assert log.reads == []
+    assert state.applied[1].spans == {0: Span(12, 19, after=9)}
+    assert state.stored == {0: 19}
+
+
+def test_an_unknown_predecessor_before_a_hole_costs_one_reread_then_moves_on() -> None:
+    """A worker that just got the partition knows nothing before its first message: the hole
+    is read once, holds nothing readable, and the position moves past it."""
+    state, log, reader = MemoryState({0: 9}), Log(unreadable=[10, 11]), Continuity()
+    run(processor(state, log), linked(reader, 0, range(12, 20)), linked(reader, 0, [22, 23]))
+    assert log.reads == [(0, 10, 12)]
+    assert state.stored == {0: 23}
+
+
+def test_a_stale_predecessor_does_not_hide_writes_redis_lost() -> None:
+    """The reader delivered 9 before 12, but Redis holds only up to 5 (it lost 6..9): the
+    missing offsets are read again, whatever the reader remembers."""
+    state, log = MemoryState({0: 5}), Log(unreadable=[10, 11])
+    batch = Continuity()
+    batch.link(messages(0, range(0, 10)))  # delivered (and applied) before Redis lost 6..9
+    run(processor(state, log), batch.link(messages(0, range(12, 14))))
+    assert log.reads == [(0, 6, 12)]
+    assert state.stored == {0: 13}
+
+
+def test_continuity_marks_each_partition_s_first_message_with_what_came_before() -> None:
+    reader = Continuity()
+    first = reader.link(messages(0, [3, 4]) + messages(1, [7]))
+    assert [m.previous for m in first] == [None, None, None]
+    second = reader.link(messages(1, [9, 10]) + messages(0, [8]))
+    assert [m.previous for m in second] == [7, None, 4]
+    reader.forget()
+    assert [m.previous for m in reader.link(messages(0, [9]))] == [None]

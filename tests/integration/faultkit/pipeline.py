@@ -41,6 +41,7 @@ class Run:
             "DEVACT_TOPIC_PARTITIONS": str(PARTITIONS),
             "DEVACT_DEFAULT_TIMEZONE": "UTC",
             "DEVACT_RETENTION_DAYS": "400",
+            "DEVACT_WORKER_METRICS_PORT": "0",  # several workers per machine: no fixed port
         }
         self.workers: dict[str, Process] = {}
         self.others: list[Process] = []
