@@ -219,8 +219,8 @@ class BatchingConsumer(faust_aiokafka.Consumer):
                 before = self.held.get(tp)
                 if before is None or before.report != report:
                     self.log.error(
-                        "Holding %s. The partitions after it and every other partition go on; "
-                        "this one resumes by itself once the batch can be read (see "
+                        "Holding %s. Every other partition goes on; this one waits at that offset "
+                        "and resumes by itself once the batch can be read (see "
                         'docs/operations.md, "A partition is held").',
                         report.describe(),
                     )

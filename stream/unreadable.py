@@ -99,4 +99,5 @@ def _unpack_holding_unreadable(self: Any) -> Iterator[Any]:
 
 
 def _cause(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    text, name = str(exc), type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
