@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -126,6 +126,42 @@ _RESCHEDULE_EVERY_S = 0.01
 moving a timer per reply would cost more than reading small replies."""
 
 
+async def stream_patiently(
+    redis: Redis,
+    segments: Sequence[Sequence[bytes]],
+    answered: Callable[[int, list[Any]], None],
+    window: int = 2,
+) -> None:
+    """Send ``segments`` in order on one connection, at most ``window`` of them unanswered at a
+    time, and call ``answered(index, replies)`` as each one's replies are all in (error replies
+    in their place). Patient as :func:`send_patiently`. Redis works on the next segment while
+    the caller looks at the last one's replies, so cutting work into segments costs no idle
+    round trip; what ``answered`` recorded before a failure stays recorded, and the caller
+    resumes from there. A broken connection is not retried here (the caller resumes), and an
+    exception raised by ``answered`` ends the stream (the connection is dropped with it)."""
+    pool = redis.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    replies: list[Any] = []
+    count = 0
+    try:
+        sent = 0
+        for index, segment in enumerate(segments):
+            while sent < min(index + window, len(segments)):
+                await connection.send_packed_command(b"".join(segments[sent]), check_health=False)
+                sent += 1
+            replies, count = [], len(segment)
+            await _read(redis, connection, count, replies, patient=True)
+            answered(index, replies)
+    except TimeoutError as exc:
+        await connection.disconnect()
+        raise _timeout(connection, replies, count) from exc
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)
+
+
 async def _exchange(redis: Redis, commands: Sequence[bytes], *, patient: bool) -> list[Any]:
     """One attempt of :func:`send` or :func:`send_patiently`.
 
@@ -136,44 +172,58 @@ async def _exchange(redis: Redis, commands: Sequence[bytes], *, patient: bool) -
     """
     pool = redis.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-    timeout = connection.socket_timeout
     replies: list[Any] = []
     try:
         # The pool has just checked the connection (it reconnects one the server closed), so
         # the periodic health-check PING, another round trip, is not needed.
         await connection.send_packed_command(b"".join(commands), check_health=False)
-        if not patient:
-            # One timer bounds every reply, not one per reply.
-            async with asyncio.timeout(timeout):
-                await _read_replies(connection, len(commands), replies)
-            return replies
-        silent_since = asyncio.get_running_loop().time()
-        while len(replies) < len(commands):
-            read = len(replies)
-            try:
-                async with asyncio.timeout(timeout) as deadline:
-                    await _read_replies(connection, len(commands), replies, deadline)
-            except TimeoutError:
-                now = asyncio.get_running_loop().time()
-                if len(replies) > read:
-                    silent_since = now
-                if now - silent_since >= PATIENCE_S or not await _reachable(redis):
-                    raise
-                log.warning(
-                    "Redis busy: %d of %d replies after %.1f s of silence; it answers PING, "
-                    "so waiting", len(replies), len(commands), now - silent_since,
-                )  # fmt: skip
+        await _read(redis, connection, len(commands), replies, patient=patient)
         return replies
     except TimeoutError as exc:
         await connection.disconnect()
-        raise RedisTimeoutError(
-            f"No answer from Redis within {timeout} s ({len(replies)} of {len(commands)} replies)"
-        ) from exc
+        raise _timeout(connection, replies, len(commands)) from exc
     except BaseException:
         await connection.disconnect()
         raise
     finally:
         await pool.release(connection)
+
+
+def _timeout(connection: Any, replies: list[Any], count: int) -> RedisTimeoutError:
+    return RedisTimeoutError(
+        f"No answer from Redis within {connection.socket_timeout} s "
+        f"({len(replies)} of {count} replies)"
+    )
+
+
+async def _read(
+    redis: Redis, connection: Any, count: int, replies: list[Any], *, patient: bool
+) -> None:
+    """Read until ``count`` replies are in ``replies``. Impatient: within the socket timeout
+    in all (one timer, not one per reply). Patient: the timeout bounds silence; when it runs
+    out, Redis is asked whether it is reachable, and a reachable one is waited for."""
+    timeout = connection.socket_timeout
+    if not patient:
+        async with asyncio.timeout(timeout):
+            await _read_replies(connection, count, replies)
+        return
+    loop = asyncio.get_running_loop()
+    silent_since = loop.time()
+    while len(replies) < count:
+        read = len(replies)
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                await _read_replies(connection, count, replies, deadline)
+        except TimeoutError:
+            now = loop.time()
+            if len(replies) > read:
+                silent_since = now
+            if now - silent_since >= PATIENCE_S or not await _reachable(redis):
+                raise
+            log.warning(
+                "Redis busy: %d of %d replies after %.1f s of silence; it answers PING, "
+                "so waiting", len(replies), count, now - silent_since,
+            )  # fmt: skip
 
 
 async def _read_replies(

@@ -6,8 +6,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 from state import keys, resp
 from state.encoding import EXACT_USERS_LIMIT, user_member
@@ -137,13 +140,17 @@ class ApplyProgress:
 
 
 SCRIPTS_PER_TRIP = 256
-"""Device scripts sent in one round trip at most. Measured (bench/trips.py, 2026-12-02): a round
-trip of 256 scripts over one-heartbeat devices takes about 8 ms of Redis; going from 256 to 4096
-per trip gains under 2% of throughput, while a round trip of 10,000 scripts (a batch of gateway
-arrays sent whole) took over a second and was mistaken for an outage."""
+"""Device scripts in one round trip at most. Measured with ``python -m bench.trips`` (20,000
+devices through ``Writer``, 2026-12-02, this 2-core machine, two round trips in flight): one
+heartbeat per device, 17,923 events/s with 32 scripts a round trip, 23,953 with 256, 19,112 with
+the whole batch in one; five per device, 75,842 / 106,649 / 92,978. Past a few dozen the cap
+costs nothing measurable (the spread is the machine's noise), and 256 keeps a round trip near
+10 ms of Redis time, so a retry re-sends little. Before round trips were pipelined, a batch of
+gateway arrays went out whole, as 10,000 scripts, and took over a second."""
 EVENTS_PER_TRIP = 4096
 """Heartbeats carried by one round trip at most (a device with more is sent alone): with
-arrays a device script carries several, and Redis's time grows with them."""
+arrays a device script carries several, and Redis's time grows with them (about 8 to 45 us
+of Redis per heartbeat above), so 4,096 is at most a few tens of milliseconds."""
 
 
 def cut_trips(batches: Sequence[DeviceBatch]) -> list[range]:
@@ -160,6 +167,10 @@ def cut_trips(batches: Sequence[DeviceBatch]) -> list[range]:
     if len(batches) > first:
         trips.append(range(first, len(batches)))
     return trips
+
+
+class _ScriptsMissing(Exception):
+    """Redis answered NOSCRIPT (a restart emptied its script cache)."""
 
 
 _MARKER_TTL_MS = 86_400_000
@@ -192,18 +203,32 @@ class Writer:
         partitions' applied positions.
 
         Each device batch is one atomic script call; they go in round trips bounded by work
-        (``cut_trips``), and a last round trip registers devices and advances the positions.
-        Redis runs a pipeline in order and its AOF logs it in order, so a position that
-        survives a crash implies the device scripts before it did. Each round trip ends by
-        setting this writer's batch marker and the next one starts by reading it back: a marker
-        that is not the previous round trip's means Redis lost that round trip's writes, and
+        (``cut_trips``), two in flight at a time on one connection (``resp.stream_patiently``),
+        and a last round trip registers devices and advances the positions. Redis runs a
+        pipeline in order and its AOF logs it in order, so a position that survives a crash
+        implies the device scripts before it did. Each round trip ends by setting this writer's
+        batch marker and the next one starts by reading it back: a marker that is not the
+        previous round trip's means Redis lost that round trip's writes, and
         :class:`LostWrites` asks for the batch again from its start. Otherwise a failure
         part-way is resumed from ``progress``; scripts skip what they already applied.
         """
         progress = progress or ApplyProgress()
+        loaded = reconnected = False
         with unavailable_on_failure():
-            while progress.trips_done <= len(packed.trips):
-                await self._round_trip(packed, positions, progress)
+            while True:
+                try:
+                    await self._apply_rest(packed, positions, progress)
+                    break
+                except _ScriptsMissing:  # a restarted Redis: load them, resume
+                    if loaded:
+                        raise NoScriptError("scripts missing right after loading them") from None
+                    loaded = True
+                    await self._scripts.load(self._redis)
+                except (RedisConnectionError, OSError):
+                    # A pooled connection that died with a Redis restart: once more at once.
+                    if reconnected:
+                        raise
+                    reconnected = True
         assert progress.previous is not None
         return BatchResult(list(progress.devices), progress.previous)
 
@@ -218,52 +243,84 @@ class Writer:
             (values,) = await resp.send_patiently(self._redis, [command])
         return {p: None if v is None else int(v) for p, v in zip(partitions, values, strict=True)}
 
-    async def _round_trip(
+    async def _apply_rest(
         self, packed: PackedBatch, positions: Positions, progress: ApplyProgress
     ) -> None:
-        """Send round trip ``progress.trips_done`` (the last one: devices and positions) and
-        record what it applied."""
-        index = progress.trips_done
-        last = index == len(packed.trips)
-        commands: list[bytes] = []
-        if index > 0:
-            commands.append(resp.command("GET", self._marker))
-        if last:
-            trip = range(0)
-            new_devices = self._new_devices(packed.batches, progress.devices)
-            registrations = [
-                resp.command("SADD", keys.client_devices(client_id), device_id)
-                for client_id, device_id in sorted(new_devices)
+        first = progress.trips_done
+        if first < len(packed.trips):
+            segments = [
+                self._trip(packed, index, progress) for index in range(first, len(packed.trips))
             ]
-            commands += registrations
-            commands += self._advances(positions)
-            commands.append(resp.command("DEL", self._marker))  # nothing left at rest
-        else:
-            trip = packed.trips[index]
-            commands += packed.commands[trip.start : trip.stop]
-            marker = f"{progress.batch_id}:{index}"
-            commands.append(resp.command("SET", self._marker, marker, "PX", _MARKER_TTL_MS))
+
+            def answered(offset: int, replies: list[Any]) -> None:
+                self._answered(packed, first + offset, replies, progress)
+
+            await resp.stream_patiently(self._redis, segments, answered)
+        if progress.previous is None:
+            await self._last_trip(packed, positions, progress)
+
+    def _trip(self, packed: PackedBatch, index: int, progress: ApplyProgress) -> list[bytes]:
+        """Round trip ``index``: check the marker, the device scripts, set the marker."""
+        trip = packed.trips[index]
+        commands = [resp.command("GET", self._marker)] if index > 0 else []
+        commands += packed.commands[trip.start : trip.stop]
+        marker = f"{progress.batch_id}:{index}"
+        commands.append(resp.command("SET", self._marker, marker, "PX", _MARKER_TTL_MS))
+        return commands
+
+    def _answered(
+        self, packed: PackedBatch, index: int, replies: list[Any], progress: ApplyProgress
+    ) -> None:
+        """Record what round trip ``index`` applied (it then counts as done)."""
+        if index > 0:
+            self._check_marker(replies[0], index, progress)
+            replies = replies[1:]
+        scripts = replies[: len(packed.trips[index])]
+        if any(isinstance(r, NoScriptError) for r in scripts):
+            raise _ScriptsMissing
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        progress.devices += [
+            ApplyResult(applied=int(r[1]), skipped=int(r[2]))
+            if int(r[0]) == 1
+            else ApplyResult(owner=str(r[1]))
+            for r in scripts
+        ]
+        progress.trips_done = index + 1
+
+    def _check_marker(self, found: object, index: int, progress: ApplyProgress) -> None:
+        """Round trip ``index - 1`` is still in Redis: the marker names it or a later round trip
+        of the same batch (one that was in flight when a connection broke)."""
+        batch, _, trip = str(found).partition(":")
+        if batch != progress.batch_id or not trip.isdigit() or int(trip) < index - 1:
+            progress.restart()
+            raise LostWrites(f"batch marker {found!r}: round trip {index - 1} is not in Redis")
+
+    async def _last_trip(
+        self, packed: PackedBatch, positions: Positions, progress: ApplyProgress
+    ) -> None:
+        """Register new devices and advance the positions, once every device trip is done."""
+        index = len(packed.trips)
+        commands = [resp.command("GET", self._marker)] if index > 0 else []
+        new_devices = self._new_devices(packed.batches, progress.devices)
+        commands += [
+            resp.command("SADD", keys.client_devices(client_id), device_id)
+            for client_id, device_id in sorted(new_devices)
+        ]
+        partitions = sorted(positions.spans)
+        commands += self._advances(positions)
+        commands.append(resp.command("DEL", self._marker))  # nothing left at rest
         replies = await self._scripts.send(self._redis, resp.send_patiently, commands)
         if index > 0:
-            found, replies = replies[0], replies[1:]
-            if found != f"{progress.batch_id}:{index - 1}":
-                progress.restart()
-                raise LostWrites(f"batch marker {found!r} instead of round trip {index - 1}'s")
-        if last:
-            self._remember(new_devices)
-            partitions = sorted(positions.spans)
-            advanced = replies[len(registrations) : len(registrations) + len(partitions)]
-            progress.previous = {
-                p: None if int(found) < 0 else int(found)
-                for p, found in zip(partitions, advanced, strict=True)
-            }
-        else:
-            progress.devices += [
-                ApplyResult(applied=int(r[1]), skipped=int(r[2]))
-                if int(r[0]) == 1
-                else ApplyResult(owner=str(r[1]))
-                for r in replies[: len(trip)]
-            ]
+            self._check_marker(replies[0], index, progress)
+            replies = replies[1:]
+        self._remember(new_devices)
+        advanced = replies[len(new_devices) : len(new_devices) + len(partitions)]
+        progress.previous = {
+            p: None if int(found) < 0 else int(found)
+            for p, found in zip(partitions, advanced, strict=True)
+        }
         progress.trips_done = index + 1
 
     def _advances(self, positions: Positions) -> list[bytes]:

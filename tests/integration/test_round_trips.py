@@ -40,28 +40,41 @@ def small_trips(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(writer, "SCRIPTS_PER_TRIP", SCRIPTS_PER_TRIP)
 
 
-class FailingSend:
-    """``resp.send_patiently`` that breaks the connection on chosen calls (counted from 1),
-    before anything is sent, and records what each call carried."""
+class BreakingStream:
+    """``resp.stream_patiently`` whose connection breaks right after the n-th round trip it
+    answers (counted over every call, for each n in ``break_after``); records how many round
+    trips each call was given."""
 
-    def __init__(self, fail_on: set[int]) -> None:
-        self.fail_on = fail_on
-        self.calls: list[Sequence[bytes]] = []
-        self.real = resp.send_patiently
+    def __init__(self, break_after: set[int]) -> None:
+        self.break_after = break_after
+        self.calls: list[int] = []
+        self.answered = 0
+        self.real = resp.stream_patiently
 
-    async def __call__(self, redis: Redis, commands: Sequence[bytes]) -> list[Any]:
-        self.calls.append(commands)
-        if len(self.calls) in self.fail_on:
-            raise RedisConnectionError("connection reset (injected)")
-        return await self.real(redis, commands)
+    async def __call__(
+        self,
+        redis: Redis,
+        segments: Sequence[Sequence[bytes]],
+        answered: Callable[[int, list[Any]], None],
+        window: int = 2,
+    ) -> None:
+        self.calls.append(len(segments))
+
+        def counting(index: int, replies: list[Any]) -> None:
+            answered(index, replies)
+            self.answered += 1
+            if self.answered in self.break_after:
+                raise RedisConnectionError("connection reset (injected)")
+
+        await self.real(redis, segments, counting, window)
 
 
 @pytest.fixture
-def failing(monkeypatch: pytest.MonkeyPatch) -> Callable[[set[int]], FailingSend]:
-    def install(fail_on: set[int]) -> FailingSend:
-        send = FailingSend(fail_on)
-        monkeypatch.setattr(resp, "send_patiently", send)
-        return send
+def breaking(monkeypatch: pytest.MonkeyPatch) -> Callable[[set[int]], BreakingStream]:
+    def install(break_after: set[int]) -> BreakingStream:
+        stream = BreakingStream(break_after)
+        monkeypatch.setattr(resp, "stream_patiently", stream)
+        return stream
 
     return install
 
@@ -108,37 +121,43 @@ def positions(topic: str, count: int) -> Positions:
 
 
 def test_a_retry_resumes_after_the_round_trips_redis_answered(
-    services: Any, failing: Callable[[set[int]], FailingSend]
+    services: Any, breaking: Callable[[set[int]], BreakingStream]
 ) -> None:
+    """The connection breaks after round trips 2 and 3 are answered (the first break is retried
+    at once, the second is an outage): the next call sends only what was not answered."""
     batches = devices(30, seed=1)  # 30 devices: trips of 7, 7, 7, 7, 2, then positions
     topic = f"trips-{uuid.uuid4().hex}"
 
-    async def body(redis: Redis) -> tuple[list[int], list[int]]:
+    async def body(redis: Redis) -> tuple[list[int], list[int], list[int]]:
         w = Writer(redis)
-        await Scripts.register(redis).load(redis)  # no NOSCRIPT resend among the counted calls
+        await Scripts.register(redis).load(redis)  # no NOSCRIPT resend among what is counted
         packed = w.pack(batches)
         assert len(packed.trips) == 5
-        send = failing({3})  # the third round trip breaks
+        stream = breaking({2, 3})
         progress = ApplyProgress()
         with pytest.raises(StoreUnavailable):
             await w.apply_packed(packed, positions(topic, 30), progress)
-        assert progress.trips_done == 2
+        assert progress.trips_done == 3
         after_failure = await counts(redis, batches)
         result = await w.apply_packed(packed, positions(topic, 30), progress)
-        # Sent: trips 1, 2, 3 (broken), then 3 again, 4, 5 and the positions; never 1 or 2 again.
-        scripts = [sum(b"EVALSHA" in c[:16] for c in call) for call in send.calls]
-        assert scripts == [7, 7, 7, 7, 7, 2, 1]  # the last: advancing the position
-        assert [r.applied for r in result.devices] == [3] * 30
-        return after_failure, await counts(redis, batches)
+        # All five trips, the three after the first break, the two after the second: never an
+        # answered round trip again.
+        assert stream.calls == [5, 3, 2]
+        assert all(r.applied + r.skipped == 3 for r in result.devices)
+        return after_failure, await counts(redis, batches), [r.applied for r in result.devices]
 
-    after_failure, final = run(services, body)
+    after_failure, final, applied = run(services, body)
     want = expected(batches)
-    assert after_failure == want[:14] + [0] * 16  # what two answered round trips applied stays
+    assert after_failure[:21] == want[:21]  # what three answered round trips applied stays
+    assert after_failure[28:] == [0, 0]  # the fifth was never sent (two in flight at most)
     assert final == want
+    # Round trip 3 was in flight at the first break and ran: resent, its events were skipped.
+    assert applied[:14] == [3] * 14
+    assert applied[14:21] == [0] * 7
 
 
 def test_round_trips_lost_by_redis_are_applied_again_from_the_batch_start(
-    services: Any, failing: Callable[[set[int]], FailingSend]
+    services: Any, breaking: Callable[[set[int]], BreakingStream]
 ) -> None:
     """Redis forgets the first round trip after answering it (a restart replaying an AOF that
     misses its last second): the next round trip finds the marker gone, and the positions do
@@ -150,11 +169,11 @@ def test_round_trips_lost_by_redis_are_applied_again_from_the_batch_start(
         w = Writer(redis)
         await Scripts.register(redis).load(redis)
         packed = w.pack(batches)
-        failing({2})
+        breaking({1, 2})
         progress = ApplyProgress()
         with pytest.raises(StoreUnavailable):
             await w.apply_packed(packed, positions(topic, 20), progress)
-        assert progress.trips_done == 1
+        assert progress.trips_done == 2
         # The loss: the first trip's keys and the marker that vouched for them.
         lost = [keys.day_counter(b.device_id, DAY) for b in batches[:SCRIPTS_PER_TRIP]]
         markers = [
