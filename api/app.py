@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.head import HeadAsGet
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import router
 from api.settings import ApiSettings
@@ -34,6 +35,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(HeadAsGet)  # outermost: HEAD is GET to everything inside
     install_error_handlers(app)
     app.include_router(router)
     return app

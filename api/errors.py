@@ -1,4 +1,4 @@
-"""The SPEC's error shape, and the one place that maps every failure to it."""
+"""The contract's error shape, and the one place that maps every failure to it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    """An answer other than 200, in the SPEC's shape."""
+    """An answer other than 200, in the contract's shape."""
 
     status = 500
     code = "internal_error"

@@ -1,6 +1,6 @@
-"""Validation of the activity endpoint's parameters (SPEC §4). Pure.
+"""Validation of the activity endpoint's parameters (docs/api.md). Pure.
 
-Errors are returned, not raised: the SPEC checks 401 and 403 before 400, so the route holds on
+Errors are returned, not raised: the contract checks 401 and 403 before 400, so the route holds on
 to a parameter error until the token has been judged.
 """
 
@@ -76,7 +76,7 @@ def parse_activity_params(
     granularity: str | None,
     max_range_days: int,
 ) -> ActivityParams | InvalidParameter:
-    """The first invalid parameter wins, in the order of the SPEC's table: path, metric,
+    """The first invalid parameter wins, in the order of the contract's table: path, metric,
     granularity, dates, then the range."""
     for name, value in (("client_id", client_id), ("device_id", device_id)):
         checked = _uuid(name, value)

@@ -91,7 +91,7 @@ async def device_activity(request: Request, token: TokenDep, reader: ReaderDep) 
     client, device = client_id.lower(), device_id.lower()
     query = SeriesQuery(params.metric, params.plan) if isinstance(params, ActivityParams) else None
     view = await reader.device_view(token, client, device, query)
-    # SPEC order: 401, 403, 400, 404.
+    # The contract's order (docs/api.md): 401, 403, 400, 404.
     if view.grant is None:
         raise Unauthorized("Unknown or revoked token")
     if not view.grant.allows(client):
@@ -124,7 +124,7 @@ async def healthz() -> Response:
 
 @router.get("/readyz", summary="Redis is reachable", responses={503: ERROR_RESPONSES[503]})
 async def readyz(reader: ReaderDep) -> Response:
-    await reader.ping()  # StoreUnavailable becomes the SPEC's 503
+    await reader.ping()  # StoreUnavailable becomes the contract's 503
     return _json({"status": "ready"})
 
 

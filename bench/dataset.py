@@ -40,7 +40,7 @@ class Dataset:
 
 def generate(events: int, devices: int, per_message: int, now: datetime, seed: int) -> Dataset:
     """``events`` heartbeats of ``devices`` devices, ``per_message`` per Kafka message (one
-    heartbeat alone, or a JSON array of them as a gateway sends, SPEC section 2)."""
+    heartbeat alone, or a JSON array of them as a gateway sends, docs/events.md)."""
     rng = random.Random(seed)
     clients = {
         str(uuid.uuid5(_NAMESPACE, f"client/{n}")): TIMEZONES[n % len(TIMEZONES)] for n in range(20)

@@ -167,6 +167,7 @@ async def run(settings: WorkerSettings) -> None:
         max_partition_fetch_bytes=_PARTITION_FETCH_BYTES,
         fetch_max_bytes=_FETCH_BYTES,
         session_timeout_ms=int(settings.session_timeout_s * 1000),
+        isolation_level="read_committed",  # as the worker reads
     )
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, max_request_size=_DLQ_MAX_REQUEST_BYTES

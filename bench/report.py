@@ -294,7 +294,7 @@ def _accuracy_section(results: dict[str, Any]) -> list[str]:
         "",
         "Exact while every day of a bucket holds at most"
         f" {results['accuracy_exact_users_limit']} users; within"
-        f" {results['accuracy_tolerance']:.0%} otherwise (SPEC section 4).",
+        f" {results['accuracy_tolerance']:.0%} otherwise (docs/api.md).",
         "",
         "```",
         str(results["accuracy_table"]),

@@ -2,9 +2,10 @@
 
 The seed answers ``SUM(total_activity_count)`` / ``COUNT(DISTINCT user_id)`` ``GROUP BY
 DATE(generated_at_utc) WHERE device_id = ?`` over a ``heartbeats`` table. Here the day is the
-client's local day (SPEC §2), so the query reads the client's timezone from a ``clients`` table
-in the same statement, bounds the index scan on ``(device_id, generated_at_utc)`` by the range's
-local midnights, and groups by local date (weekly and coarser: ``date_trunc`` of the local time).
+client's local day (docs/events.md), so the query reads the client's timezone from a ``clients``
+table in the same statement, bounds the index scan on ``(device_id, generated_at_utc)`` by the
+range's local midnights, and groups by local date (weekly and coarser: ``date_trunc`` of the local
+time).
 ``generated_at_utc`` is a ``timestamp`` holding UTC, as the seed's column name says.
 
 Parameters are validated by the real API's own code, the body is built as the real API builds it
@@ -118,7 +119,7 @@ def create_app(dsn: str) -> FastAPI:
         )
         if not rows:
             raise NotFound(f"Unknown client: {client_id}", {"client_id": client_id})
-        # A calendar bucket's first day, clipped to the range, is the point's date (SPEC §4).
+        # A calendar bucket's first day, clipped to the range, is the point's date (docs/api.md).
         found: dict[date, int] = {
             max(row["bucket"], params.start): int(row["value"])
             for row in rows

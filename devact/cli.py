@@ -1,4 +1,4 @@
-"""The `devact` command: worker, api, client, token, inspect, produce (SPEC §6)."""
+"""The `devact` command: worker, api, client, token, inspect, produce (docs/operations.md)."""
 
 from __future__ import annotations
 

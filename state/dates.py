@@ -184,14 +184,16 @@ def bucket_first_day(day: date, granularity: Granularity) -> date:
     return date(day.year, quarter_first_month, 1)
 
 
-def _next_bucket_first_day(first: date, granularity: Granularity) -> date:
-    if granularity == "daily":
-        return first + timedelta(days=1)
-    if granularity == "weekly":
-        return first + timedelta(days=7)
+def _next_bucket_first_day(first: date, granularity: Granularity) -> date | None:
+    """The first day of the bucket after the one starting at ``first``; None past 9999-12-31
+    (the last bucket of the calendar is clipped there, never an overflow)."""
+    if granularity in ("daily", "weekly"):
+        step = timedelta(days=1 if granularity == "daily" else 7)
+        return first + step if date.max - first >= step else None
     months = 1 if granularity == "monthly" else 3
     month_index = first.year * 12 + (first.month - 1) + months
-    return date(month_index // 12, month_index % 12 + 1, 1)
+    year = month_index // 12
+    return date(year, month_index % 12 + 1, 1) if year <= date.max.year else None
 
 
 def buckets(first: date, last: date, granularity: Granularity) -> list[Bucket]:
@@ -200,10 +202,13 @@ def buckets(first: date, last: date, granularity: Granularity) -> list[Bucket]:
     The first bucket always starts at ``first``; empty ranges (``first > last``) give no buckets.
     """
     out: list[Bucket] = []
+    if first > last:
+        return out
     start = first
-    while start <= last:
+    while True:
         following = _next_bucket_first_day(bucket_first_day(start, granularity), granularity)
-        end = min(following - timedelta(days=1), last)
-        out.append(Bucket(start, end))
+        if following is None or following > last:
+            out.append(Bucket(start, last))
+            return out
+        out.append(Bucket(start, following - timedelta(days=1)))
         start = following
-    return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 EXACT_USERS_LIMIT = 500
-"""A day's users are kept exactly up to this many distinct users (SPEC §4), as a set of 64-bit
+"""A day's users are kept exactly up to this many distinct users (docs/api.md), as a set of 64-bit
 hashes. Below Redis's default ``set-max-intset-entries`` (512), so the set stays a compact
 intset: 8 bytes per user."""
 
@@ -30,5 +30,5 @@ def user_member(user_id: str) -> str:
 _MEMBERS: dict[str, str] = {}
 """User ids seen, to their members: a signed-in user sends a heartbeat every few minutes, and a
 lookup costs a fraction of the hash. Started afresh at ``_MEMBERS_LIMIT`` entries; user ids are
-at most 256 characters (SPEC §2), so it holds a few MB for typical ids, 40 MB at worst."""
+at most 256 characters (docs/events.md), so it holds a few MB for typical ids, 40 MB at worst."""
 _MEMBERS_LIMIT = 1 << 15

@@ -69,7 +69,8 @@ class SeriesQuery:
 
 @dataclass(frozen=True, slots=True)
 class DeviceView:
-    """Everything one request may need; the API decides which parts to look at, in SPEC order."""
+    """Everything one request may need; the API decides which parts to look at, in the
+    contract's order (docs/api.md)."""
 
     grant: TokenGrant | None
     client_exists: bool

@@ -92,7 +92,7 @@ class Registry:
         self, client_ids: Iterable[str], default: str, now: datetime
     ) -> dict[str, str]:
         """The timezone of each client; unknown clients are registered with ``default`` first
-        (SPEC §3: their heartbeats are counted, never dropped)."""
+        (docs/contract.md: their heartbeats are counted, never dropped)."""
         ids = sorted(set(client_ids))
         async with self._redis.pipeline(transaction=False) as pipe:
             for client_id in ids:

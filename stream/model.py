@@ -1,4 +1,5 @@
-"""The heartbeat event and its validation (SPEC §2). Pure: bytes in, heartbeats or rejections out.
+"""The heartbeat event and its validation (docs/events.md). Pure: bytes in, heartbeats or
+rejections out.
 
 Rules that need the client's timezone (the retention window) are judged later, in ``plan``.
 
@@ -237,7 +238,7 @@ def _instant(obj: dict[str, Any]) -> datetime:
     except ValueError:
         raise _invalid("generated_at_utc", f"not an ISO-8601 instant: {value!r:.80}") from None
     if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)  # SPEC §2: a value without an offset is UTC
+        return parsed.replace(tzinfo=UTC)  # docs/events.md: a value without an offset is UTC
     try:
         return parsed.astimezone(UTC)
     except OverflowError:  # e.g. 9999-12-31T23:30:00-01:00 is past datetime.max in UTC

@@ -18,7 +18,7 @@ Event = dict[str, object]
 
 def encode(events: list[Event]) -> tuple[bytes, bytes]:
     """Key and value of one message: a single event keyed by its device, or a JSON array
-    (SPEC §2: a gateway's batch) keyed by its first event's device."""
+    (docs/events.md: a gateway's batch) keyed by its first event's device."""
     key = str(events[0]["device_id"]).encode()
     value = orjson.dumps(events[0] if len(events) == 1 else events)
     return key, value

@@ -57,7 +57,7 @@ def encode(event: Any) -> bytes:
 
 
 def heartbeat_message(event: Mapping[str, Any]) -> Message:
-    """The SPEC section 2 message: JSON value, keyed by the device id as written in the event."""
+    """The docs/events.md message: JSON value, keyed by the device id as written in the event."""
     return Message(encode(event), str(event["device_id"]).encode())
 
 

@@ -1,8 +1,8 @@
 """What the API must answer, computed from the events a test produced.
 
-Written from SPEC sections 2 and 4 alone, without the production date module, so that one bug cannot
-hide in both: the local day comes from ``datetime.astimezone``; a bucket is the run of consecutive
-days sharing a calendar key (``isocalendar()[:2]`` for ISO weeks, ``(year, month)``,
+Written from docs/events.md and docs/api.md alone, without the production date module, so that one
+bug cannot hide in both: the local day comes from ``datetime.astimezone``; a bucket is the run of
+consecutive days sharing a calendar key (``isocalendar()[:2]`` for ISO weeks, ``(year, month)``,
 ``(year, quarter)``), so clipping to the range falls out of iterating only the range's days.
 
 The oracle trusts its input: give it only the events that must be counted.
@@ -21,7 +21,7 @@ Granularity = Literal["daily", "weekly", "monthly", "quarterly"]
 METRICS: tuple[Metric, ...] = ("activity-count", "user-count")
 GRANULARITIES: tuple[Granularity, ...] = ("daily", "weekly", "monthly", "quarterly")
 
-# SPEC section 4, "Labels".
+# docs/api.md, "Labels".
 LABELS: dict[tuple[Metric, Granularity], str] = {
     **{("activity-count", g): "Total Activity" for g in GRANULARITIES},
     ("user-count", "daily"): "Daily Users",
@@ -34,7 +34,7 @@ DeviceKey = tuple[str, str]  # (client_id, device_id), both lower-case
 
 
 def parse_instant(text: str) -> datetime:
-    """An ISO-8601 instant; a value without an offset is UTC (SPEC section 2)."""
+    """An ISO-8601 instant; a value without an offset is UTC (docs/events.md)."""
     instant = datetime.fromisoformat(text)
     return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
 
@@ -133,7 +133,7 @@ class Oracle:
         metric: Metric,
         granularity: Granularity,
     ) -> dict[str, Any]:
-        """The whole 200 response body of SPEC section 4."""
+        """The whole 200 response body of docs/api.md."""
         return {
             "metric": metric,
             "label": LABELS[(metric, granularity)],

@@ -1,4 +1,4 @@
-"""user-count accuracy (SPEC section 4, issue 3): exact while every day of a bucket holds at most
+"""user-count accuracy (docs/api.md, issue 3): exact while every day of a bucket holds at most
 500 distinct users, within 2% otherwise.
 
 Days of 1 to 100,000 distinct users, and ISO weeks and calendar quarters made of such days (users
@@ -36,7 +36,7 @@ from state.writer import Contribution, DayBatch, DeviceBatch, Positions, Writer
 from tests.integration.conftest import show
 
 SEED = 20_260_105
-TOLERANCE = 0.02  # SPEC section 4: within 2% once a day of the bucket holds more than 500 users
+TOLERANCE = 0.02  # docs/api.md: within 2% once a day of the bucket holds more than 500 users
 CHUNK = 5_000  # contributions per DeviceBatch: one Lua call each, bounded
 BATCHES_PER_ROUND_TRIP = 10
 REDIS_TIMEOUT_S = 60.0  # a 100,000-user day is written in 20 script calls; reads merge sketches

@@ -1,4 +1,4 @@
-"""Every error status of SPEC section 4, with its body, its code and the order of the checks.
+"""Every error status of docs/api.md, with its body, its code and the order of the checks.
 
 Clients A and B each own one device that has been counted. Tokens: one for A only, one for A and
 B, one for all clients, and one revoked after it had worked.
@@ -106,7 +106,7 @@ def world(stack: Stack) -> World:
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """The SPEC error shape, and nothing of FastAPI's defaults; returns ``details``."""
+    """The contract's error shape, and nothing of FastAPI's defaults; returns ``details``."""
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["content-type"].startswith("application/json"), response.headers
     body = response.json()
@@ -372,6 +372,34 @@ def test_wrong_method_on_the_endpoint_is_405(world: World, method: str) -> None:
 
 def test_wrong_method_on_healthz_is_405(world: World) -> None:
     assert_error(world.stack.http.post("/healthz"), 405, "method_not_allowed")
+
+
+# --- HEAD ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", ["a", "none"])
+def test_head_answers_as_get_without_a_body(world: World, token: str) -> None:
+    """Proxies and uptime checks send HEAD: the GET answer's status and headers, no body."""
+    url = ACTIVITY.format(client=world.a, device=world.device_a)
+    params = {
+        "metric": "activity-count",
+        "start_date": world.today.isoformat(),
+        "end_date": world.today.isoformat(),
+    }
+    headers = {"Authorization": f"Bearer {world.token_a}"} if token == "a" else {}
+    get = world.stack.http.get(url, params=params, headers=headers)
+    head = world.stack.http.head(url, params=params, headers=headers)
+    assert head.status_code == get.status_code
+    assert head.content == b""
+    assert head.headers["content-type"] == get.headers["content-type"]
+    assert head.headers["content-length"] == str(len(get.content))
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/openapi.json"])
+def test_head_on_the_service_endpoints_is_200_without_a_body(world: World, path: str) -> None:
+    head = world.stack.http.head(path)
+    assert head.status_code == 200
+    assert head.content == b""
 
 
 # --- the service's other endpoints ---------------------------------------------------------------

@@ -1,6 +1,6 @@
 """More malformed heartbeats (issue 3 item 5), beyond the kinds of test_dlq.py: each one lands in
 the dead-letter topic with a reason header and its original bytes, and every valid event around
-it is counted exactly (SPEC sections 2 and 3).
+it is counted exactly (docs/events.md, docs/contract.md).
 
 The corpus covers what test_dlq.py does not: invalid UTF-8 of several byte patterns and UTF-16,
 JSON that is not quite JSON (NaN, Infinity, comments, concatenated documents, 10,000 nested
@@ -172,7 +172,7 @@ class Corpus:
     def valid_event(
         self, rng: random.Random, device: str, client: str | None = None
     ) -> dict[str, Any]:
-        """A valid heartbeat in one of the many shapes SPEC section 2 allows."""
+        """A valid heartbeat in one of the many shapes docs/events.md allows."""
         instant = self.now - timedelta(minutes=rng.randint(5, 12 * 24 * 60))
         offset = rng.choice(
             [timedelta(0), timedelta(hours=5, minutes=45), timedelta(hours=-3), None]

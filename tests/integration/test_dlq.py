@@ -1,5 +1,5 @@
 """Invalid heartbeats go to the dead-letter topic with their reason; the valid ones around them
-are all counted, exactly (SPEC sections 2 and 3).
+are all counted, exactly (docs/events.md, docs/contract.md).
 
 Phase 1 sends valid events of clients X and Y shuffled among one message of each invalid kind.
 Phase 2, once phase 1 is counted, sends a heartbeat of Y naming a device X already owns, and more

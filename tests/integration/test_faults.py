@@ -49,11 +49,11 @@ CRASH_SEED = 20261128
 CRASH_EVENTS = 100_000
 CRASH_DEVICES = 300
 CRASH_KILLS = 6
-# SPEC-free limits of these tests: generous, so a slow CI machine does not fail them, while a
-# worker that stalls (e.g. waits out a 60 s session timeout on every restart) still does.
+# Limits of these tests, not of the contract: generous, so a slow CI machine does not fail them,
+# while a worker that stalls (e.g. waits out a 60 s session timeout on every restart) still does.
 CATCH_UP_TIMEOUT_S = 150.0
 RESUME_DEADLINE_S = 60.0
-API_UNAVAILABLE_LIMIT_S = 2.0  # SPEC section 4: 503 within 2 s
+API_UNAVAILABLE_LIMIT_S = 2.0  # docs/api.md: 503 within 2 s
 REDIS_OUTAGE_S = 10.0
 # Once everything is produced, a Redis total that stands still this long is a loss, not a delay
 # (longer than a 10 s session timeout plus a broker restart).

@@ -3,13 +3,14 @@
 A registered client with a counted device and a token for it; schemathesis generates requests for
 every operation of the document (valid and invalid, seeded and derandomized) with the token in
 the Authorization header. Path and query parameters draw, part of the time, from dictionaries of
-the real client and device, the SPEC's metrics and granularities and dates around today, so that
+the real client and device, the contract's metrics and granularities and dates around today, so that
 200s are reached too, not only 400s.
 
 Checks on every response: schemathesis's ``not_a_server_error`` (with 503 allowed: Redis may be
-unreachable, that is the SPEC's answer for it); every non-200 body is exactly the SPEC's error
-shape with the code its status implies; every 200 of the activity route has the SPEC's shape and,
-for the counted device, the numbers the oracle computes from the events that were produced.
+unreachable, that is the contract's answer for it); every non-200 body is exactly the contract's
+error shape with the code its status implies; every 200 of the activity route has the contract's
+shape and, for the counted device, the numbers the oracle computes from the events that were
+produced.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ ZONE = "America/Sao_Paulo"
 COUNT_TIMEOUT_S = 90.0
 MAX_RANGE_DAYS = 90
 
-# SPEC section 4 and README: the code each non-200 status carries.
+# docs/api.md (docs/api.md): the code each non-200 status carries.
 ERROR_CODES = {
     400: "invalid_parameter",
     401: "unauthorized",
@@ -143,7 +144,7 @@ def api_schema(world: World) -> BaseSchema:
 def assert_error_shape(response: Any) -> None:
     """Exactly ``{"error": {"code", "message", "details"}}``, with the status's code."""
     status = response.status_code
-    assert status in ERROR_CODES, f"status {status} is none of the SPEC's: {response.text}"
+    assert status in ERROR_CODES, f"status {status} is none of the contract's: {response.text}"
     body = response.json()
     assert isinstance(body, dict), body
     assert set(body) == {"error"}, body
@@ -157,7 +158,7 @@ def assert_error_shape(response: Any) -> None:
 
 
 def assert_activity_shape(world: World, case: Any, body: Any) -> None:
-    """SPEC section 4's 200 body; for the counted device, the oracle's very numbers."""
+    """docs/api.md's 200 body; for the counted device, the oracle's very numbers."""
     query = case.query or {}
     assert isinstance(body, dict), body
     assert set(body) == {"metric", "label", "granularity", "period", "data"}, body
@@ -245,7 +246,7 @@ def test_generated_requests_get_answers_in_the_spec_shape(
 
 
 def test_generated_requests_reached_every_answer_of_the_activity_route(world: World) -> None:
-    """The generation was not all 400s: each of the SPEC's outcomes was seen at least once."""
+    """The generation was not all 400s: each of the contract's outcomes was seen at least once."""
     seen = set(world.statuses.get(f"GET {ACTIVITY_PATH}", {}))
     assert {200, 400, 403, 404} <= seen, world.statuses
 

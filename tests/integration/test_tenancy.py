@@ -1,9 +1,9 @@
-"""Tenant crossing (SPEC sections 3 and 4, issue 3 item 6): a token of client A never reads
+"""Tenant crossing (docs/contract.md, docs/api.md, issue 3 item 6): a token of client A never reads
 anything of client B.
 
 Clients A and B each own two devices counted through the real pipeline, with different numbers.
 A's token gets 403 on B's client path whatever the device (B's, A's, a random one), and 404 with
-the SPEC's error body only for B's device under A's path, answered exactly as for a device that
+the contract's error body only for B's device under A's path, answered exactly as for a device that
 does not exist, so the body tells nothing of B. Tokens for [A, B] and for all clients read both;
 a revoked token reads nothing. A heartbeat of A naming B's device does not give it to A.
 """
@@ -149,7 +149,7 @@ def tenants(stack: Stack) -> Tenants:
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
-    """Exactly the SPEC's error body: nothing else, so no data of another tenant."""
+    """Exactly the contract's error body: nothing else, so no data of another tenant."""
     assert response.status_code == status, (response.status_code, response.text)
     body = response.json()
     assert set(body) == {"error"}, body

@@ -1,4 +1,4 @@
-"""SPEC §4: Redis unreachable -> 503 `unavailable` within 2 s, and recovery without a restart.
+"""docs/api.md: Redis unreachable -> 503 `unavailable` within 2 s, and recovery without a restart.
 
 A Redis of its own (real `redis-server`) is stopped and started here, so the session's shared
 services are never disturbed.
@@ -21,7 +21,7 @@ from devact.services import free_port
 from devact.services.redis import RedisServer
 from tests.integration.conftest import devact_executable, poll_until
 
-SPEC_LIMIT_S = 2.0
+CONTRACT_LIMIT_S = 2.0
 CLIENT = "aa7cf840-9ca9-46a3-9778-9015d6580d50"
 DEVICE = "f1e2d3c4-b5a6-7890-abcd-ef1234567890"
 QUERY = {"metric": "activity-count", "start_date": "2026-01-01", "end_date": "2026-01-15"}
@@ -96,7 +96,7 @@ def test_redis_down_gives_503_unavailable_within_2_s_and_recovers(
 
     for response, elapsed in ((ready, ready_s), (series, series_s)):
         assert response.status_code == 503
-        assert elapsed < SPEC_LIMIT_S
+        assert elapsed < CONTRACT_LIMIT_S
         error = response.json()["error"]
         assert error["code"] == "unavailable"
         assert set(error) == {"code", "message", "details"}

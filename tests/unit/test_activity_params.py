@@ -1,4 +1,4 @@
-"""SPEC section 4 parameter rules of the activity endpoint, through ``api.params``.
+"""docs/api.md parameter rules of the activity endpoint, through ``api.params``.
 
 Day counts and bucket edges are worked out by hand from the calendar (2026-01-01 is a Thursday;
 2026 is not a leap year, 2024 and 2028 are).

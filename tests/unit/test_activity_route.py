@@ -1,6 +1,6 @@
 """The activity route reads its parameters from the request itself (not through FastAPI's
 parameter machinery): the answers, the check order and the OpenAPI document stay those of
-SPEC section 4. The reader is a stub; no Redis."""
+docs/api.md. The reader is a stub; no Redis."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def test_the_document_lists_the_routes_parameters_and_no_422(client: TestClient)
         ("query", "granularity", False),
     ]
     assert operation["security"] == [{"HTTPBearer": []}]
-    assert "422" not in operation["responses"]  # SPEC section 4: never a 422
+    assert "422" not in operation["responses"]  # docs/api.md: never a 422
 
 
 def test_requests_are_counted_by_route_and_status(client: TestClient) -> None:

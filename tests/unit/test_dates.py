@@ -1,4 +1,4 @@
-"""SPEC section 4 calendar rules, checked against oracles computed here.
+"""docs/api.md calendar rules, checked against oracles computed here.
 
 Expected values come from known UTC offsets, ``datetime`` arithmetic, brute-force day iteration and
 ``date.isocalendar()``; never from another function of ``state.dates``.
@@ -13,6 +13,8 @@ from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from state.dates import (
     GRANULARITIES,
@@ -411,3 +413,69 @@ def test_empty_range_has_no_buckets(granularity: Granularity) -> None:
 )
 def test_bucket_days_lists_every_day(first: date, last: date) -> None:
     assert Bucket(first, last).days() == day_range(first, last)
+
+
+# --- the edges of the calendar ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "granularity", "expected"),
+    [
+        ("9999-10-03", "9999-12-31", "quarterly", [("9999-10-03", "9999-12-31")]),
+        ("9999-12-01", "9999-12-31", "monthly", [("9999-12-01", "9999-12-31")]),
+        (
+            "9999-12-25",
+            "9999-12-31",
+            "weekly",
+            [("9999-12-25", "9999-12-26"), ("9999-12-27", "9999-12-31")],
+        ),
+        ("9999-12-31", "9999-12-31", "daily", [("9999-12-31", "9999-12-31")]),
+        (
+            "0001-01-01",
+            "0001-01-08",
+            "weekly",
+            [("0001-01-01", "0001-01-07"), ("0001-01-08", "0001-01-08")],
+        ),
+    ],
+)
+def test_buckets_at_the_ends_of_the_calendar_are_clipped_not_overflowed(
+    first: str, last: str, granularity: Granularity, expected: list[tuple[str, str]]
+) -> None:
+    got = buckets(date.fromisoformat(first), date.fromisoformat(last), granularity)
+    assert [(b.first.isoformat(), b.last.isoformat()) for b in got] == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    first=st.dates(min_value=date.min, max_value=date.max),
+    length=st.integers(min_value=0, max_value=400),
+    granularity=st.sampled_from(["daily", "weekly", "monthly", "quarterly"]),
+)
+def test_buckets_tile_any_range_of_the_calendar_with_calendar_buckets(
+    first: date, length: int, granularity: Granularity
+) -> None:
+    last = min(first + timedelta(days=min(length, (date.max - first).days)), date.max)
+    got = buckets(first, last, granularity)
+    assert got[0].first == first
+    assert got[-1].last == last
+    for before, after in pairwise(got):
+        assert after.first == before.last + timedelta(days=1)
+    for bucket in got:  # each lies in one calendar bucket
+        assert _calendar_bucket(bucket.first, granularity) == _calendar_bucket(
+            bucket.last, granularity
+        )
+    for before, after in pairwise(got):  # and no two share one
+        assert _calendar_bucket(before.last, granularity) != _calendar_bucket(
+            after.first, granularity
+        )
+
+
+def _calendar_bucket(day: date, granularity: Granularity) -> tuple[int, ...]:
+    """The oracle's name of a day's calendar bucket: ISO week, month or quarter."""
+    if granularity == "daily":
+        return (day.toordinal(),)
+    if granularity == "weekly":
+        return tuple(day.isocalendar())[:2]
+    if granularity == "monthly":
+        return (day.year, day.month)
+    return (day.year, (day.month - 1) // 3)

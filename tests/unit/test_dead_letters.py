@@ -1,4 +1,4 @@
-"""SPEC section 2 dead letters: the original bytes (of the element, for an array), the original
+"""docs/events.md dead letters: the original bytes (of the element, for an array), the original
 key, and the reason in a header; through ``stream.dlq.to_record``.
 
 Array values are assembled from element texts written by hand, so each element's expected bytes

@@ -1,4 +1,4 @@
-"""The API maps every failure to the SPEC's error shape in one place (api/errors.py)."""
+"""The API maps every failure to the contract's error shape in one place (api/errors.py)."""
 
 from __future__ import annotations
 

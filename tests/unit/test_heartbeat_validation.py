@@ -1,4 +1,4 @@
-"""SPEC section 2 heartbeat rules, one test per rule, through ``stream.model``.
+"""docs/events.md heartbeat rules, one test per rule, through ``stream.model``.
 
 Events are written as JSON text and judged through ``decode`` (the worker's path), so "3.0" or
 "true" reach the validator exactly as a producer sent them. Expected values are written out by
@@ -33,7 +33,7 @@ ABSENT = object()
 
 
 def event(**changes: Any) -> dict[str, Any]:
-    """The SPEC's example event, with fields replaced or (with ``ABSENT``) left out."""
+    """The contract's example event, with fields replaced or (with ``ABSENT``) left out."""
     base: dict[str, Any] = {
         "client_id": CLIENT,
         "device_id": DEVICE,
@@ -501,7 +501,7 @@ _REFERENCE_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{
 
 
 def reference_field(obj: dict[str, Any], name: str) -> object:
-    """The value of one field, or the rejection of it (SPEC §2, one rule after the other)."""
+    """The value of one field, or the rejection of it (docs/events.md, one rule after the other)."""
     value = obj.get(name)
     if name == "user_id":
         if value is None:

@@ -1,4 +1,4 @@
-"""SPEC section 2 bucketing and dead-lettering, through ``stream.plan``.
+"""docs/events.md bucketing and dead-lettering, through ``stream.plan``.
 
 Local days come from known UTC offsets (New York is UTC-5 until 2026-03-08 07:00 UTC, UTC-4
 after; Kathmandu is UTC+05:45), and retention boundaries from "a day is kept for
