@@ -17,17 +17,26 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord, TopicPartition
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from devact.services import LocalStack
+
+    from .faultkit.pipeline import Run
+    from .faultkit.probe import RedisProbe
+    from .faultkit.workload import Workload
 
 T = TypeVar("T")
 
@@ -158,6 +167,21 @@ async def _consume_all(
         return records
     finally:
         await consumer.stop()
+
+
+def run_with_redis(services: Any, body: Callable[[Redis], Awaitable[T]]) -> T:
+    """Run ``body`` with a state/ client of the session's Redis, in a fresh event loop."""
+    from state.connection import connect
+    from state.settings import StoreSettings
+
+    async def main() -> T:
+        redis = connect(StoreSettings(redis_url=services.redis_url))
+        try:
+            return await body(redis)
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(main())
 
 
 class Stack:
@@ -401,3 +425,53 @@ def stack(
                 reporter.write_line(tails)
         if crashed:
             pytest.fail("; ".join(crashed) + "\n" + tails)
+
+
+# --- the fault tests' own services (test_faults.py, test_backlog.py) --------------------------
+# They kill, stop and freeze Kafka and Redis, so each such module gets a LocalStack of its own.
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    from .faultkit.services import start_own_stack  # faultkit imports this module
+
+    stack = start_own_stack(tmp_path_factory.mktemp("own-services"))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def probe(own_stack: LocalStack) -> Iterator[RedisProbe]:
+    from .faultkit.probe import RedisProbe
+
+    redis_probe = RedisProbe(own_stack.endpoints.redis_url)
+    yield redis_probe
+    redis_probe.close()
+
+
+@pytest.fixture
+def new_run(
+    own_stack: LocalStack, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[[Workload], Run]]:
+    """Makes the test's Run (topic, group, workers) for a workload whose clients it registers;
+    stops its processes afterwards and restarts any service a failed test left stopped."""
+    from .faultkit.pipeline import Run, register_clients
+    from .faultkit.services import ensure_services
+
+    runs: list[Run] = []
+
+    def make(workload: Workload) -> Run:
+        run = Run(own_stack, tmp_path, request.node.name.split("[")[0].removeprefix("test_")[:24])
+        register_clients(run.redis_url, workload.timezones)
+        runs.append(run)
+        return run
+
+    failed_before = request.session.testsfailed
+    yield make
+    for run in runs:
+        if request.session.testsfailed > failed_before:
+            print(run.tails())
+        run.close()
+    ensure_services(own_stack)

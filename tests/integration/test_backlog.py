@@ -11,9 +11,8 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -22,9 +21,9 @@ from tests.integration.conftest import Message, encode
 
 from .faultkit.checks import Figures, assert_exact, wait_for_total, wait_until_total
 from .faultkit.kafka import BackgroundProducer, produce, topic_message_count
-from .faultkit.pipeline import Run, register_clients
+from .faultkit.pipeline import Run
 from .faultkit.probe import RedisProbe
-from .faultkit.services import ensure_services, redis_pid, start_own_stack
+from .faultkit.services import redis_pid
 from .faultkit.workload import (
     MAX_USERS_PER_DEVICE,
     ZONES,
@@ -51,45 +50,8 @@ FALSE_ALARMS = ("Redis unavailable", "Stream has not started processing")
 
 
 @pytest.fixture(scope="module")
-def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = start_own_stack(tmp_path_factory.mktemp("backlog-services"))
-    try:
-        yield stack
-    finally:
-        stack.stop()
-
-
-@pytest.fixture(scope="module")
-def probe(own_stack: LocalStack) -> Iterator[RedisProbe]:
-    redis_probe = RedisProbe(own_stack.endpoints.redis_url)
-    yield redis_probe
-    redis_probe.close()
-
-
-@pytest.fixture(scope="module")
 def figures(tmp_path_factory: pytest.TempPathFactory) -> Figures:
     return Figures(tmp_path_factory.mktemp("backlog-figures") / "backlog.json")
-
-
-@pytest.fixture
-def new_run(
-    own_stack: LocalStack, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Callable[[Workload], Run]]:
-    runs: list[Run] = []
-
-    def make(workload: Workload) -> Run:
-        run = Run(own_stack, tmp_path, request.node.name.split("[")[0].removeprefix("test_")[:24])
-        register_clients(run.redis_url, workload.timezones)
-        runs.append(run)
-        return run
-
-    failed_before = request.session.testsfailed
-    yield make
-    for run in runs:
-        if request.session.testsfailed > failed_before:
-            print(run.tails())
-        run.close()
-    ensure_services(own_stack)
 
 
 def gateway_workload(seed: int) -> Workload:

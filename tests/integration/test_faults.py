@@ -16,7 +16,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,11 +36,9 @@ from .faultkit.pipeline import Run, create_token, register_clients
 from .faultkit.probe import RedisProbe, digest_difference, digest_hash
 from .faultkit.processes import Api
 from .faultkit.services import (
-    ensure_services,
     kill_redis,
     redis_aof_tail,
     restart_redis,
-    start_own_stack,
 )
 from .faultkit.workload import Workload, build_workload, marker_events
 
@@ -61,22 +58,6 @@ STALL_S = 45.0
 
 
 @pytest.fixture(scope="module")
-def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    stack = start_own_stack(tmp_path_factory.mktemp("fault-services"))
-    try:
-        yield stack
-    finally:
-        stack.stop()
-
-
-@pytest.fixture(scope="module")
-def probe(own_stack: LocalStack) -> Iterator[RedisProbe]:
-    redis_probe = RedisProbe(own_stack.endpoints.redis_url)
-    yield redis_probe
-    redis_probe.close()
-
-
-@pytest.fixture(scope="module")
 def api(own_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     env = {**os.environ, "DEVACT_REDIS_URL": own_stack.endpoints.redis_url}
     the_api = Api(env, tmp_path_factory.mktemp("fault-api") / "api.log")
@@ -91,29 +72,6 @@ def api(own_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iter
 @pytest.fixture(scope="module")
 def figures(tmp_path_factory: pytest.TempPathFactory) -> Figures:
     return Figures(tmp_path_factory.mktemp("fault-figures") / "faults.json")
-
-
-@pytest.fixture
-def new_run(
-    own_stack: LocalStack, tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[Callable[[Workload], Run]]:
-    """Makes the test's Run (topic, group, workers) for a workload whose clients it registers;
-    stops its processes afterwards and restarts any service a failed test left stopped."""
-    runs: list[Run] = []
-
-    def make(workload: Workload) -> Run:
-        run = Run(own_stack, tmp_path, request.node.name.split("[")[0].removeprefix("test_")[:24])
-        register_clients(run.redis_url, workload.timezones)
-        runs.append(run)
-        return run
-
-    failed_before = request.session.testsfailed
-    yield make
-    for run in runs:
-        if request.session.testsfailed > failed_before:
-            print(run.tails())
-        run.close()
-    ensure_services(own_stack)
 
 
 def finish(probe: RedisProbe, workload: Workload, run: Run, producer: BackgroundProducer) -> float:

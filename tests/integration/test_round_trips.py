@@ -3,10 +3,9 @@ and a Redis that lost an answered round trip is caught before the positions adva
 
 from __future__ import annotations
 
-import asyncio
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -15,10 +14,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from state import keys, resp, writer
-from state.connection import connect
 from state.errors import LostWrites, StoreUnavailable
 from state.scripts import Scripts
-from state.settings import StoreSettings
 from state.writer import (
     ApplyProgress,
     Contribution,
@@ -28,6 +25,8 @@ from state.writer import (
     Span,
     Writer,
 )
+
+from .conftest import run_with_redis as run
 
 T = TypeVar("T")
 DAY = date(2026, 12, 1)
@@ -77,17 +76,6 @@ def breaking(monkeypatch: pytest.MonkeyPatch) -> Callable[[set[int]], BreakingSt
         return stream
 
     return install
-
-
-def run(services: Any, body: Callable[[Redis], Awaitable[T]]) -> T:
-    async def main() -> T:
-        redis = connect(StoreSettings(redis_url=services.redis_url))
-        try:
-            return await body(redis)
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(main())
 
 
 def devices(count: int, seed: int) -> list[DeviceBatch]:

@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
 from state import keys
-from state.connection import connect
 from state.dates import Bucket
 from state.reader import Reader, SeriesQuery
 from state.registry import Registry
-from state.settings import StoreSettings
 from state.writer import Contribution, DayBatch, DeviceBatch, Positions, Span, Writer
+
+from .conftest import run_with_redis as run
 
 T = TypeVar("T")
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)
 FAR_EXPIRY = int((NOW + timedelta(days=30)).timestamp())
 NO_POSITIONS = Positions("", {})
-
-
-def run(services: Any, body: Callable[[Redis], Awaitable[T]]) -> T:
-    async def main() -> T:
-        redis = connect(StoreSettings(redis_url=services.redis_url))
-        try:
-            return await body(redis)
-        finally:
-            await redis.aclose()
-
-    return asyncio.run(main())
 
 
 def new_id() -> str:
