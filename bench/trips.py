@@ -23,9 +23,10 @@ from pathlib import Path
 
 from devact.services import free_port
 from state import writer as writer_module
+from state.batch import Contribution, DayBatch, DeviceBatch
 from state.connection import connect
 from state.settings import StoreSettings
-from state.writer import Contribution, DayBatch, DeviceBatch, Positions, Span, Writer
+from state.writer import Positions, Span, Writer
 
 CAPS = (32, 128, 256, 1024, 4096, 100_000)
 DEVICES = 20_000

@@ -13,6 +13,12 @@ Keys (one line each: key, type, what it holds):
   hashes of their ids (``state/encoding.py``): an exact set (an intset) up to 500 users, then a
   HyperLogLog of the same hashes. ``TYPE`` tells which (``set`` or ``string``).
 - ``da:{d:<device>}:scratch``: a temporary HyperLogLog that a read script creates and deletes.
+- ``da:{c:<client>}:<YYYY-MM-DD>`` hash: the client's aggregate of the local day: ``n`` = its
+  activity, ``<device id>`` = each device's activity (devices with activity only), ``h`` and
+  ``o<p>`` as in a device's day hash.
+- ``da:{c:<client>}:<YYYY-MM-DD>:u`` set or HyperLogLog: the client's users of the day, across
+  its devices (a user on two devices is one), kept as a device-day's users are.
+- ``da:{c:<client>}:scratch``: a read script's temporary HyperLogLog, as the device's.
 - ``da:client:<client>`` hash: ``timezone``, ``name``, ``created_at``.
 - ``da:client:<client>:devices`` set: device ids of the client.
 - ``da:clients`` set: every client id.
@@ -68,6 +74,23 @@ def day_users_suffix(day: date) -> str:
 
 def device_scratch(device_id: str) -> str:
     return f"{device_tag(device_id)}:scratch"
+
+
+def client_tag(client_id: str) -> str:
+    """The hash tag of a client's aggregates: one Redis Cluster slot per client."""
+    return f"{PREFIX}:{{c:{client_id}}}"
+
+
+def client_day(client_id: str, day: date) -> str:
+    return f"{client_tag(client_id)}:{day.isoformat()}"
+
+
+def client_day_users(client_id: str, day: date) -> str:
+    return f"{client_tag(client_id)}:{day.isoformat()}:u"
+
+
+def client_scratch(client_id: str) -> str:
+    return f"{client_tag(client_id)}:scratch"
 
 
 def client(client_id: str) -> str:

@@ -19,9 +19,15 @@ def _source(name: str) -> str:
     return files("state").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
+def _applying(name: str) -> str:
+    """A script that applies heartbeats to days, after the helpers they share."""
+    return _source("lib_days") + "\n" + _source(name)
+
+
 @dataclass(frozen=True, slots=True)
 class Scripts:
     apply_device: AsyncScript
+    apply_client: AsyncScript
     advance_applied: AsyncScript
     read_counts: AsyncScript
     read_users: AsyncScript
@@ -30,7 +36,8 @@ class Scripts:
     def register(cls, redis: Redis) -> Scripts:
         """Bind the scripts to ``redis``; they are sent by SHA and loaded on first NOSCRIPT."""
         return cls(
-            apply_device=redis.register_script(_source("apply_device")),
+            apply_device=redis.register_script(_applying("apply_device")),
+            apply_client=redis.register_script(_applying("apply_client")),
             advance_applied=redis.register_script(_source("advance_applied")),
             read_counts=redis.register_script(_source("read_counts")),
             read_users=redis.register_script(_source("read_users")),
@@ -38,7 +45,13 @@ class Scripts:
 
     async def load(self, redis: Redis) -> None:
         """Load every script into the server's cache (after a restart emptied it)."""
-        for script in (self.apply_device, self.advance_applied, self.read_counts, self.read_users):
+        for script in (
+            self.apply_device,
+            self.apply_client,
+            self.advance_applied,
+            self.read_counts,
+            self.read_users,
+        ):
             await redis.script_load(script.script)
 
     async def send(self, redis: Redis, send: Send, commands: Sequence[bytes]) -> list[Any]:

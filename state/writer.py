@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 from redis.asyncio import Redis
@@ -13,40 +12,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from state import keys, resp
+from state.batch import DeviceBatch
 from state.encoding import EXACT_USERS_LIMIT, user_member
 from state.errors import LostWrites, unavailable_on_failure
+from state.fleet import ClientCall, client_calls
 from state.resp import evalsha as _evalsha
 from state.scripts import Scripts
 
 _KNOWN_DEVICES_LIMIT = 200_000
 """Bound of the writer's memory of (client, device) pairs already in their client's set."""
-
-
-@dataclass(slots=True)
-class Contribution:
-    """One heartbeat's part of a device-day, with the Kafka position it came from. (Not frozen:
-    one is made per heartbeat, and a frozen dataclass costs several times as much to create.)"""
-
-    partition: int
-    offset: int
-    count: int
-    user_id: str | None
-
-
-@dataclass(slots=True)
-class DayBatch:
-    expire_at: int
-    """Unix time at which the day leaves the retention window (EXPIREAT of its keys)."""
-    contributions: list[Contribution] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class DeviceBatch:
-    """Everything a batch adds to one device on behalf of one client, by local day."""
-
-    client_id: str
-    device_id: str
-    days: dict[date, DayBatch] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +82,8 @@ class PackedBatch:
     commands: list[bytes]
     trips: list[range]
     """The indexes of ``commands`` (and ``batches``) sent in each round trip, in order."""
+    clients: list[ClientCall] = field(default_factory=list)
+    """The client aggregates' calls, for when every device batch is accepted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,19 +130,27 @@ of Redis per heartbeat above), so 4,096 is at most a few tens of milliseconds.""
 
 
 def cut_trips(batches: Sequence[DeviceBatch]) -> list[range]:
-    """Consecutive device batches grouped into round trips of at most ``SCRIPTS_PER_TRIP``
-    scripts and ``EVENTS_PER_TRIP`` heartbeats."""
+    """Consecutive device batches grouped into round trips (``cut``)."""
+    return cut([sum(len(day.contributions) for day in b.days.values()) for b in batches])
+
+
+def cut(sizes: Sequence[int]) -> list[range]:
+    """Consecutive scripts, carrying ``sizes`` heartbeats each, grouped into round trips of at
+    most ``SCRIPTS_PER_TRIP`` scripts and ``EVENTS_PER_TRIP`` heartbeats."""
     trips: list[range] = []
     first = events = 0
-    for index, batch in enumerate(batches):
-        size = sum(len(day.contributions) for day in batch.days.values())
+    for index, size in enumerate(sizes):
         if index > first and (index - first >= SCRIPTS_PER_TRIP or events + size > EVENTS_PER_TRIP):
             trips.append(range(first, index))
             first, events = index, 0
         events += size
-    if len(batches) > first:
-        trips.append(range(first, len(batches)))
+    if len(sizes) > first:
+        trips.append(range(first, len(sizes)))
     return trips
+
+
+def _check_clients(replies: list[Any], progress: ApplyProgress) -> None:
+    """Client aggregates report only what they applied: nothing to record."""
 
 
 class _ScriptsMissing(Exception):
@@ -191,7 +175,8 @@ class Writer:
         with the previous batch)."""
         sha = self._scripts.apply_device.sha
         commands = [_evalsha(sha, *_script_call(b)) for b in batches]
-        return PackedBatch(batches, commands, cut_trips(batches))
+        clients = client_calls(self._scripts.apply_client.sha, batches)
+        return PackedBatch(batches, commands, cut_trips(batches), clients)
 
     async def apply(self, batches: Sequence[DeviceBatch], positions: Positions) -> BatchResult:
         return await self.apply_packed(self.pack(batches), positions)
@@ -246,48 +231,66 @@ class Writer:
     async def _apply_rest(
         self, packed: PackedBatch, positions: Positions, progress: ApplyProgress
     ) -> None:
-        first = progress.trips_done
-        if first < len(packed.trips):
-            segments = [
-                self._trip(packed, index, progress) for index in range(first, len(packed.trips))
-            ]
-
-            def answered(offset: int, replies: list[Any]) -> None:
-                self._answered(packed, first + offset, replies, progress)
-
-            await resp.stream_patiently(self._redis, segments, answered)
+        """The round trips not yet answered: the device scripts', then the client aggregates'
+        (state/fleet.py; they need to know which devices were accepted), then the last."""
+        device_trips = [packed.commands[t.start : t.stop] for t in packed.trips]
+        await self._stream(device_trips, 0, progress, self._record_devices)
+        calls = packed.clients
+        refused = {i for i, r in enumerate(progress.devices) if r.rejected}
+        if refused:
+            calls = client_calls(self._scripts.apply_client.sha, packed.batches, refused)
+        client_trips = [[calls[i].command for i in trip] for trip in cut([c.events for c in calls])]
+        await self._stream(client_trips, len(device_trips), progress, _check_clients)
         if progress.previous is None:
-            await self._last_trip(packed, positions, progress)
+            await self._last_trip(
+                packed, positions, progress, len(device_trips) + len(client_trips)
+            )
 
-    def _trip(self, packed: PackedBatch, index: int, progress: ApplyProgress) -> list[bytes]:
-        """Round trip ``index``: check the marker, the device scripts, set the marker."""
-        trip = packed.trips[index]
+    async def _stream(
+        self,
+        trips: list[list[bytes]],
+        first: int,
+        progress: ApplyProgress,
+        record: Callable[[list[Any], ApplyProgress], None],
+    ) -> None:
+        """Send the round trips (numbered from ``first`` in the batch) not yet answered."""
+        start = progress.trips_done - first
+        if not 0 <= start < len(trips):
+            return
+        segments = [self._trip(first + i, trips[i], progress) for i in range(start, len(trips))]
+
+        def answered(offset: int, replies: list[Any]) -> None:
+            index = first + start + offset
+            if index > 0:
+                self._check_marker(replies[0], index, progress)
+                replies = replies[1:]
+            scripts = replies[:-1]  # the last: setting the marker
+            if any(isinstance(r, NoScriptError) for r in scripts):
+                raise _ScriptsMissing
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise reply
+            record(scripts, progress)
+            progress.trips_done = index + 1
+
+        await resp.stream_patiently(self._redis, segments, answered)
+
+    def _trip(self, index: int, scripts: list[bytes], progress: ApplyProgress) -> list[bytes]:
+        """Round trip ``index``: check the marker, the scripts, set the marker."""
         commands = [resp.command("GET", self._marker)] if index > 0 else []
-        commands += packed.commands[trip.start : trip.stop]
+        commands += scripts
         marker = f"{progress.batch_id}:{index}"
         commands.append(resp.command("SET", self._marker, marker, "PX", _MARKER_TTL_MS))
         return commands
 
-    def _answered(
-        self, packed: PackedBatch, index: int, replies: list[Any], progress: ApplyProgress
-    ) -> None:
-        """Record what round trip ``index`` applied (it then counts as done)."""
-        if index > 0:
-            self._check_marker(replies[0], index, progress)
-            replies = replies[1:]
-        scripts = replies[: len(packed.trips[index])]
-        if any(isinstance(r, NoScriptError) for r in scripts):
-            raise _ScriptsMissing
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+    @staticmethod
+    def _record_devices(replies: list[Any], progress: ApplyProgress) -> None:
         progress.devices += [
             ApplyResult(applied=int(r[1]), skipped=int(r[2]))
             if int(r[0]) == 1
             else ApplyResult(owner=str(r[1]))
-            for r in scripts
+            for r in replies
         ]
-        progress.trips_done = index + 1
 
     def _check_marker(self, found: object, index: int, progress: ApplyProgress) -> None:
         """Round trip ``index - 1`` is still in Redis: the marker names it or a later round trip
@@ -298,10 +301,9 @@ class Writer:
             raise LostWrites(f"batch marker {found!r}: round trip {index - 1} is not in Redis")
 
     async def _last_trip(
-        self, packed: PackedBatch, positions: Positions, progress: ApplyProgress
+        self, packed: PackedBatch, positions: Positions, progress: ApplyProgress, index: int
     ) -> None:
-        """Register new devices and advance the positions, once every device trip is done."""
-        index = len(packed.trips)
+        """Register new devices and advance the positions, once every other trip is done."""
         commands = [resp.command("GET", self._marker)] if index > 0 else []
         new_devices = self._new_devices(packed.batches, progress.devices)
         commands += [

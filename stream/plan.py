@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from state.batch import Contribution, DayBatch, DeviceBatch
 from state.dates import LocalDays, local_days
-from state.writer import Contribution, DayBatch, DeviceBatch
 from stream.model import FUTURE_TOLERANCE, Element, Heartbeat, Rejection, decode_until
 
 

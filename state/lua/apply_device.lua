@@ -21,47 +21,13 @@
 -- costs about a microsecond of the server's single thread. A day's fields are read in one HMGET
 -- and written in one HSET; expiry is set when a key is created (a day's expire_at never changes).
 -- Returns {1, applied, skipped} or, when the device belongs to another client, {0, owner}.
+-- Runs after lib_days.lua (add_users), which state/scripts.py puts in front of it.
 local owner = redis.call('HGET', KEYS[1], 'client')
 if owner and owner ~= ARGV[1] then
   return {0, owner}
 end
 
 local exact_limit = tonumber(ARGV[2])
-
-local function each_chunk(command, key, names)
-  local added = 0
-  -- In chunks: Lua's unpack() is limited by the C stack (~8000 values).
-  for first = 1, #names, 1000 do
-    added = added + redis.call(command, key, unpack(names, first, math.min(first + 999, #names)))
-  end
-  return added
-end
-
--- Add user hashes to a day's users key, turning the exact set into a sketch when it outgrows
--- the limit. Hashes stay strings: Lua numbers are doubles and would lose 64-bit precision.
--- A new day has a new users key: it gets its expiry, and needs no SCARD while it is small.
-local function add_users(counter, users, names, new_day, sketch, expire_at)
-  if sketch then
-    each_chunk('PFADD', users, names)
-    return
-  end
-  local added = each_chunk('SADD', users, names)
-  if added == 0 then return end
-  local size = added
-  if not new_day or added > exact_limit then
-    size = redis.call('SCARD', users)
-  end
-  if new_day or size == added then  -- every member is new: the set was created just now
-    redis.call('EXPIREAT', users, expire_at)
-  end
-  if size > exact_limit then
-    local members = redis.call('SMEMBERS', users)
-    redis.call('DEL', users)
-    each_chunk('PFADD', users, members)
-    redis.call('EXPIREAT', users, expire_at)
-    redis.call('HSET', counter, 'h', '1')
-  end
-end
 
 local applied, skipped, new_days_expire, days_expire = 0, 0, 0, 0
 local a = 4
@@ -113,7 +79,9 @@ for d = 1, tonumber(ARGV[3]) do
       redis.call('EXPIREAT', counter, expire_at)
       if expire_at > new_days_expire then new_days_expire = expire_at end
     end
-    if #names > 0 then add_users(counter, users, names, not found[1], found[2], expire_at) end
+    if #names > 0 then
+      add_users(counter, users, names, not found[1], found[2], expire_at, exact_limit)
+    end
     applied = applied + day_applied
   end
 end

@@ -26,13 +26,14 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from state.batch import Contribution, DayBatch, DeviceBatch
 from state.connection import connect
 from state.dates import Granularity, buckets
 from state.encoding import EXACT_USERS_LIMIT
 from state.reader import Reader, SeriesQuery
 from state.registry import Registry
 from state.settings import StoreSettings
-from state.writer import Contribution, DayBatch, DeviceBatch, Positions, Writer
+from state.writer import Positions, Writer
 from tests.integration.conftest import show
 
 SEED = 20_260_105

@@ -22,9 +22,10 @@ import pytest
 from redis.asyncio import Redis
 
 from state import keys
+from state.batch import Contribution, DayBatch, DeviceBatch
 from state.connection import connect
 from state.settings import StoreSettings
-from state.writer import Contribution, DayBatch, DeviceBatch, Positions, Writer
+from state.writer import Positions, Writer
 from tests.integration.conftest import show
 
 SEED = 77

@@ -10,10 +10,11 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 
 from state import keys
+from state.batch import Contribution, DayBatch, DeviceBatch
 from state.dates import Bucket
 from state.reader import Reader, SeriesQuery
 from state.registry import Registry
-from state.writer import Contribution, DayBatch, DeviceBatch, Positions, Span, Writer
+from state.writer import Positions, Span, Writer
 
 from .conftest import run_with_redis as run
 

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from state.writer import Contribution, DayBatch, DeviceBatch
+from state.batch import Contribution, DayBatch, DeviceBatch
 from stream.model import Heartbeat, Rejection
 from stream.plan import Judged, Message, Plan, client_ids, decode_batch, plan_batch
 

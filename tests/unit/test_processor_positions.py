@@ -10,7 +10,8 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
-from state.writer import ApplyResult, BatchResult, DeviceBatch, PackedBatch, Positions, Span
+from state.batch import DeviceBatch
+from state.writer import ApplyResult, BatchResult, PackedBatch, Positions, Span
 from stream.plan import Continuity, Message
 from stream.processor import BatchProcessor
 

@@ -8,7 +8,8 @@ from datetime import date
 import pytest
 
 from state import writer
-from state.writer import Contribution, DayBatch, DeviceBatch, cut_trips
+from state.batch import Contribution, DayBatch, DeviceBatch
+from state.writer import cut_trips
 
 
 def device(events: int, days: int = 1) -> DeviceBatch:

@@ -1,0 +1,149 @@
+"""The client-day aggregates against a real Redis (state/fleet.py, apply_client.lua): what a
+batch adds to a client's day, across its devices, counted once whatever is replayed."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from redis.asyncio import Redis
+
+from state import keys
+from state.batch import Contribution, DayBatch, DeviceBatch
+from state.encoding import EXACT_USERS_LIMIT
+from state.writer import Positions, Span, Writer
+
+from .conftest import run_with_redis as run
+
+EXPIRE_AT = int((datetime.now(UTC) + timedelta(days=30)).timestamp())
+D1, D2 = date(2026, 11, 2), date(2026, 11, 3)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def device(client: str, device_id: str, days: dict[date, list[Contribution]]) -> DeviceBatch:
+    out = DeviceBatch(client, device_id)
+    for day, contributions in days.items():
+        out.days[day] = DayBatch(EXPIRE_AT, list(contributions))
+    return out
+
+
+async def aggregate(redis: Redis, client: str, day: date) -> tuple[dict[str, str], int]:
+    fields = await redis.hgetall(keys.client_day(client, day))
+    users_key = keys.client_day_users(client, day)
+    kind = await redis.type(users_key)
+    users = await (redis.scard(users_key) if kind == "set" else redis.pfcount(users_key))
+    return fields, int(users)
+
+
+def test_a_client_day_sums_its_devices_and_counts_a_user_on_two_devices_once(
+    services: Any,
+) -> None:
+    client, a, b = new_id(), new_id(), new_id()
+    batches = [
+        device(client, a, {D1: [Contribution(0, 1, 5, "ann"), Contribution(0, 2, 7, "bob")]}),
+        device(client, b, {D1: [Contribution(1, 1, 3, "ann"), Contribution(1, 2, 1, None)]}),
+        device(client, b, {D2: [Contribution(1, 3, 4, "cy")]}),
+    ]
+    batches[1].days[D2] = batches.pop().days[D2]
+
+    async def body(redis: Redis) -> tuple[Any, Any]:
+        await Writer(redis).apply(batches, Positions("t", {}))
+        return await aggregate(redis, client, D1), await aggregate(redis, client, D2)
+
+    (day1, users1), (day2, users2) = run(services, body)
+    assert day1["n"] == str(5 + 7 + 3 + 1)
+    assert (day1[a], day1[b]) == ("12", "4")
+    assert users1 == 2  # ann (on both devices) and bob
+    assert day2["n"] == "4"
+    assert day2[b] == "4"
+    assert a not in day2
+    assert users2 == 1
+
+
+def test_replaying_a_batch_changes_no_aggregate(services: Any) -> None:
+    """The same events again, cut into other batches (a replay after a crash): nothing moves."""
+    client = new_id()
+    rng = random.Random(7)
+    devices = [new_id() for _ in range(6)]
+    events = [
+        (
+            rng.choice(devices),
+            Contribution(rng.randrange(2), n, rng.randint(0, 9), f"u{rng.randrange(9)}"),
+        )
+        for n in range(200)
+    ]
+
+    def batches(part: list[tuple[str, Contribution]]) -> list[DeviceBatch]:
+        by_device: dict[str, DeviceBatch] = {}
+        for device_id, contribution in part:
+            entry = by_device.setdefault(device_id, device(client, device_id, {D1: []}))
+            entry.days[D1].contributions.append(contribution)
+        return list(by_device.values())
+
+    async def body(redis: Redis) -> tuple[Any, Any]:
+        writer = Writer(redis)
+        await writer.apply(batches(events[:120]), Positions("t", {}))
+        await writer.apply(batches(events[120:]), Positions("t", {}))
+        once = await aggregate(redis, client, D1)
+        for first in range(0, 200, 70):  # other boundaries than the first time
+            await writer.apply(batches(events[first : first + 70]), Positions("t", {}))
+        return once, await aggregate(redis, client, D1)
+
+    once, again = run(services, body)
+    assert once == again
+    fields, users = once
+    assert fields["n"] == str(sum(c.count for _, c in events))
+    for device_id in devices:
+        want = sum(c.count for d, c in events if d == device_id)
+        assert int(fields.get(device_id, "0")) == want
+    assert users == len({c.user_id for _, c in events})
+
+
+def test_a_device_of_another_client_adds_nothing_to_the_claimer(services: Any) -> None:
+    owner, claimer, shared = new_id(), new_id(), new_id()
+
+    async def body(redis: Redis) -> tuple[Any, bool]:
+        writer = Writer(redis)
+        await writer.apply(
+            [device(owner, shared, {D1: [Contribution(0, 1, 5, "ann")]})], Positions("t", {})
+        )
+        result = await writer.apply(
+            [
+                device(claimer, shared, {D1: [Contribution(0, 2, 9, "eve")]}),
+                device(claimer, new_id(), {D1: [Contribution(0, 3, 1, "bob")]}),
+            ],
+            Positions("t", {0: Span(1, 3)}),
+        )
+        assert result.devices[0].owner == owner
+        return await aggregate(redis, claimer, D1), shared in (
+            await redis.hgetall(keys.client_day(claimer, D1))
+        )
+
+    (fields, users), listed = run(services, body)
+    assert fields["n"] == "1"
+    assert users == 1
+    assert not listed
+
+
+def test_a_busy_client_day_keeps_an_estimate_past_the_exact_limit(services: Any) -> None:
+    client = new_id()
+    count = EXACT_USERS_LIMIT + 300
+    devices = [
+        device(client, new_id(), {D1: [Contribution(0, n, 1, f"user-{n}")]}) for n in range(count)
+    ]
+
+    async def body(redis: Redis) -> tuple[Any, str]:
+        await Writer(redis).apply(devices, Positions("t", {}))
+        return await aggregate(redis, client, D1), await redis.type(
+            keys.client_day_users(client, D1)
+        )
+
+    (fields, users), kind = run(services, body)
+    assert fields["n"] == str(count)
+    assert kind == "string"  # a HyperLogLog
+    assert abs(users - count) <= 0.02 * count
