@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import get_args
 
 from api.errors import InvalidParameter
@@ -34,6 +34,17 @@ def label(metric: Metric, granularity: Granularity) -> str:
     return "Total Activity" if metric == "activity-count" else LABELS[granularity]
 
 
+COMPARES = ("previous_period",)
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    start: date
+    end: date
+    plan: SeriesPlan
+    """The range's buckets and their days, shared by every request of the same range."""
+
+
 @dataclass(frozen=True, slots=True)
 class ActivityParams:
     metric: Metric
@@ -42,6 +53,10 @@ class ActivityParams:
     end: date
     plan: SeriesPlan
     """The range's buckets and their days, shared by every request of the same range."""
+    compare: bool = False
+    previous: Period | None = None
+    """With ``compare``: the same number of days ending the day before ``start``, bucketed by
+    the same rules; clipped at 0001-01-01, and None when ``start`` is that day."""
 
     @property
     def buckets(self) -> list[Bucket]:
@@ -67,18 +82,30 @@ def _date(name: str, value: str | None) -> date | InvalidParameter:
         )
 
 
+def previous_period(start: date, end: date, granularity: Granularity) -> Period | None:
+    """The period a compare=previous_period answer sets beside ``[start, end]``."""
+    if start == date.min:
+        return None
+    days = days_inclusive(start, end)
+    last = start - timedelta(days=1)
+    first = date.min if (start - date.min).days < days else start - timedelta(days=days)
+    return Period(first, last, series_plan(first, last, granularity))
+
+
 def parse_activity_params(
     client_id: str,
-    device_id: str,
+    device_id: str | None,
     metric: str | None,
     start_date: str | None,
     end_date: str | None,
     granularity: str | None,
     max_range_days: int,
+    compare: str | None = None,
 ) -> ActivityParams | InvalidParameter:
     """The first invalid parameter wins, in the order of the contract's table: path, metric,
-    granularity, dates, then the range."""
-    for name, value in (("client_id", client_id), ("device_id", device_id)):
+    granularity, dates, the range, then compare. ``device_id`` None: a client-wide series."""
+    path = [("client_id", client_id)] + ([] if device_id is None else [("device_id", device_id)])
+    for name, value in path:
         checked = _uuid(name, value)
         if isinstance(checked, InvalidParameter):
             return checked
@@ -108,8 +135,19 @@ def parse_activity_params(
         return InvalidParameter(
             f"Range of {days} days exceeds the limit of {max_range_days} days", both
         )
+    if compare is not None and compare not in COMPARES:
+        return InvalidParameter(
+            f"Unknown compare: {compare}. Valid values: {', '.join(COMPARES)}",
+            {"compare": compare},
+        )
     typed_metric: Metric = "activity-count" if metric == "activity-count" else "user-count"
     typed_granularity = _GRANULARITY_OF[chosen]
     return ActivityParams(
-        typed_metric, typed_granularity, start, end, series_plan(start, end, typed_granularity)
+        typed_metric,
+        typed_granularity,
+        start,
+        end,
+        series_plan(start, end, typed_granularity),
+        compare=compare is not None,
+        previous=previous_period(start, end, typed_granularity) if compare else None,
     )

@@ -11,8 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import ReaderDep, TokenDep, app_settings
 from api.errors import Forbidden, InvalidParameter, NotFound, Unauthorized
-from api.params import ActivityParams, label, parse_activity_params
-from state.reader import SeriesQuery
+from api.params import ActivityParams, parse_activity_params
+from api.series import SeriesRequest
+from state.registry import TokenGrant
 
 router = APIRouter()
 
@@ -31,16 +32,18 @@ def _json(body: object, status: int = 200) -> Response:
 
 
 ACTIVITY_PATH = "/v2/clients/{client_id}/analytics/devices/{device_id}/activity"
+CLIENT_ACTIVITY_PATH = "/v2/clients/{client_id}/analytics/activity"
 ACTIVITY_QUERY = {
     "metric": "activity-count or user-count",
     "start_date": "YYYY-MM-DD, inclusive",
     "end_date": "YYYY-MM-DD, inclusive",
     "granularity": "daily (default), weekly, monthly or quarterly",
+    "compare": "previous_period: add the total, the previous period and the change",
 }
 
 
-def _documented_parameters() -> list[dict[str, Any]]:
-    """The activity route's parameters for the OpenAPI document, as FastAPI would list them
+def _documented_parameters(device: bool) -> list[dict[str, Any]]:
+    """A series route's parameters for the OpenAPI document, as FastAPI would list them
     declared as ``str`` (path) and ``str | None = None`` (query)."""
 
     def title(name: str) -> str:
@@ -48,7 +51,7 @@ def _documented_parameters() -> list[dict[str, Any]]:
 
     path = [
         {"in": "path", "name": n, "required": True, "schema": {"title": title(n), "type": "string"}}
-        for n in ("client_id", "device_id")
+        for n in (("client_id", "device_id") if device else ("client_id",))
     ]
     query = [
         {
@@ -67,54 +70,75 @@ def _documented_parameters() -> list[dict[str, Any]]:
     return path + query
 
 
-@router.get(
-    ACTIVITY_PATH,
-    summary="A device's activity time series",
-    responses=ERROR_RESPONSES,
-    openapi_extra={"parameters": _documented_parameters()},
-)
-async def device_activity(request: Request, token: TokenDep, reader: ReaderDep) -> Response:
-    # The path and query parameters are read here, not declared to FastAPI: they are plain
-    # strings that parse_activity_params checks, and FastAPI's per-parameter machinery cost more
-    # than the rest of the route (about 90 microseconds a request). openapi_extra documents them.
-    path, args = request.path_params, request.query_params
-    client_id, device_id = path["client_id"], path["device_id"]
-    params = parse_activity_params(
-        client_id,
+def _parse(request: Request, device_id: str | None) -> ActivityParams | InvalidParameter:
+    args = request.query_params
+    return parse_activity_params(
+        request.path_params["client_id"],
         device_id,
         args.get("metric"),
         args.get("start_date"),
         args.get("end_date"),
         args.get("granularity"),
         app_settings(request).max_range_days,
+        args.get("compare"),
     )
-    client, device = client_id.lower(), device_id.lower()
-    query = SeriesQuery(params.metric, params.plan) if isinstance(params, ActivityParams) else None
-    view = await reader.device_view(token, client, device, query)
-    # The contract's order (docs/api.md): 401, 403, 400, 404.
-    if view.grant is None:
+
+
+def _check_access(grant: TokenGrant | None, client: str, client_id: str) -> None:
+    if grant is None:
         raise Unauthorized("Unknown or revoked token")
-    if not view.grant.allows(client):
+    if not grant.allows(client):
         raise Forbidden(f"This token has no access to client {client}", {"client_id": client_id})
+
+
+@router.get(
+    ACTIVITY_PATH,
+    summary="A device's activity time series",
+    responses=ERROR_RESPONSES,
+    openapi_extra={"parameters": _documented_parameters(device=True)},
+)
+async def device_activity(request: Request, token: TokenDep, reader: ReaderDep) -> Response:
+    # The path and query parameters are read here, not declared to FastAPI: they are plain
+    # strings that parse_activity_params checks, and FastAPI's per-parameter machinery cost more
+    # than the rest of the route (about 90 microseconds a request). openapi_extra documents them.
+    client_id, device_id = request.path_params["client_id"], request.path_params["device_id"]
+    params = _parse(request, device_id)
+    client, device = client_id.lower(), device_id.lower()
+    wanted = SeriesRequest(params) if isinstance(params, ActivityParams) else None
+    query, extra = (wanted.queries[0], wanted.queries[1:]) if wanted is not None else (None, [])
+    view = await reader.device_view(token, client, device, query, extra)
+    # The contract's order (docs/api.md): 401, 403, 400, 404.
+    _check_access(view.grant, client, client_id)
     if isinstance(params, InvalidParameter):
         raise params
     if not view.client_exists:
         raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
     if view.device_owner != client:
         raise NotFound(f"Unknown device for this client: {device}", {"device_id": device_id})
+    assert wanted is not None
     assert view.values is not None
-    return _json(
-        {
-            "metric": params.metric,
-            "label": label(params.metric, params.granularity),
-            "granularity": params.granularity,
-            "period": {"start": params.start.isoformat(), "end": params.end.isoformat()},
-            "data": [
-                {"date": day, "value": v}
-                for day, v in zip(params.plan.dates, view.values, strict=True)
-            ],
-        }
-    )
+    return _json(wanted.body([view.values, *view.extra]))
+
+
+@router.get(
+    CLIENT_ACTIVITY_PATH,
+    summary="A client's activity time series, all its devices together",
+    responses=ERROR_RESPONSES,
+    openapi_extra={"parameters": _documented_parameters(device=False)},
+)
+async def client_activity(request: Request, token: TokenDep, reader: ReaderDep) -> Response:
+    client_id = request.path_params["client_id"]
+    params = _parse(request, None)
+    client = client_id.lower()
+    wanted = SeriesRequest(params) if isinstance(params, ActivityParams) else None
+    view = await reader.client_view(token, client, wanted.queries if wanted is not None else [])
+    _check_access(view.grant, client, client_id)
+    if isinstance(params, InvalidParameter):
+        raise params
+    if not view.client_exists:
+        raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
+    assert wanted is not None
+    return _json(wanted.body(view.values))
 
 
 @router.get("/healthz", summary="The process is up")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 from typing import Any, Literal
@@ -55,6 +55,12 @@ class SeriesPlan:
 
 
 @lru_cache(maxsize=_PLANS_KEPT)
+def whole_plan(first: date, last: date) -> SeriesPlan:
+    """One bucket over the whole range: its total (distinct users over the range)."""
+    return SeriesPlan.of([Bucket(first, last)])
+
+
+@lru_cache(maxsize=_PLANS_KEPT)
 def series_plan(first: date, last: date, granularity: Granularity) -> SeriesPlan:
     """``SeriesPlan.of(buckets(first, last, granularity))``, remembered per range."""
     return SeriesPlan.of(buckets(first, last, granularity))
@@ -77,6 +83,17 @@ class DeviceView:
     device_owner: str | None
     values: list[int] | None
     """One value per bucket of the query; None when no query was asked."""
+    extra: list[list[int]] = field(default_factory=list)
+    """The values of each extra query, in order."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientView:
+    """What a client-wide request needs: the grant, the client, and each query's values."""
+
+    grant: TokenGrant | None
+    client_exists: bool
+    values: list[list[int]]
 
 
 def _hash_fields(reply: Any) -> dict[str, str]:
@@ -97,43 +114,71 @@ class Reader:
             await self._redis.ping()
 
     async def device_view(
-        self, token: str, client_id: str, device_id: str, query: SeriesQuery | None
+        self,
+        token: str,
+        client_id: str,
+        device_id: str,
+        query: SeriesQuery | None,
+        extra: Sequence[SeriesQuery] = (),
     ) -> DeviceView:
-        """The token's grant, the client's and device's existence and, speculatively, the series:
-        a valid request costs exactly one round trip. The series is computed even when a later
-        check will refuse the request; it only ever reads the device's own keys."""
+        """The token's grant, the client's and device's existence and, speculatively, the series
+        (and ``extra`` ones, e.g. the previous period): a valid request costs exactly one round
+        trip. The series are computed even when a later check will refuse the request; they only
+        ever read the device's own keys."""
         commands = [
             resp.command("HGETALL", keys.token(hash_token(token))),
             resp.command("EXISTS", keys.client(client_id)),
             resp.command("HGET", keys.device_meta(device_id), "client"),
         ]
-        if query is not None:
-            commands.append(self._series_command(device_id, query))
+        queries = ([] if query is None else [query]) + list(extra)
+        tag, scratch = keys.device_tag(device_id), keys.device_scratch(device_id)
+        commands += [self._series_command(tag, scratch, q) for q in queries]
         replies = await self._round_trip(commands)
+        values = [list(map(int, reply)) for reply in replies[3:]]
         return DeviceView(
             grant=TokenGrant.decode(_hash_fields(replies[0])),
             client_exists=bool(replies[1]),
             device_owner=replies[2],
-            values=list(map(int, replies[3])) if query is not None else None,
+            values=values[0] if query is not None else None,
+            extra=values[1:] if query is not None else values,
         )
 
-    def _series_command(self, device_id: str, query: SeriesQuery) -> bytes:
-        """The EVALSHA of the query's read script over the device's day keys, in day order."""
+    async def client_view(
+        self, token: str, client_id: str, queries: Sequence[SeriesQuery]
+    ) -> ClientView:
+        """The token's grant, the client's existence and, speculatively, the client-wide series
+        of ``queries`` over its client-day aggregates (state/fleet.py), in one round trip."""
+        commands = [
+            resp.command("HGETALL", keys.token(hash_token(token))),
+            resp.command("EXISTS", keys.client(client_id)),
+        ]
+        tag, scratch = keys.client_tag(client_id), keys.client_scratch(client_id)
+        commands += [self._series_command(tag, scratch, q) for q in queries]
+        replies = await self._round_trip(commands)
+        return ClientView(
+            grant=TokenGrant.decode(_hash_fields(replies[0])),
+            client_exists=bool(replies[1]),
+            values=[list(map(int, reply)) for reply in replies[2:]],
+        )
+
+    def _series_command(self, tag: str, scratch: str, query: SeriesQuery) -> bytes:
+        """The EVALSHA of the query's read script over the day keys under ``tag`` (a device's or
+        a client's), in day order; ``scratch`` is the users script's key of the same slot."""
         plan = query.buckets
         if not isinstance(plan, SeriesPlan):
             plan = SeriesPlan.of(plan)
-        scratch: tuple[str, ...] = ()
+        scratches: tuple[str, ...] = ()
         if query.metric == "activity-count":
             sha, day_keys = self._scripts.read_counts.sha, plan.counter_keys
         else:
             sha = self._scripts.read_users.sha
-            scratch, day_keys = (keys.device_scratch(device_id),), plan.users_keys
-        numkeys = len(scratch) + len(day_keys)
+            scratches, day_keys = (scratch,), plan.users_keys
+        numkeys = len(scratches) + len(day_keys)
         return b"".join(
             (
                 resp.header(3 + numkeys + len(plan.sizes)),
-                resp.bulks(("EVALSHA", sha, numkeys, *scratch)),
-                day_keys.pack(keys.device_tag(device_id).encode()),
+                resp.bulks(("EVALSHA", sha, numkeys, *scratches)),
+                day_keys.pack(tag.encode()),
                 plan.packed_sizes,
             )
         )

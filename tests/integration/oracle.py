@@ -108,22 +108,26 @@ class Oracle:
         granularity: Granularity,
     ) -> list[dict[str, Any]]:
         """The ``data`` list of the response: one point per clipped bucket, zeros included."""
-        cells = self._days.get(key, {})
-        groups: list[tuple[Hashable, date, list[DayCell]]] = []
-        for day in days_between(first, last):
-            k = bucket_key(day, granularity)
-            if not groups or groups[-1][0] != k:
-                groups.append((k, day, []))
-            if day in cells:
-                groups[-1][2].append(cells[day])
-        points = []
-        for _, first_day, bucket_cells in groups:
-            if metric == "activity-count":
-                value = sum(c.activity for c in bucket_cells)
-            else:
-                value = len(set().union(*(c.users for c in bucket_cells)))
-            points.append({"date": first_day.isoformat(), "value": value})
-        return points
+        return _series(self._days.get(key, {}), first, last, metric, granularity)
+
+    def client_series(
+        self,
+        client: str,
+        first: date,
+        last: date,
+        metric: Metric,
+        granularity: Granularity,
+    ) -> list[dict[str, Any]]:
+        """The client-wide ``data``: its devices' days merged, a user on two devices once."""
+        merged: dict[date, DayCell] = {}
+        for (owner, _), cells in self._days.items():
+            if owner != client.lower():
+                continue
+            for day, cell in cells.items():
+                into = merged.setdefault(day, DayCell())
+                into.activity += cell.activity
+                into.users |= cell.users
+        return _series(merged, first, last, metric, granularity)
 
     def body(
         self,
@@ -141,3 +145,27 @@ class Oracle:
             "period": {"start": first.isoformat(), "end": last.isoformat()},
             "data": self.series(key, first, last, metric, granularity),
         }
+
+
+def _series(
+    cells: Mapping[date, DayCell],
+    first: date,
+    last: date,
+    metric: Metric,
+    granularity: Granularity,
+) -> list[dict[str, Any]]:
+    groups: list[tuple[Hashable, date, list[DayCell]]] = []
+    for day in days_between(first, last):
+        k = bucket_key(day, granularity)
+        if not groups or groups[-1][0] != k:
+            groups.append((k, day, []))
+        if day in cells:
+            groups[-1][2].append(cells[day])
+    points = []
+    for _, first_day, bucket_cells in groups:
+        if metric == "activity-count":
+            value = sum(c.activity for c in bucket_cells)
+        else:
+            value = len(set().union(*(c.users for c in bucket_cells)))
+        points.append({"date": first_day.isoformat(), "value": value})
+    return points

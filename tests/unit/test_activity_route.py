@@ -4,7 +4,7 @@ docs/api.md. The reader is a stub; no Redis."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -30,15 +30,28 @@ class StubReader:
         self.calls: list[tuple[str, str, str, SeriesQuery | None]] = []
 
     async def device_view(
-        self, token: str, client_id: str, device_id: str, query: SeriesQuery | None
+        self,
+        token: str,
+        client_id: str,
+        device_id: str,
+        query: SeriesQuery | None,
+        extra: Sequence[SeriesQuery] = (),
     ) -> DeviceView:
         self.calls.append((token, client_id, device_id, query))
-        values = None
-        if query is not None:
-            assert isinstance(query.buckets, SeriesPlan)
-            values = list(range(1, len(query.buckets.sizes) + 1))
+        values = None if query is None else _counting(query)
         grant = TokenGrant(frozenset({CLIENT}), all_clients=False)
-        return DeviceView(grant, client_exists=True, device_owner=CLIENT, values=values)
+        return DeviceView(
+            grant,
+            client_exists=True,
+            device_owner=CLIENT,
+            values=values,
+            extra=[_counting(q) for q in extra],
+        )
+
+
+def _counting(query: SeriesQuery) -> list[int]:
+    assert isinstance(query.buckets, SeriesPlan)
+    return list(range(1, len(query.buckets.sizes) + 1))
 
 
 @pytest.fixture
@@ -126,6 +139,7 @@ def test_the_document_lists_the_routes_parameters_and_no_422(client: TestClient)
         ("query", "start_date", False),
         ("query", "end_date", False),
         ("query", "granularity", False),
+        ("query", "compare", False),
     ]
     assert operation["security"] == [{"HTTPBearer": []}]
     assert "422" not in operation["responses"]  # docs/api.md: never a 422
@@ -139,3 +153,38 @@ def test_requests_are_counted_by_route_and_status(client: TestClient) -> None:
     assert f'devact_api_requests_total{{route="{TEMPLATE}",status="200"}} 2.0' in text
     assert f'devact_api_requests_total{{route="{TEMPLATE}",status="401"}} 1.0' in text
     assert f'devact_api_request_seconds_count{{route="{TEMPLATE}"}} 3.0' in text
+
+
+def test_compare_adds_the_total_the_previous_period_and_the_change(
+    client: TestClient, reader: StubReader
+) -> None:
+    """The stub answers 1, 2, 3, ... per bucket for every series: this range's 1 + 2 + 3 = 6,
+    the previous three days' 6 too, so the change is 0."""
+    response = get(
+        client,
+        metric="activity-count",
+        start_date="2026-03-01",
+        end_date="2026-03-03",
+        compare="previous_period",
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["total"] == 6
+    assert body["previous"] == {
+        "period": {"start": "2026-02-26", "end": "2026-02-28"},
+        "total": 6,
+        "data": [
+            {"date": "2026-02-26", "value": 1},
+            {"date": "2026-02-27", "value": 2},
+            {"date": "2026-02-28", "value": 3},
+        ],
+    }
+    assert body["change"] == 0
+
+
+def test_an_unknown_compare_is_400(client: TestClient) -> None:
+    response = get(
+        client, metric="activity-count", start_date="2026-03-01", end_date="2026-03-03", compare="x"
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["details"] == {"compare": "x"}
