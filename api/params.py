@@ -13,7 +13,7 @@ from typing import get_args
 
 from api.errors import InvalidParameter
 from state.dates import GRANULARITIES, Bucket, Granularity, days_inclusive
-from state.reader import Metric, SeriesPlan, series_plan
+from state.reader import Metric, RankingPlan, SeriesPlan, ranking_plan, series_plan
 
 METRICS: tuple[Metric, ...] = get_args(Metric)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
@@ -150,4 +150,58 @@ def parse_activity_params(
         series_plan(start, end, typed_granularity),
         compare=compare is not None,
         previous=previous_period(start, end, typed_granularity) if compare else None,
+    )
+
+
+ORDERS = ("desc", "asc")
+LIMIT_DEFAULT, LIMIT_MAX = 10, 1000
+_LIMIT = re.compile(r"[0-9]{1,4}")
+
+
+@dataclass(frozen=True, slots=True)
+class RankingParams:
+    metric: Metric
+    start: date
+    end: date
+    order: str
+    limit: int
+    plan: RankingPlan
+
+
+def parse_ranking_params(
+    client_id: str,
+    metric: str | None,
+    start_date: str | None,
+    end_date: str | None,
+    order: str | None,
+    limit: str | None,
+    max_range_days: int,
+) -> RankingParams | InvalidParameter:
+    """The ranking's parameters; the first invalid one wins, in the contract's order: path,
+    metric, dates, the range, order, limit."""
+    ranged = parse_activity_params(
+        client_id, None, metric, start_date, end_date, None, max_range_days
+    )
+    if isinstance(ranged, InvalidParameter):
+        return ranged
+    chosen = "desc" if order is None else order
+    if chosen not in ORDERS:
+        return InvalidParameter(
+            f"Unknown order: {chosen}. Valid values: {', '.join(ORDERS)}", {"order": chosen}
+        )
+    count = LIMIT_DEFAULT
+    if limit is not None:
+        if not _LIMIT.fullmatch(limit) or not 1 <= int(limit) <= LIMIT_MAX:
+            return InvalidParameter(
+                f"Invalid limit: {limit}. Expected an integer from 1 to {LIMIT_MAX}",
+                {"limit": limit},
+            )
+        count = int(limit)
+    return RankingParams(
+        ranged.metric,
+        ranged.start,
+        ranged.end,
+        chosen,
+        count,
+        ranking_plan(ranged.start, ranged.end),
     )

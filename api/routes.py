@@ -11,7 +11,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import ReaderDep, TokenDep, app_settings
 from api.errors import Forbidden, InvalidParameter, NotFound, Unauthorized
-from api.params import ActivityParams, parse_activity_params
+from api.params import (
+    ActivityParams,
+    RankingParams,
+    parse_activity_params,
+    parse_ranking_params,
+)
+from api.ranking import RANKING_QUERY, ranking_body
 from api.series import SeriesRequest
 from state.registry import TokenGrant
 
@@ -33,6 +39,7 @@ def _json(body: object, status: int = 200) -> Response:
 
 ACTIVITY_PATH = "/v2/clients/{client_id}/analytics/devices/{device_id}/activity"
 CLIENT_ACTIVITY_PATH = "/v2/clients/{client_id}/analytics/activity"
+RANKING_PATH = "/v2/clients/{client_id}/analytics/devices"
 ACTIVITY_QUERY = {
     "metric": "activity-count or user-count",
     "start_date": "YYYY-MM-DD, inclusive",
@@ -40,6 +47,30 @@ ACTIVITY_QUERY = {
     "granularity": "daily (default), weekly, monthly or quarterly",
     "compare": "previous_period: add the total, the previous period and the change",
 }
+
+
+def _query_parameter(name: str, text: str) -> dict[str, Any]:
+    return {
+        "description": text,
+        "in": "query",
+        "name": name,
+        "required": False,
+        "schema": {
+            "anyOf": [{"type": "string"}, {"type": "null"}],
+            "description": text,
+            "title": name.replace("_", " ").title(),
+        },
+    }
+
+
+def _ranking_parameters() -> list[dict[str, Any]]:
+    path = {
+        "in": "path",
+        "name": "client_id",
+        "required": True,
+        "schema": {"title": "Client Id", "type": "string"},
+    }
+    return [path] + [_query_parameter(n, text) for n, text in RANKING_QUERY.items()]
 
 
 def _documented_parameters(device: bool) -> list[dict[str, Any]]:
@@ -139,6 +170,37 @@ async def client_activity(request: Request, token: TokenDep, reader: ReaderDep) 
         raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
     assert wanted is not None
     return _json(wanted.body(view.values))
+
+
+@router.get(
+    RANKING_PATH,
+    summary="A client's devices ranked by a metric over a range, zeros included",
+    responses=ERROR_RESPONSES,
+    openapi_extra={"parameters": _ranking_parameters()},
+)
+async def device_ranking(request: Request, token: TokenDep, reader: ReaderDep) -> Response:
+    client_id = request.path_params["client_id"]
+    args = request.query_params
+    params = parse_ranking_params(
+        client_id,
+        args.get("metric"),
+        args.get("start_date"),
+        args.get("end_date"),
+        args.get("order"),
+        args.get("limit"),
+        app_settings(request).max_range_days,
+    )
+    client = client_id.lower()
+    if isinstance(params, RankingParams):
+        view = await reader.ranking_view(token, client, params.metric, params.plan)
+    else:
+        view = await reader.ranking_view(token, client, "activity-count", None)
+    _check_access(view.grant, client, client_id)
+    if isinstance(params, InvalidParameter):
+        raise params
+    if not view.client_exists:
+        raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
+    return _json(ranking_body(params, view.devices, view.values))
 
 
 @router.get("/healthz", summary="The process is up")

@@ -52,8 +52,12 @@ def _call(sha: str, client: str, batches: Sequence[DeviceBatch], members: list[i
     args: list[str | int] = [EXACT_USERS_LIMIT, len(days)]
     events = 0
     for day, (expire_at, devices) in days.items():
-        script_keys += [keys.client_day(client, day), keys.client_day_users(client, day)]
-        args += [expire_at, len(devices)]
+        script_keys += [
+            keys.client_day(client, day),
+            keys.client_day_users(client, day),
+            keys.client_month_users(client, day),
+        ]
+        args += [expire_at, day.day, len(devices)]
         for device_id, day_batch in devices:
             args += [device_id, len(day_batch.contributions)]
             for c in day_batch.contributions:

@@ -18,6 +18,9 @@ Keys (one line each: key, type, what it holds):
   ``o<p>`` as in a device's day hash.
 - ``da:{c:<client>}:<YYYY-MM-DD>:u`` set or HyperLogLog: the client's users of the day, across
   its devices (a user on two devices is one), kept as a device-day's users are.
+- ``da:{c:<client>}:<YYYY-MM>:du`` hash: ``<device>:<user hash>`` = a bitmap of the days of the
+  month that user was active on that device (bit d-1 for day d): a device's distinct users over a
+  range, for rankings. Expires with the month's latest day.
 - ``da:{c:<client>}:scratch``: a read script's temporary HyperLogLog, as the device's.
 - ``da:client:<client>`` hash: ``timezone``, ``name``, ``created_at``.
 - ``da:client:<client>:devices`` set: device ids of the client.
@@ -87,6 +90,11 @@ def client_day(client_id: str, day: date) -> str:
 
 def client_day_users(client_id: str, day: date) -> str:
     return f"{client_tag(client_id)}:{day.isoformat()}:u"
+
+
+def client_month_users(client_id: str, day: date) -> str:
+    """The device-users hash of the month of ``day``."""
+    return f"{client_tag(client_id)}:{day.year:04d}-{day.month:02d}:du"
 
 
 def client_scratch(client_id: str) -> str:

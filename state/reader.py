@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -64,6 +64,41 @@ def whole_plan(first: date, last: date) -> SeriesPlan:
 def series_plan(first: date, last: date, granularity: Granularity) -> SeriesPlan:
     """``SeriesPlan.of(buckets(first, last, granularity))``, remembered per range."""
     return SeriesPlan.of(buckets(first, last, granularity))
+
+
+@dataclass(frozen=True, slots=True)
+class RankingPlan:
+    """What ranking a client's devices over a range reads: the range's client-day aggregates
+    (activity) or the device-users hashes of the months it touches, each with the bitmask of
+    its days inside the range (users)."""
+
+    days: resp.PrefixedBulks
+    months: tuple[tuple[date, int], ...]
+
+
+@lru_cache(maxsize=_PLANS_KEPT)
+def ranking_plan(first: date, last: date) -> RankingPlan:
+    days = [first + timedelta(days=n) for n in range(days_inclusive(first, last))]
+    masks: dict[date, int] = {}
+    for day in days:
+        month = day.replace(day=1)
+        masks[month] = masks.get(month, 0) | 1 << (day.day - 1)
+    return RankingPlan(
+        days=resp.PrefixedBulks(keys.day_counter_suffix(d) for d in days),
+        months=tuple(masks.items()),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RankingView:
+    """What a ranking request needs: the grant, the client, its devices and their values."""
+
+    grant: TokenGrant | None
+    client_exists: bool
+    devices: set[str]
+    """Every device the client owns (the ranking lists them all, zeros included)."""
+    values: dict[str, int]
+    """The devices with a value above zero over the range."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +194,42 @@ class Reader:
             grant=TokenGrant.decode(_hash_fields(replies[0])),
             client_exists=bool(replies[1]),
             values=[list(map(int, reply)) for reply in replies[2:]],
+        )
+
+    async def ranking_view(
+        self, token: str, client_id: str, metric: Metric, plan: RankingPlan | None
+    ) -> RankingView:
+        """The grant, the client, its devices and, speculatively, each device's value over the
+        plan's range (rank_activity.lua, rank_users.lua), in one round trip."""
+        commands = [
+            resp.command("HGETALL", keys.token(hash_token(token))),
+            resp.command("EXISTS", keys.client(client_id)),
+            resp.command("SMEMBERS", keys.client_devices(client_id)),
+        ]
+        if plan is not None:
+            commands.append(self._ranking_command(client_id, metric, plan))
+        replies = await self._round_trip(commands)
+        flat = replies[3] if plan is not None else []
+        return RankingView(
+            grant=TokenGrant.decode(_hash_fields(replies[0])),
+            client_exists=bool(replies[1]),
+            devices=set(replies[2]),
+            values={flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)},
+        )
+
+    def _ranking_command(self, client_id: str, metric: Metric, plan: RankingPlan) -> bytes:
+        if metric == "activity-count":
+            return b"".join(
+                (
+                    resp.header(3 + len(plan.days)),
+                    resp.bulks(("EVALSHA", self._scripts.rank_activity.sha, len(plan.days))),
+                    plan.days.pack(keys.client_tag(client_id).encode()),
+                )
+            )
+        month_keys = [keys.client_month_users(client_id, month) for month, _ in plan.months]
+        masks = [mask for _, mask in plan.months]
+        return resp.command(
+            "EVALSHA", self._scripts.rank_users.sha, len(month_keys), *month_keys, *masks
         )
 
     def _series_command(self, tag: str, scratch: str, query: SeriesQuery) -> bytes:
