@@ -16,7 +16,7 @@ import typer
 
 from state.connection import connect
 from state.errors import StateError
-from state.inspect import inspect_device, retention_days_back
+from state.inspect import inspect_client, inspect_device, retention_days_back
 from state.registry import Registry, validate_timezone
 from state.settings import StoreSettings
 
@@ -185,14 +185,17 @@ def token_revoke(token: str) -> None:
 @app.command()
 def inspect(
     client: Annotated[str, typer.Option(help="Client id.")],
-    device: Annotated[str, typer.Option(help="Device id.")],
+    device: Annotated[
+        str | None, typer.Option(help="Device id; without it, the client's aggregates.")
+    ] = None,
     day: Annotated[
         str | None, typer.Option("--date", help="One local day (YYYY-MM-DD); default: all.")
     ] = None,
 ) -> None:
-    """Print, as JSON, what Redis holds for a device."""
+    """Print, as JSON, what Redis holds for a device, or for a client's fleet views."""
     settings = StoreSettings()
-    cid, did = _uuid_or_exit(client), _uuid_or_exit(device)
+    cid = _uuid_or_exit(client)
+    did = None if device is None else _uuid_or_exit(device)
     if day is not None:
         days = [date.fromisoformat(day)]
     else:
@@ -201,6 +204,8 @@ def inspect(
     async def run() -> dict[str, object]:
         redis = connect(settings)
         try:
+            if did is None:
+                return await inspect_client(redis, cid, days)
             return await inspect_device(redis, cid, did, days)
         finally:
             await redis.aclose()

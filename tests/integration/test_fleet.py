@@ -8,6 +8,7 @@ Two clients in timezones far from UTC, six devices each, users shared across a c
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from dataclasses import dataclass
@@ -386,3 +387,19 @@ def test_the_ranking_checks_the_range_like_the_series(stack: Stack, fleet: Fleet
     assert longest.status_code == 200
     unknown = _ranking(stack, fleet.token, str(uuid.uuid4()), "activity-count", today, today)
     assert unknown.status_code == 404
+
+
+def test_inspect_without_a_device_shows_the_client_s_aggregates(stack: Stack, fleet: Fleet) -> None:
+    client = next(iter(fleet.clients))
+    out = json.loads(stack.cli("inspect", "--client", client))
+    shown = {d["date"]: d["activity_count"] for d in out["days"]}
+    keys_ = [(client, device) for device in fleet.devices[client]]
+    expected = {
+        day.isoformat(): sum(fleet.oracle.total_activity(key, day, day) for key in keys_)
+        for key in keys_
+        for day in fleet.oracle.local_days(key)
+    }
+    assert shown == expected
+    assert out["devices"] == DEVICES
+    assert out["months"]
+    assert all(m["device_user_pairs"] > 0 for m in out["months"])
