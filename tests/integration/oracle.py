@@ -95,6 +95,24 @@ class Oracle:
         keys = [key] if key is not None else list(self._days)
         return {day for k in keys for day in self._days.get(k, {})}
 
+    def users(self, key: DeviceKey, first: date, last: date) -> set[str]:
+        """The device's distinct users over ``[first, last]``."""
+        cells = self._days.get(key, {})
+        return set().union(*(cells[d].users for d in days_between(first, last) if d in cells))
+
+    def client_days(self, client: str) -> dict[date, tuple[int, set[str], dict[str, int]]]:
+        """Per local day of the client: its activity, its users across devices, and each of
+        its devices' activity that day (devices with any event that day)."""
+        out: dict[date, tuple[int, set[str], dict[str, int]]] = {}
+        for (owner, device), cells in self._days.items():
+            if owner != client.lower():
+                continue
+            for day, cell in cells.items():
+                activity, users, devices = out.get(day, (0, set(), {}))
+                devices[device] = cell.activity
+                out[day] = (activity + cell.activity, users | cell.users, devices)
+        return out
+
     def total_activity(self, key: DeviceKey, first: date, last: date) -> int:
         cells = self._days.get(key, {})
         return sum(cells[d].activity for d in days_between(first, last) if d in cells)

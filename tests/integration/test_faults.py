@@ -289,15 +289,18 @@ def _split_between(members: list[Any], count: int) -> list[Any] | None:
 
 
 def _data_keys_of(workload: Workload) -> Callable[[str], bool]:
-    """Keys rebuilt from the topic alone: the workload's devices' days, users and owners, and
-    its clients' device sets. (Client registrations and tokens are not in the topic, and
-    `da:applied` is the worker's bookkeeping.) Other tests' keys share this Redis: left out."""
+    """Keys rebuilt from the topic alone: the workload's devices' days, users and owners, its
+    clients' aggregates and device sets. (Client registrations and tokens are not in the topic,
+    and `da:applied` is the worker's bookkeeping.) Other tests' keys share this Redis: left out."""
     devices = {device for _, device in workload.devices}
+    clients = set(workload.timezones)
     device_sets = {f"da:client:{client}:devices" for client in workload.timezones}
 
     def is_data_key(key: str) -> bool:
         if key.startswith("da:{d:"):
             return key[len("da:{d:") :].split("}", 1)[0] in devices
+        if key.startswith("da:{c:"):
+            return key[len("da:{c:") :].split("}", 1)[0] in clients
         return key in device_sets
 
     return is_data_key

@@ -94,10 +94,48 @@ def cell_differences(probe: RedisProbe, workload: Workload, limit: int = 20) -> 
     )
 
 
+def client_differences(probe: RedisProbe, workload: Workload, limit: int = 20) -> str:
+    """Client-day aggregates (activity, each device's activity, users across devices) and
+    month device-users (each device's distinct users of the month, what rankings read) that
+    differ from the oracle ('' when none)."""
+    wrong = []
+    for client in workload.timezones:
+        days = workload.oracle.client_days(client)
+        for day, (activity, users, devices) in sorted(days.items()):
+            fields, (kind, size) = (
+                probe.hash(keys.client_day(client, day)),
+                probe.user_sets([keys.client_day_users(client, day)])[0],
+            )
+            stored = {f: int(v) for f, v in fields.items() if len(f) == 36}
+            wanted = {d: a for d, a in devices.items() if a > 0}
+            if int(fields.get(keys.COUNT_FIELD, -1)) != activity or stored != wanted:
+                wrong.append(f"  {client} {day}: n={fields.get('n')} (oracle {activity})")
+            if (kind, size) != (("set", len(users)) if users else ("none", 0)):
+                wrong.append(f"  {client} {day}: users {kind} of {size} (oracle {len(users)})")
+        for month in sorted({d.replace(day=1) for d in days}):
+            last = (month + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+            pairs = probe.hash(keys.client_month_users(client, month))
+            per_device: dict[str, int] = {}
+            for pair in pairs:
+                per_device[pair[:36]] = per_device.get(pair[:36], 0) + 1
+            wanted = {
+                device: len(found)
+                for _, device in workload.devices
+                if (found := workload.oracle.users((client, device), month, last))
+            }
+            if per_device != wanted:
+                wrong.append(
+                    f"  {client} {month:%Y-%m}: device users {per_device} (oracle {wanted})"
+                )
+    if not wrong:
+        return ""
+    return f"{len(wrong)} client aggregates differ:\n" + "\n".join(wrong[:limit])
+
+
 def assert_exact(probe: RedisProbe, workload: Workload) -> None:
     """Every device-day counter and user count equals the oracle, and no device of the workload
     has a day key the oracle does not know."""
-    differences = cell_differences(probe, workload)
+    differences = cell_differences(probe, workload) or client_differences(probe, workload)
     assert not differences, differences
     devices = {d for _, d in workload.devices}
     expected = {c.counter_key for c in workload.cells()} | {

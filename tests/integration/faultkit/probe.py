@@ -74,6 +74,11 @@ class RedisProbe:
             ]
         return result
 
+    def hash(self, key: str) -> dict[str, str]:
+        """HGETALL, decoded."""
+        fields = self._redis.hgetall(key)
+        return {k.decode(): v.decode() for k, v in fields.items()}  # type: ignore[union-attr]
+
     def keys_matching(self, pattern: str) -> list[str]:
         return sorted(k.decode() for k in self._redis.scan_iter(match=pattern, count=5000))
 
