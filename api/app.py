@@ -6,11 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers
 from api.head import HeadAsGet
+from api.live import LiveHub
 from api.metrics import ApiMetrics, MetricsMiddleware
-from api.routes import router
+from api.routes import STATIC, router
 from api.settings import ApiSettings
 from state.connection import connect
 from state.reader import Reader
@@ -21,9 +23,12 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect(settings)
         app.state.reader = Reader(redis)
+        app.state.live = LiveHub(redis)
+        app.state.live.start()
         try:
             yield
         finally:
+            await app.state.live.stop()
             await redis.aclose()
 
     app = FastAPI(
@@ -38,4 +43,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(HeadAsGet)  # outermost: HEAD is GET to everything inside
     install_error_handlers(app)
     app.include_router(router)
+    # The page's script, styles and the vendored chart library: everything it loads.
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

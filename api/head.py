@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+HEAD_SCOPE_KEY = "devact.head"
+
 
 class HeadAsGet:
     """ASGI middleware: a HEAD request runs as GET; the status and headers (Content-Length
@@ -23,4 +25,5 @@ class HeadAsGet:
                 message = {**message, "body": b""}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, without_body)
+        # HEAD_SCOPE_KEY tells a streaming route (api/live.py) to answer its headers alone.
+        await self.app({**scope, "method": "GET", HEAD_SCOPE_KEY: True}, receive, without_body)

@@ -109,12 +109,9 @@ def parse_activity_params(
         checked = _uuid(name, value)
         if isinstance(checked, InvalidParameter):
             return checked
-    if metric is None:
-        return InvalidParameter("Missing required parameter: metric", {"metric": None})
-    if metric not in METRICS:
-        return InvalidParameter(
-            f"Unknown metric: {metric}. Valid values: {', '.join(METRICS)}", {"metric": metric}
-        )
+    typed_metric = _metric(metric)
+    if isinstance(typed_metric, InvalidParameter):
+        return typed_metric
     chosen = "daily" if granularity is None else granularity
     if chosen not in GRANULARITIES:
         return InvalidParameter(
@@ -140,7 +137,6 @@ def parse_activity_params(
             f"Unknown compare: {compare}. Valid values: {', '.join(COMPARES)}",
             {"compare": compare},
         )
-    typed_metric: Metric = "activity-count" if metric == "activity-count" else "user-count"
     typed_granularity = _GRANULARITY_OF[chosen]
     return ActivityParams(
         typed_metric,
@@ -151,6 +147,27 @@ def parse_activity_params(
         compare=compare is not None,
         previous=previous_period(start, end, typed_granularity) if compare else None,
     )
+
+
+def parse_live_params(
+    client_id: str, device_id: str, metric: str | None
+) -> Metric | InvalidParameter:
+    """The live stream's parameters: the path ids and the metric, checked as for the series."""
+    for name, value in (("client_id", client_id), ("device_id", device_id)):
+        checked = _uuid(name, value)
+        if isinstance(checked, InvalidParameter):
+            return checked
+    return _metric(metric)
+
+
+def _metric(metric: str | None) -> Metric | InvalidParameter:
+    if metric is None:
+        return InvalidParameter("Missing required parameter: metric", {"metric": None})
+    if metric not in METRICS:
+        return InvalidParameter(
+            f"Unknown metric: {metric}. Valid values: {', '.join(METRICS)}", {"metric": metric}
+        )
+    return "activity-count" if metric == "activity-count" else "user-count"
 
 
 ORDERS = ("desc", "asc")

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sse_starlette import EventSourceResponse
 
 from api.deps import ReaderDep, TokenDep, app_settings
 from api.errors import Forbidden, InvalidParameter, NotFound, Unauthorized
+from api.head import HEAD_SCOPE_KEY
+from api.live import KEEPALIVE_S, live_points
 from api.params import (
     ActivityParams,
     RankingParams,
     parse_activity_params,
+    parse_live_params,
     parse_ranking_params,
 )
 from api.ranking import RANKING_QUERY, ranking_body
@@ -22,6 +28,7 @@ from api.series import SeriesRequest
 from state.registry import TokenGrant
 
 router = APIRouter()
+STATIC = Path(__file__).parent / "static"
 
 ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
     400: {"description": "Invalid parameter"},
@@ -40,6 +47,7 @@ def _json(body: object, status: int = 200) -> Response:
 ACTIVITY_PATH = "/v2/clients/{client_id}/analytics/devices/{device_id}/activity"
 CLIENT_ACTIVITY_PATH = "/v2/clients/{client_id}/analytics/activity"
 RANKING_PATH = "/v2/clients/{client_id}/analytics/devices"
+LIVE_PATH = ACTIVITY_PATH + "/live"
 ACTIVITY_QUERY = {
     "metric": "activity-count or user-count",
     "start_date": "YYYY-MM-DD, inclusive",
@@ -71,6 +79,12 @@ def _ranking_parameters() -> list[dict[str, Any]]:
         "schema": {"title": "Client Id", "type": "string"},
     }
     return [path] + [_query_parameter(n, text) for n, text in RANKING_QUERY.items()]
+
+
+def _live_parameters() -> list[dict[str, Any]]:
+    return [
+        p for p in _documented_parameters(device=True) if p["in"] == "path" or p["name"] == "metric"
+    ]
 
 
 def _documented_parameters(device: bool) -> list[dict[str, Any]]:
@@ -201,6 +215,57 @@ async def device_ranking(request: Request, token: TokenDep, reader: ReaderDep) -
     if not view.client_exists:
         raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
     return _json(ranking_body(params, view.devices, view.values))
+
+
+@router.get(
+    LIVE_PATH,
+    summary="Today's point of a device as Server-Sent Events, pushed when it changes",
+    responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
+    openapi_extra={"parameters": _live_parameters()},
+)
+async def device_live(request: Request, token: TokenDep, reader: ReaderDep) -> Response:
+    client_id, device_id = request.path_params["client_id"], request.path_params["device_id"]
+    params = parse_live_params(client_id, device_id, request.query_params.get("metric"))
+    client, device = client_id.lower(), device_id.lower()
+    view = await reader.device_view(token, client, device, None)
+    _check_access(view.grant, client, client_id)
+    if isinstance(params, InvalidParameter):
+        raise params
+    if not view.client_exists:
+        raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
+    if view.device_owner != client:
+        raise NotFound(f"Unknown device for this client: {device}", {"device_id": device_id})
+    if request.scope.get(HEAD_SCOPE_KEY):
+        return Response(media_type="text/event-stream")
+    zone = await reader.client_timezone(client) or app_settings(request).default_timezone
+    points = live_points(
+        reader, request.app.state.live, token, client, device, params, ZoneInfo(zone)
+    )
+    return EventSourceResponse(points, ping=KEEPALIVE_S)
+
+
+@router.get(
+    "/v2/clients",
+    summary="The clients this token may read (for a dashboard's client picker)",
+    responses={401: ERROR_RESPONSES[401], 503: ERROR_RESPONSES[503]},
+)
+async def clients(token: TokenDep, reader: ReaderDep) -> Response:
+    grant, visible = await reader.clients_view(token)
+    if grant is None:
+        raise Unauthorized("Unknown or revoked token")
+    return _json(
+        {
+            "clients": [
+                {"client_id": c.client_id, "name": c.name, "timezone": c.timezone} for c in visible
+            ]
+        }
+    )
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> Response:
+    """The device page: a dashboard served by the product itself (api/static/)."""
+    return FileResponse(STATIC / "index.html")
 
 
 @router.get("/healthz", summary="The process is up")

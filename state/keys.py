@@ -121,6 +121,9 @@ def token(token_hash: str) -> str:
     return f"{PREFIX}:token:{token_hash}"
 
 
+CHANGES_CHANNEL = f"{PREFIX}:changes"
+"""Pub/sub channel: after each batch, the ids of the devices it changed, space-separated."""
+
 ALL_CLIENTS = "*"
 """Value of a token's ``clients`` field that grants every client."""
 

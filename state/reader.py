@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from state import keys, resp
 from state.dates import Bucket, Granularity, buckets, days_inclusive
 from state.errors import unavailable_on_failure
-from state.registry import TokenGrant, hash_token
+from state.registry import Client, Registry, TokenGrant, hash_token
 from state.scripts import Scripts
 
 Metric = Literal["activity-count", "user-count"]
@@ -177,6 +177,22 @@ class Reader:
             values=values[0] if query is not None else None,
             extra=values[1:] if query is not None else values,
         )
+
+    async def clients_view(self, token: str) -> tuple[TokenGrant | None, list[Client]]:
+        """The token's grant and the registered clients it may read, by id."""
+        with unavailable_on_failure():
+            fields = await self._redis.hgetall(keys.token(hash_token(token)))
+            grant = TokenGrant.decode(_hash_fields(fields))
+            if grant is None:
+                return None, []
+            clients = await Registry(self._redis).list_clients()
+        return grant, [c for c in clients if grant.allows(c.client_id)]
+
+    async def client_timezone(self, client_id: str) -> str | None:
+        """The client's IANA timezone, None for an unknown client."""
+        with unavailable_on_failure():
+            zone = await self._redis.hget(keys.client(client_id), "timezone")
+        return None if zone is None else str(zone)
 
     async def client_view(
         self, token: str, client_id: str, queries: Sequence[SeriesQuery]

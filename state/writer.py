@@ -149,6 +149,13 @@ def cut(sizes: Sequence[int]) -> list[range]:
     return trips
 
 
+def _changed_devices(batches: Sequence[DeviceBatch], results: Sequence[ApplyResult]) -> list[str]:
+    """The devices whose counts this batch changed (in order, once each)."""
+    return list(
+        dict.fromkeys(b.device_id for b, r in zip(batches, results, strict=True) if r.applied)
+    )
+
+
 def _check_clients(replies: list[Any], progress: ApplyProgress) -> None:
     """Client aggregates report only what they applied: nothing to record."""
 
@@ -313,6 +320,11 @@ class Writer:
         partitions = sorted(positions.spans)
         commands += self._advances(positions)
         commands.append(resp.command("DEL", self._marker))  # nothing left at rest
+        changed = _changed_devices(packed.batches, progress.devices)
+        if changed:
+            # One message per batch, whatever its size: live streams (api/live.py) re-read the
+            # devices they watch. Sent after the positions: the counts are in Redis by then.
+            commands.append(resp.command("PUBLISH", keys.CHANGES_CHANNEL, " ".join(changed)))
         replies = await self._scripts.send(self._redis, resp.send_patiently, commands)
         if index > 0:
             self._check_marker(replies[0], index, progress)

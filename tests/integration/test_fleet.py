@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -19,7 +20,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-from .conftest import Stack, heartbeat_message
+from .conftest import Stack, heartbeat_message, show
 from .oracle import Oracle
 
 ZONES = ("Asia/Kathmandu", "America/New_York")
@@ -29,6 +30,9 @@ DAYS = 40
 CATCH_UP_TIMEOUT_S = 90.0
 CLIENT_PATH = "/v2/clients/{client}/analytics/activity"
 RANKING_PATH = "/v2/clients/{client}/analytics/devices"
+LIVE_PATH = "/v2/clients/{client}/analytics/devices/{device}/activity/live"
+LIVE_DEADLINE_S = 30.0
+"""Generous: the contract's 1 s is a benchmark figure, reported by the test, not asserted."""
 
 
 @dataclass
@@ -403,3 +407,72 @@ def test_inspect_without_a_device_shows_the_client_s_aggregates(stack: Stack, fl
     assert out["devices"] == DEVICES
     assert out["months"]
     assert all(m["device_user_pairs"] > 0 for m in out["months"])
+
+
+# --- live ---------------------------------------------------------------------------------
+
+
+def test_live_sends_today_then_each_change_within_a_second(
+    stack: Stack, fleet: Fleet, request: pytest.FixtureRequest
+) -> None:
+    """Opens the stream, reads today's point, sends a heartbeat for the device now, and reads
+    the changed point; reports the delay (asserted only against a generous deadline), then
+    waits for the keep-alive comment."""
+    client, today = next(iter(fleet.today.items()))
+    device = fleet.devices[client][0]
+    now = datetime.now(UTC)
+    today = now.astimezone(ZoneInfo(fleet.clients[client])).date()
+    before = fleet.oracle.total_activity((client, device), today, today)
+    url = LIVE_PATH.format(client=client, device=device)
+    points: list[dict[str, Any]] = []
+    comments = 0
+    sent_at = received_at = 0.0
+    with stack.http.stream(
+        "GET",
+        url,
+        params={"metric": "activity-count"},
+        headers={"Authorization": f"Bearer {fleet.token}"},
+        timeout=LIVE_DEADLINE_S,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                points.append(json.loads(line[len("data:") :]))
+                if len(points) == 1:
+                    event = {
+                        "client_id": client,
+                        "device_id": device,
+                        "generated_at_utc": now.isoformat(timespec="seconds"),
+                        "total_activity_count": 7,
+                        "user_id": "live-user",
+                    }
+                    fleet.oracle.add(event)
+                    sent_at = time.monotonic()
+                    stack.produce([heartbeat_message(event)])
+                else:
+                    received_at = time.monotonic()
+            elif line.startswith(":"):
+                comments += 1
+            if len(points) >= 2 and comments >= 1:
+                break
+    assert points[0] == {"date": today.isoformat(), "value": before}
+    assert points[1] == {"date": today.isoformat(), "value": before + 7}
+    show(request, f"\n[live] heartbeat sent to event received: {received_at - sent_at:.3f} s")
+
+
+def test_live_checks_the_token_and_the_metric_first(stack: Stack, fleet: Fleet) -> None:
+    client = next(iter(fleet.clients))
+    device = fleet.devices[client][0]
+    url = LIVE_PATH.format(client=client, device=device)
+    assert stack.http.get(url, params={"metric": "activity-count"}).status_code == 401
+    bad = stack.http.get(
+        url, params={"metric": "nope"}, headers={"Authorization": f"Bearer {fleet.token}"}
+    )
+    assert bad.status_code == 400
+    unknown = stack.http.get(
+        LIVE_PATH.format(client=client, device=str(uuid.uuid4())),
+        params={"metric": "activity-count"},
+        headers={"Authorization": f"Bearer {fleet.token}"},
+    )
+    assert unknown.status_code == 404

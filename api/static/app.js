@@ -1,0 +1,191 @@
+// The device page: a token (kept in sessionStorage only), a client, the fleet table (most and
+// least used devices, a sparkline each), the picked device's series with the previous period
+// beside it, the same numbers as a table, and today's value updating live. It only calls the
+// product's own API (docs/api.md).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const TOKEN_KEY = "devact.token";
+const FLEET_SIZE = 10;
+const state = { token: sessionStorage.getItem(TOKEN_KEY) || "", device: null, live: null, plot: null };
+
+function say(text) { $("message").textContent = text || ""; }
+
+function isoDay(date) { return date.toISOString().slice(0, 10); }
+
+async function api(path, params) {
+  const url = new URL(path, window.location.origin);
+  for (const [k, v] of Object.entries(params || {})) url.searchParams.set(k, v);
+  const response = await fetch(url, { headers: { Authorization: `Bearer ${state.token}` } });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error ? body.error.message : response.statusText);
+  return body;
+}
+
+function range() {
+  return { metric: $("metric").value, start_date: $("start").value, end_date: $("end").value };
+}
+
+async function loadClients() {
+  say("");
+  const { clients } = await api("/v2/clients");
+  const select = $("client");
+  select.replaceChildren(...clients.map((c) => new Option(c.name ? `${c.name} (${c.client_id.slice(0, 8)})` : c.client_id, c.client_id)));
+  if (!clients.length) { say("This token reads no client."); return; }
+  await loadFleet();
+}
+
+function sparkline(values) {
+  const width = 110, height = 26, max = Math.max(1, ...values);
+  const step = values.length > 1 ? width / (values.length - 1) : width;
+  const points = values.map((v, i) => `${(i * step).toFixed(1)},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`);
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("class", "spark");
+  svg.setAttribute("width", width);
+  svg.setAttribute("height", height);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", `trend: ${values.join(", ")}`);
+  svg.innerHTML = `<polyline fill="none" stroke="#2f6db5" stroke-width="1.5" points="${points.join(" ")}"/>`;
+  return svg;
+}
+
+async function fillFleetTable(table, ranking) {
+  const client = $("client").value;
+  const rows = ranking.devices.map((d) => {
+    const row = document.createElement("tr");
+    row.dataset.device = d.device_id;
+    row.innerHTML = `<td title="${d.device_id}">${d.device_id.slice(0, 13)}…</td><td class="num">${d.value}</td><td></td>`;
+    row.addEventListener("click", () => pickDevice(d.device_id));
+    return row;
+  });
+  table.tBodies[0].replaceChildren(...rows);
+  await Promise.all(ranking.devices.map(async (d, i) => {
+    const series = await api(`/v2/clients/${client}/analytics/devices/${d.device_id}/activity`, { ...range(), granularity: "daily" });
+    rows[i].cells[2].append(sparkline(series.data.map((p) => p.value)));
+  }));
+}
+
+async function loadFleet() {
+  const client = $("client").value;
+  if (!client) return;
+  const path = `/v2/clients/${client}/analytics/devices`;
+  const [most, least] = await Promise.all([
+    api(path, { ...range(), order: "desc", limit: FLEET_SIZE }),
+    api(path, { ...range(), order: "asc", limit: FLEET_SIZE }),
+  ]);
+  $("fleet-summary").textContent = `${most.total_devices} devices · ${most.label.toLowerCase()} from ${most.period.start} to ${most.period.end}`;
+  await Promise.all([fillFleetTable($("fleet-most"), most), fillFleetTable($("fleet-least"), least)]);
+  const known = most.devices.concat(least.devices).map((d) => d.device_id);
+  await pickDevice(known.includes(state.device) ? state.device : known[0]);
+}
+
+function drawChart(body) {
+  const x = body.data.map((_, i) => i);
+  const now = body.data.map((p) => p.value);
+  const before = body.previous ? body.data.map((_, i) => (body.previous.data[i] ? body.previous.data[i].value : null)) : [];
+  const dates = body.data.map((p) => p.date);
+  const width = Math.max(280, $("chart").clientWidth || 600);
+  const options = {
+    width,
+    height: 240,
+    scales: { x: { time: false } },
+    axes: [
+      { values: (_, ticks) => ticks.map((t) => dates[t] || ""), space: 70 },
+      { size: 50 },
+    ],
+    series: [
+      {},
+      { label: body.label, stroke: "#2f6db5", width: 2, points: { show: true } },
+      { label: "Previous period", stroke: "#a9c1de", width: 2, dash: [6, 4] },
+    ],
+  };
+  if (state.plot) state.plot.destroy();
+  state.plot = new uPlot(options, [x, now, before], $("chart"));
+}
+
+function fillSeriesTable(body) {
+  const rows = body.data.map((p, i) => {
+    const prev = body.previous && body.previous.data[i];
+    const row = document.createElement("tr");
+    row.innerHTML = `<td>${p.date}</td><td class="num">${p.value}</td><td>${prev ? prev.date : ""}</td><td class="num">${prev ? prev.value : ""}</td>`;
+    return row;
+  });
+  $("series-table").tBodies[0].replaceChildren(...rows);
+}
+
+async function loadSeries() {
+  const client = $("client").value;
+  if (!state.device) return;
+  const body = await api(`/v2/clients/${client}/analytics/devices/${state.device}/activity`, {
+    ...range(), granularity: $("granularity").value, compare: "previous_period",
+  });
+  const change = body.change === null ? "no previous activity" : `${(body.change * 100).toFixed(1)}% against the previous period`;
+  $("totals").textContent = `Total ${body.total} · previous ${body.previous.total} · ${change}`;
+  drawChart(body);
+  fillSeriesTable(body);
+}
+
+async function pickDevice(device) {
+  state.device = device;
+  for (const row of document.querySelectorAll(".fleet-table tbody tr")) {
+    row.classList.toggle("selected", row.dataset.device === device);
+  }
+  $("device-title").textContent = device ? `Device ${device}` : "Pick a device from the fleet table";
+  if (!device) return;
+  await loadSeries();
+  startLive();
+}
+
+// Today's point, pushed by the server (Server-Sent Events read through fetch: EventSource
+// cannot send the Authorization header).
+async function startLive() {
+  if (state.live) state.live.abort();
+  const controller = new AbortController();
+  state.live = controller;
+  const client = $("client").value;
+  const url = `/v2/clients/${client}/analytics/devices/${state.device}/activity/live?metric=${$("metric").value}`;
+  try {
+    const response = await fetch(url, { headers: { Authorization: `Bearer ${state.token}` }, signal: controller.signal });
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      const lines = buffer.split(/\r?\n/);
+      buffer = lines.pop();
+      for (const line of lines) {
+        if (!line.startsWith("data:")) continue;
+        const point = JSON.parse(line.slice(5));
+        $("live-value").textContent = point.value;
+        $("live-date").textContent = point.date;
+      }
+    }
+  } catch (error) {
+    if (error.name !== "AbortError") say(`Live updates stopped: ${error.message}`);
+  }
+}
+
+async function refresh() {
+  try { await loadFleet(); } catch (error) { say(error.message); }
+}
+
+function init() {
+  const today = new Date();
+  $("end").value = isoDay(today);
+  $("start").value = isoDay(new Date(today.getTime() - 29 * 86400000));
+  $("token").value = state.token;
+  $("token-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    state.token = $("token").value.trim();
+    sessionStorage.setItem(TOKEN_KEY, state.token);
+    try { await loadClients(); } catch (error) { say(error.message); }
+  });
+  $("client").addEventListener("change", () => { state.device = null; refresh(); });
+  for (const id of ["metric", "start", "end"]) $(id).addEventListener("change", refresh);
+  $("granularity").addEventListener("change", () => loadSeries().catch((e) => say(e.message)));
+  if (state.token) loadClients().catch((error) => say(error.message));
+}
+
+init();

@@ -1,0 +1,43 @@
+"""Which devices' counts changed: the worker publishes their ids once per batch
+(``keys.CHANGES_CHANNEL``, state/writer.py), and readers listen here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from state import keys
+
+log = logging.getLogger(__name__)
+
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 5.0
+
+
+async def changed_devices(redis: Redis) -> AsyncIterator[set[str] | None]:
+    """Sets of device ids, as batches change them; None after a lost subscription was made
+    again (changes may have been missed meanwhile: re-read everything watched). Runs until
+    cancelled, resubscribing with backoff while Redis is away."""
+    delay = _RETRY_FIRST_S
+    lost = False
+    while True:
+        pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(keys.CHANGES_CHANNEL)
+            if lost:
+                yield None
+                lost, delay = False, _RETRY_FIRST_S
+            async for message in pubsub.listen():
+                if message["type"] == "message":
+                    yield set(str(message["data"]).split())
+        except (RedisError, OSError) as exc:
+            log.warning("change subscription lost (%s); again in %.1f s", exc, delay)
+            lost = True
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await asyncio.sleep(delay)
+        delay = min(2 * delay, _RETRY_MAX_S)
