@@ -19,6 +19,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from .conftest import Stack, heartbeat_message, show
 from .oracle import Oracle
@@ -476,3 +478,59 @@ def test_live_checks_the_token_and_the_metric_first(stack: Stack, fleet: Fleet) 
         headers={"Authorization": f"Bearer {fleet.token}"},
     )
     assert unknown.status_code == 404
+
+
+# --- never a 500 ----------------------------------------------------------------------------
+
+_DATES = st.dates(min_value=date.min, max_value=date.max)
+_EDGES = st.sampled_from(
+    [date.min, date.min + timedelta(days=1), date.max, date.max - timedelta(days=89)]
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    start=st.one_of(_DATES, _EDGES),
+    length=st.integers(min_value=-2, max_value=95),
+    granularity=st.sampled_from(["daily", "weekly", "monthly", "quarterly"]),
+    metric=st.sampled_from(["activity-count", "user-count"]),
+    route=st.sampled_from(["device", "client", "ranking"]),
+    compare=st.booleans(),
+)
+def test_no_range_of_the_calendar_gets_a_500(
+    stack: Stack,
+    fleet: Fleet,
+    start: date,
+    length: int,
+    granularity: str,
+    metric: str,
+    route: str,
+    compare: bool,
+) -> None:
+    """Ranges drawn across 0001-01-01 to 9999-12-31, edges included, on every series route:
+    a 200 for a valid range, a 400 for an invalid one, never a 500."""
+    try:
+        end = start + timedelta(days=length)
+    except OverflowError:
+        end = date.max if length > 0 else date.min
+    client = next(iter(fleet.clients))
+    params = {
+        "metric": metric,
+        "start_date": start.isoformat(),
+        "end_date": end.isoformat(),
+        "granularity": granularity,
+    }
+    if compare:
+        params["compare"] = "previous_period"
+    path = {
+        "device": f"/v2/clients/{client}/analytics/devices/{fleet.devices[client][0]}/activity",
+        "client": CLIENT_PATH.format(client=client),
+        "ranking": RANKING_PATH.format(client=client),
+    }[route]
+    response = stack.http.get(
+        path, params=params, headers={"Authorization": f"Bearer {fleet.token}"}
+    )
+    valid = start <= end and (end - start).days < 90
+    assert response.status_code == (200 if valid else 400), (params, response.text)
