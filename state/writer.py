@@ -191,12 +191,14 @@ class Writer:
     async def apply_packed(
         self, packed: PackedBatch, positions: Positions, progress: ApplyProgress | None = None
     ) -> BatchResult:
-        """Apply every device batch, in order, then register new devices and advance the
-        partitions' applied positions.
+        """Apply every device batch, in order, then the clients' aggregates, then register new
+        devices and advance the partitions' applied positions.
 
         Each device batch is one atomic script call; they go in round trips bounded by work
-        (``cut_trips``), two in flight at a time on one connection (``resp.stream_patiently``),
-        and a last round trip registers devices and advances the positions. Redis runs a
+        (``cut_trips``), two in flight at a time on one connection (``resp.stream_patiently``).
+        The clients' aggregate calls follow (state/fleet.py: they need to know which devices
+        were accepted), cut the same way, and a last round trip registers devices and advances
+        the positions. Redis runs a
         pipeline in order and its AOF logs it in order, so a position that survives a crash
         implies the device scripts before it did. Each round trip ends by setting this writer's
         batch marker and the next one starts by reading it back: a marker that is not the
