@@ -73,7 +73,7 @@ for d = 1, tonumber(ARGV[2]) do
     end
     b = b + 4 * events
   end
-  local found = redis.call('HMGET', aggregate, unpack(fields))
+  local found = hmget_all(aggregate, fields)
   local stored, newest = {}, {}
   for field, i in pairs(slot) do
     stored[field] = tonumber(found[i] or '-1')
@@ -121,7 +121,7 @@ for d = 1, tonumber(ARGV[2]) do
         write[#write + 1] = offset
       end
     end
-    redis.call('HSET', aggregate, unpack(write))
+    hset_all(aggregate, write)
     if not found[1] then  -- a new day
       redis.call('EXPIREAT', aggregate, expire_at)
     end

@@ -1,6 +1,23 @@
 -- Shared by the scripts that apply heartbeats to a day (apply_device.lua, apply_client.lua):
 -- state/scripts.py puts this file in front of each of them.
 
+-- HMGET of any number of fields, in chunks: Lua's unpack() is limited by the C stack.
+local function hmget_all(key, fields)
+  local found = {}
+  for first = 1, #fields, 1000 do
+    local part = redis.call('HMGET', key, unpack(fields, first, math.min(first + 999, #fields)))
+    for i = 1, #part do found[first + i - 1] = part[i] end
+  end
+  return found
+end
+
+-- HSET of any number of field-value pairs (a flat list), in chunks.
+local function hset_all(key, pairs_list)
+  for first = 1, #pairs_list, 1000 do
+    redis.call('HSET', key, unpack(pairs_list, first, math.min(first + 999, #pairs_list)))
+  end
+end
+
 local function each_chunk(command, key, names)
   local added = 0
   -- In chunks: Lua's unpack() is limited by the C stack (~8000 values).
