@@ -147,3 +147,18 @@ def test_a_busy_client_day_keeps_an_estimate_past_the_exact_limit(services: Any)
     assert fields["n"] == str(count)
     assert kind == "string"  # a HyperLogLog
     assert abs(users - count) <= 0.02 * count
+
+
+def test_a_client_with_thousands_of_devices_in_one_batch_is_applied_whole(services: Any) -> None:
+    """More fields than Lua can unpack at once (about 8,000): read and written in chunks."""
+    client = new_id()
+    count = 9_000
+    devices = [device(client, new_id(), {D1: [Contribution(0, n, 2, None)]}) for n in range(count)]
+
+    async def body(redis: Redis) -> dict[str, str]:
+        await Writer(redis).apply(devices, Positions("t", {}))
+        return dict(await redis.hgetall(keys.client_day(client, D1)))
+
+    fields = run(services, body)
+    assert fields["n"] == str(2 * count)
+    assert sum(1 for f in fields if len(f) == 36) == count
