@@ -94,7 +94,7 @@ function drawChart(body) {
       { size: 50 },
     ],
     series: [
-      {},
+      { label: "Date", value: (_, i) => (i === null ? "–" : dates[i] || "") },
       { label: body.label, stroke: "#2f6db5", width: 2, points: { show: true } },
       { label: "Previous period", stroke: "#a9c1de", width: 2, dash: [6, 4] },
     ],

@@ -3,7 +3,7 @@ Redis, API), against the oracle. Each rule of docs/api.md's fleet section is its
 
 Two clients in timezones far from UTC, six devices each, users shared across a client's devices
 (a user on two devices the same day is one user of the client that day), events over the last
-40 days, produced before the worker starts.
+40 days.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ def fleet(stack: Stack) -> Fleet:
         events.append(event)
     for client, zone in clients.items():
         stack.add_client(client, zone)
-    stack.produce([heartbeat_message(e) for e in events])
     stack.start()
+    stack.produce([heartbeat_message(e) for e in events])
     token = stack.create_token(all_clients=True)
     first = next(iter(clients))
     fleet = Fleet(

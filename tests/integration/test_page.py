@@ -10,6 +10,7 @@ Full-page screenshots (desktop, and a 390 px wide phone) go to tests/artifacts/ 
 from __future__ import annotations
 
 import random
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -59,12 +60,12 @@ def world(stack: Stack) -> dict[str, Any]:
             }
         )
     stack.add_client(client, ZONE, name="Page test")
-    stack.produce([heartbeat_message(e) for e in events])
     stack.start()
+    stack.produce([heartbeat_message(e) for e in events])
     token = stack.create_token(client)
     oracle = Oracle(events, {client: ZONE})
     expected = sum(e["total_activity_count"] for e in events)
-    first = now.date() - timedelta(days=89)
+    first = now.date() - timedelta(days=88)  # to tomorrow: 90 days
 
     def counted() -> bool | None:
         body = stack.http.get(
@@ -151,7 +152,10 @@ def test_the_page_shows_the_fleet_the_series_and_today_live(
         "total_activity_count": 11,
         "user_id": "u-live",
     }
-    stack.produce([heartbeat_message(event)])
+    # Playwright's sync API runs an event loop in this thread: produce from another one.
+    sender = threading.Thread(target=stack.produce, args=([heartbeat_message(event)],))
+    sender.start()
+    sender.join()
     expect(page.locator("#live-value")).to_have_text(str(today_value + 11))
 
     phone = browser.new_page(viewport={"width": 390, "height": 844})
