@@ -124,6 +124,7 @@ def _charts(results: dict[str, Any], out: Path) -> list[str]:
         for n, r in enumerate(runs):
             ax.text(r["eps"], n, f" {r['eps']:,.0f}", va="center", fontsize=8)
         ax.invert_yaxis()
+        ax.set_xlim(0, 1.15 * max(r["eps"] for r in runs))  # room for the value labels
         ax.set_xlabel("events per second (first applied batch to all in Redis)")
         ax.set_title(f"Ingest of {results.get('ingest_events', 0):,} heartbeats")
         fig.tight_layout()
