@@ -74,6 +74,9 @@ class RedisProbe:
             ]
         return result
 
+    def pfcount(self, key: str) -> int:
+        return int(self._redis.pfcount(key))
+
     def hash(self, key: str) -> dict[str, str]:
         """HGETALL, decoded."""
         fields = self._redis.hgetall(key)
