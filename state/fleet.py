@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import date
 
 from state import keys
-from state.batch import DayBatch, DeviceBatch
-from state.encoding import EXACT_USERS_LIMIT, user_member
-from state.resp import evalsha
+from state.batch import DayBatch, DeviceBatch, encoded_contributions
+from state.encoding import EXACT_USERS_LIMIT
+from state.resp import Encoded, evalsha
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +49,7 @@ def _call(sha: str, client: str, batches: Sequence[DeviceBatch], members: list[i
         for day, day_batch in batch.days.items():
             days.setdefault(day, (day_batch.expire_at, []))[1].append((batch.device_id, day_batch))
     script_keys: list[str] = []
-    args: list[str | int] = [EXACT_USERS_LIMIT, len(days)]
+    args: list[str | int | Encoded] = [EXACT_USERS_LIMIT, len(days)]
     events = 0
     for day, (expire_at, devices) in days.items():
         script_keys += [
@@ -59,9 +59,6 @@ def _call(sha: str, client: str, batches: Sequence[DeviceBatch], members: list[i
         ]
         args += [expire_at, day.day, len(devices)]
         for device_id, day_batch in devices:
-            args += [device_id, len(day_batch.contributions)]
-            for c in day_batch.contributions:
-                user = "" if c.user_id is None else user_member(c.user_id)
-                args += [c.partition, c.offset, c.count, user]
+            args += [device_id, len(day_batch.contributions), encoded_contributions(day_batch)]
             events += len(day_batch.contributions)
     return ClientCall(client, tuple(members), evalsha(sha, script_keys, args), events)

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -49,13 +50,26 @@ def command(*args: Arg) -> bytes:
     return header(len(args)) + bulks(args)
 
 
-def evalsha(sha: str, script_keys: Sequence[str], args: Sequence[str | int]) -> bytes:
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """``args`` arguments already packed as bulk strings (``bulks``): arguments that two
+    commands share are encoded once."""
+
+    args: int
+    data: bytes
+
+
+def evalsha(sha: str, script_keys: Sequence[str], args: Sequence[str | int | Encoded]) -> bytes:
     """One EVALSHA in the Redis protocol (RESP): an array of bulk strings."""
-    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n" % (3 + len(script_keys) + len(args))]
+    count = sum(a.args if isinstance(a, Encoded) else 1 for a in args)
+    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n" % (3 + len(script_keys) + count)]
     parts.append(sha.encode())
     numkeys = b"%d" % len(script_keys)
     parts.append(b"\r\n$%d\r\n%s\r\n" % (len(numkeys), numkeys))
     for item in (*script_keys, *args):
+        if isinstance(item, Encoded):
+            parts.append(item.data)
+            continue
         data = item.encode() if isinstance(item, str) else b"%d" % item
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
