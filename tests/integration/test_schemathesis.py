@@ -32,6 +32,9 @@ from .oracle import GRANULARITIES, LABELS, METRICS, Oracle
 
 SEED = 31_337
 ACTIVITY_PATH = "/v2/clients/{client_id}/analytics/devices/{device_id}/activity"
+CLIENT_PATH = "/v2/clients/{client_id}/analytics/activity"
+RANKING_PATH = "/v2/clients/{client_id}/analytics/devices"
+LIVE_PATH = ACTIVITY_PATH + "/live"
 ZONE = "America/Sao_Paulo"
 COUNT_TIMEOUT_S = 90.0
 MAX_RANGE_DAYS = 90
@@ -82,6 +85,7 @@ def schema_config(world: World, token: str) -> schemathesis.Config:
                 "metrics": {"values": [*METRICS, "invalid-metric"]},
                 "granularities": {"values": [*GRANULARITIES, "hourly"]},
                 "dates": {"values": world.dates()},
+                "compares": {"values": ["previous_period", "last_year"]},
             },
             "parameters": {
                 "path.client_id": {"dictionary": "clients", "probability": 0.7},
@@ -90,6 +94,7 @@ def schema_config(world: World, token: str) -> schemathesis.Config:
                 "query.granularity": {"dictionary": "granularities", "probability": 0.7},
                 "query.start_date": {"dictionary": "dates", "probability": 0.8},
                 "query.end_date": {"dictionary": "dates", "probability": 0.8},
+                "query.compare": {"dictionary": "compares", "probability": 0.5},
             },
         }
     )
@@ -161,7 +166,8 @@ def assert_activity_shape(world: World, case: Any, body: Any) -> None:
     """docs/api.md's 200 body; for the counted device, the oracle's very numbers."""
     query = case.query or {}
     assert isinstance(body, dict), body
-    assert set(body) == {"metric", "label", "granularity", "period", "data"}, body
+    compared = {"total", "previous", "change"} if query.get("compare") else set()
+    assert set(body) == {"metric", "label", "granularity", "period", "data"} | compared, body
     metric, granularity = body["metric"], body["granularity"]
     assert metric in METRICS, body
     assert granularity in GRANULARITIES, body
@@ -200,23 +206,39 @@ def check_response(world: World, case: Case, response: Any) -> None:
         assert_error_shape(response)
     elif case.operation.path == ACTIVITY_PATH:
         assert_activity_shape(world, case, response.json())
+    elif case.operation.path == CLIENT_PATH:
+        body = response.json()
+        assert {"metric", "label", "granularity", "period", "data"} <= set(body), body
+        assert all(type(p["value"]) is int and p["value"] >= 0 for p in body["data"]), body
+    elif case.operation.path == RANKING_PATH:
+        body = response.json()
+        assert set(body) == {
+            "metric", "label", "period", "order", "limit", "total_devices", "devices",
+        }, body  # fmt: skip
+        assert len(body["devices"]) <= body["limit"], body
 
 
 # Every operation of the document, with how many examples each gets. The activity route is the
 # one with parameters; the others take none, so a few examples exhaust them.
 OPERATIONS = {
     ("GET", ACTIVITY_PATH): 150,
+    ("GET", CLIENT_PATH): 60,
+    ("GET", RANKING_PATH): 60,
+    ("GET", "/v2/clients"): 10,
     ("GET", "/healthz"): 10,
     ("GET", "/readyz"): 10,
     ("GET", "/metrics"): 10,
 }
+LISTED_ONLY = {("GET", LIVE_PATH)}
+"""In the document but not generated against here: a 200 is a stream that never ends
+(tests/integration/test_fleet.py tests it, its errors included)."""
 
 
 def test_the_document_lists_exactly_the_operations_tested_here(api_schema: BaseSchema) -> None:
     listed = {
         (result.ok().method.upper(), result.ok().path) for result in api_schema.get_all_operations()
     }
-    assert listed == set(OPERATIONS)
+    assert listed == set(OPERATIONS) | LISTED_ONLY
 
 
 @pytest.mark.parametrize(
