@@ -34,6 +34,11 @@ LATEST_KEYS = (
     "sql_p99_ms",
     "redis_bytes_per_device_day",
     "pg_bytes_per_device_day",
+    "rank_activity_p99_ms",
+    "rank_users_p99_ms",
+    "fleet_series_p99_ms",
+    "live_p99_ms",
+    "fleet_bytes_per_device_day",
     "machine",
 )
 
@@ -49,6 +54,10 @@ TARGETS: tuple[tuple[str, str, float, bool], ...] = (
     ("query_vs_sql", "API req/s / SQL baseline req/s", 10, True),
     ("redis_bytes_per_device_day", "Redis bytes per device-day", 400, False),
     ("pg_vs_redis_bytes", "PostgreSQL bytes / Redis bytes per device-day", 20, True),
+    ("rank_activity_p99_ms", "ranking p99 (ms), activity, 10,000 devices, 90 days", 50, False),
+    ("rank_users_p99_ms", "ranking p99 (ms), users, 10,000 devices, 90 days", 250, False),
+    ("fleet_series_p99_ms", "client-wide 90-day series p99 (ms)", 10, False),
+    ("live_p99_ms", "live: change in Redis to SSE event, p99 (ms)", 1_000, False),
 )
 
 
