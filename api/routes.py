@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -25,9 +25,11 @@ from api.params import (
 )
 from api.ranking import RANKING_QUERY, ranking_body
 from api.series import SeriesRequest
+from state.reader import DeviceView, Metric
 from state.registry import TokenGrant
 
 router = APIRouter()
+P = TypeVar("P")
 STATIC = Path(__file__).parent / "static"
 
 ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
@@ -129,6 +131,22 @@ def _parse(request: Request, device_id: str | None) -> ActivityParams | InvalidP
     )
 
 
+def _check_device_request(
+    view: DeviceView, params: P | InvalidParameter, client_id: str, device_id: str
+) -> P:
+    """The checks of a device route, in the contract's order (docs/api.md): 401, 403, then a
+    parameter error (400), then an unknown client or device (404)."""
+    client, device = client_id.lower(), device_id.lower()
+    _check_access(view.grant, client, client_id)
+    if isinstance(params, InvalidParameter):
+        raise params
+    if not view.client_exists:
+        raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
+    if view.device_owner != client:
+        raise NotFound(f"Unknown device for this client: {device}", {"device_id": device_id})
+    return params
+
+
 def _check_access(grant: TokenGrant | None, client: str, client_id: str) -> None:
     if grant is None:
         raise Unauthorized("Unknown or revoked token")
@@ -152,14 +170,7 @@ async def device_activity(request: Request, token: TokenDep, reader: ReaderDep) 
     wanted = SeriesRequest(params) if isinstance(params, ActivityParams) else None
     query, extra = (wanted.queries[0], wanted.queries[1:]) if wanted is not None else (None, [])
     view = await reader.device_view(token, client, device, query, extra)
-    # The contract's order (docs/api.md): 401, 403, 400, 404.
-    _check_access(view.grant, client, client_id)
-    if isinstance(params, InvalidParameter):
-        raise params
-    if not view.client_exists:
-        raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
-    if view.device_owner != client:
-        raise NotFound(f"Unknown device for this client: {device}", {"device_id": device_id})
+    _check_device_request(view, params, client_id, device_id)
     assert wanted is not None
     assert view.values is not None
     return _json(wanted.body([view.values, *view.extra]))
@@ -228,18 +239,12 @@ async def device_live(request: Request, token: TokenDep, reader: ReaderDep) -> R
     params = parse_live_params(client_id, device_id, request.query_params.get("metric"))
     client, device = client_id.lower(), device_id.lower()
     view = await reader.device_view(token, client, device, None)
-    _check_access(view.grant, client, client_id)
-    if isinstance(params, InvalidParameter):
-        raise params
-    if not view.client_exists:
-        raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
-    if view.device_owner != client:
-        raise NotFound(f"Unknown device for this client: {device}", {"device_id": device_id})
+    metric: Metric = _check_device_request(view, params, client_id, device_id)
     if request.scope.get(HEAD_SCOPE_KEY):
         return Response(media_type="text/event-stream")
     zone = await reader.client_timezone(client) or app_settings(request).default_timezone
     points = live_points(
-        reader, request.app.state.live, token, client, device, params, ZoneInfo(zone)
+        reader, request.app.state.live, token, client, device, metric, ZoneInfo(zone)
     )
     return EventSourceResponse(points, ping=KEEPALIVE_S)
 
