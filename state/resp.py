@@ -264,13 +264,28 @@ async def _read_replies(
             moved = now
 
 
+PROBE_WINDOW_S = 2.0
+"""How long PINGs that time out are tried again before Redis counts as unreachable: Redis
+answers nobody while it runs one script, and a script of ours may take tens of milliseconds on
+a busy host, longer than a small ``DEVACT_REDIS_TIMEOUT_S``. A refused connection is an answer
+at once: Redis is down."""
+
+
 async def _reachable(redis: Redis) -> bool:
-    """Whether Redis answers a PING on another connection within the client's timeout. A BUSY
-    (a long script) or LOADING (a restart reading its data) error is an answer too."""
-    try:
-        await redis.ping()
-    except (BusyLoadingError, ResponseError):
+    """Whether Redis answers a PING on another connection, trying for ``PROBE_WINDOW_S`` while
+    PINGs time out. A BUSY (a long script) or LOADING (a restart reading its data) error is an
+    answer too."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PROBE_WINDOW_S
+    while True:
+        try:
+            await redis.ping()
+        except (BusyLoadingError, ResponseError):
+            return True
+        except RedisTimeoutError:
+            if loop.time() >= deadline:
+                return False
+            continue  # each PING waits out its own timeout: no pause needed between them
+        except (RedisConnectionError, OSError):
+            return False
         return True
-    except (RedisConnectionError, RedisTimeoutError, OSError):
-        return False
-    return True

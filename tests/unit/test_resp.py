@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -190,9 +191,22 @@ class ProbedRedis(FakeRedis):
 
     async def ping(self) -> Any:
         self.pings += 1
-        if isinstance(self.answer, BaseException):
-            raise self.answer
-        return self.answer
+        answer = self.answer
+        if isinstance(answer, list):  # one answer per PING, the last one repeated
+            answer = answer[min(self.pings, len(answer)) - 1]
+        if isinstance(answer, SlowPing):
+            await asyncio.sleep(FakeConnection.socket_timeout)  # a timeout takes that long
+            answer = answer.error
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+@dataclass
+class SlowPing:
+    """A PING that times out after the client's socket timeout."""
+
+    error: BaseException
 
 
 def patient_exchange(redis: ProbedRedis, count: int) -> list[Any]:
@@ -227,13 +241,32 @@ def test_replies_that_keep_coming_need_no_probe_however_long_the_whole_takes() -
     assert redis.pings == 0
 
 
-def test_a_silent_redis_that_does_not_answer_ping_is_unavailable() -> None:
+def test_a_silent_redis_that_does_not_answer_ping_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(resp, "PROBE_WINDOW_S", 0.2)
     connection = SlowConnection([0.0, 10.0])
-    redis = ProbedRedis(connection, RedisTimeoutError("Timeout reading from socket"))
+    redis = ProbedRedis(connection, SlowPing(RedisTimeoutError("Timeout reading from socket")))
     with pytest.raises(RedisTimeoutError, match="1 of 2 replies"):
         patient_exchange(redis, 2)
-    assert redis.pings == 1
+    assert redis.pings >= 2  # tried for the whole window, not once
     assert connection.disconnected  # its unread reply must never reach the next user
+
+
+def test_a_refused_ping_means_unavailable_at_once() -> None:
+    connection = SlowConnection([0.0, 10.0])
+    redis = ProbedRedis(connection, RedisConnectionError("Connection refused"))
+    with pytest.raises(RedisTimeoutError):
+        patient_exchange(redis, 2)
+    assert redis.pings == 1
+
+
+def test_a_ping_that_times_out_once_then_answers_means_busy() -> None:
+    """Redis answers nobody while one long script runs: a PING may time out, then answer."""
+    connection = SlowConnection([0.0, 0.25])
+    redis = ProbedRedis(connection, [RedisTimeoutError("Timeout reading"), True])
+    assert patient_exchange(redis, 2) == [0, 1]
+    assert not connection.disconnected
 
 
 def test_the_impatient_send_gives_up_on_a_busy_redis() -> None:
