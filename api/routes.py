@@ -41,6 +41,40 @@ ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
 }
 
 
+EXAMPLE_CLIENT = "aa7cf840-9ca9-46a3-9778-9015d6580d50"
+SERIES_EXAMPLE = {
+    "metric": "user-count",
+    "label": "Daily Users",
+    "granularity": "daily",
+    "period": {"start": "2026-01-01", "end": "2026-01-03"},
+    "data": [
+        {"date": "2026-01-01", "value": 3},
+        {"date": "2026-01-02", "value": 4},
+        {"date": "2026-01-03", "value": 0},
+    ],
+}
+RANKING_EXAMPLE = {
+    "metric": "activity-count",
+    "label": "Total Activity",
+    "period": {"start": "2026-01-01", "end": "2026-03-31"},
+    "order": "asc",
+    "limit": 2,
+    "total_devices": 412,
+    "devices": [
+        {"device_id": "f1e2d3c4-b5a6-7890-abcd-ef1234567890", "value": 0},
+        {"device_id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "value": 17},
+    ],
+}
+
+
+def _example(body: object) -> dict[str, Any]:
+    """A 200 answer's documentation with an example body (the OpenAPI document shows it)."""
+    return {
+        "description": "Successful Response",
+        "content": {"application/json": {"example": body}},
+    }
+
+
 def _json(body: object, status: int = 200) -> Response:
     # Serialised once with orjson: several times faster than FastAPI's default encoder.
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
@@ -157,7 +191,7 @@ def _check_access(grant: TokenGrant | None, client: str, client_id: str) -> None
 @router.get(
     ACTIVITY_PATH,
     summary="A device's activity time series",
-    responses=ERROR_RESPONSES,
+    responses={**ERROR_RESPONSES, 200: _example(SERIES_EXAMPLE)},
     openapi_extra={"parameters": _documented_parameters(device=True)},
 )
 async def device_activity(request: Request, token: TokenDep, reader: ReaderDep) -> Response:
@@ -179,7 +213,7 @@ async def device_activity(request: Request, token: TokenDep, reader: ReaderDep) 
 @router.get(
     CLIENT_ACTIVITY_PATH,
     summary="A client's activity time series, all its devices together",
-    responses=ERROR_RESPONSES,
+    responses={**ERROR_RESPONSES, 200: _example(SERIES_EXAMPLE)},
     openapi_extra={"parameters": _documented_parameters(device=False)},
 )
 async def client_activity(request: Request, token: TokenDep, reader: ReaderDep) -> Response:
@@ -200,7 +234,7 @@ async def client_activity(request: Request, token: TokenDep, reader: ReaderDep) 
 @router.get(
     RANKING_PATH,
     summary="A client's devices ranked by a metric over a range, zeros included",
-    responses=ERROR_RESPONSES,
+    responses={**ERROR_RESPONSES, 200: _example(RANKING_EXAMPLE)},
     openapi_extra={"parameters": _ranking_parameters()},
 )
 async def device_ranking(request: Request, token: TokenDep, reader: ReaderDep) -> Response:
@@ -231,7 +265,15 @@ async def device_ranking(request: Request, token: TokenDep, reader: ReaderDep) -
 @router.get(
     LIVE_PATH,
     summary="Today's point of a device as Server-Sent Events, pushed when it changes",
-    responses={**ERROR_RESPONSES, 200: {"content": {"text/event-stream": {}}}},
+    responses={
+        **ERROR_RESPONSES,
+        200: {
+            "description": "Server-Sent Events: today's point, then each change",
+            "content": {
+                "text/event-stream": {"example": 'data: {"date": "2026-12-02", "value": 41}\n\n'}
+            },
+        },
+    },
     openapi_extra={"parameters": _live_parameters()},
 )
 async def device_live(request: Request, token: TokenDep, reader: ReaderDep) -> Response:
@@ -252,7 +294,17 @@ async def device_live(request: Request, token: TokenDep, reader: ReaderDep) -> R
 @router.get(
     "/v2/clients",
     summary="The clients this token may read (for a dashboard's client picker)",
-    responses={401: ERROR_RESPONSES[401], 503: ERROR_RESPONSES[503]},
+    responses={
+        200: _example(
+            {
+                "clients": [
+                    {"client_id": EXAMPLE_CLIENT, "name": "demo", "timezone": "Europe/Berlin"}
+                ]
+            }
+        ),
+        401: ERROR_RESPONSES[401],
+        503: ERROR_RESPONSES[503],
+    },
 )
 async def clients(token: TokenDep, reader: ReaderDep) -> Response:
     grant, visible = await reader.clients_view(token)

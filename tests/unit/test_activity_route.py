@@ -188,3 +188,13 @@ def test_an_unknown_compare_is_400(client: TestClient) -> None:
     )
     assert response.status_code == 400
     assert response.json()["error"]["details"] == {"compare": "x"}
+
+
+def test_every_route_of_the_api_documents_an_example_answer(client: TestClient) -> None:
+    """docs/api.md: the OpenAPI document lists every route with an example body."""
+    paths = client.get("/openapi.json").json()["paths"]
+    routes = [p for p in paths if p.startswith("/v2/")]
+    assert len(routes) == 5
+    for path in routes:
+        content = paths[path]["get"]["responses"]["200"]["content"]
+        assert any("example" in media for media in content.values()), path
