@@ -52,12 +52,14 @@ class Contender:
     label: str
     processes: int
     batched: bool
+    env: tuple[tuple[str, str], ...] = ()
+    """Extra environment of its processes."""
 
     def commands(
         self, endpoints: Endpoints, topic: str, run_dir: Path
     ) -> list[tuple[str, list[str], dict[str, str]]]:
         group = f"bench-{self.key}"
-        env = worker_env(endpoints, topic, group, run_dir)
+        env = {**worker_env(endpoints, topic, group, run_dir), **dict(self.env)}
         if self.key == "ingest_raw_eps":
             module = "bench.raw_loop"
         elif self.key == "ingest_quix_eps":
@@ -75,6 +77,13 @@ class Contender:
 
 CONTENDERS = (
     Contender("ingest_eps", "devact worker (Faust), 1 process", 1, batched=False),
+    Contender(
+        "ingest_nofleet_eps",
+        "devact worker without the fleet aggregates",
+        1,
+        batched=False,
+        env=(("DEVACT_FLEET_AGGREGATES", "0"),),
+    ),
     Contender("ingest_raw_eps", "bare aiokafka loop, 1 process", 1, batched=False),
     Contender("ingest_quix_eps", "Quix Streams app, 1 process", 1, batched=False),
     Contender("ingest_2w_eps", "devact worker (Faust), 2 processes", 2, batched=False),
@@ -143,6 +152,8 @@ async def _race(
     await redis.flushall()
     await register_clients(redis, data.clients, now)
     commands = contender.commands(endpoints, topic, run_dir)
+    redis_pid = int((await redis.info("server"))["process_id"])
+    redis_cpu = _process_cpu_s(redis_pid)
     launched = time.monotonic()
     per_message = data.events / sum(ends.values())
     with children(*commands, logs=run_dir / "logs") as procs:
@@ -157,8 +168,10 @@ async def _race(
                 "startup_s": None,
                 "cpu_s": round(_cpu_seconds(procs), 1),
                 "cpu_us_per_event": None,
+                "redis_cpu_us_per_event": None,
             }
         cpu = _cpu_seconds(procs)
+        redis_cpu = _process_cpu_s(redis_pid) - redis_cpu
     await verify(redis, data, now, VERIFY_SAMPLE, seed=7)
     counted = (progress.messages - progress.messages_at_first) * per_message
     elapsed = progress.done_s - progress.first_s
@@ -170,16 +183,19 @@ async def _race(
         "startup_s": round(progress.first_s - launched, 2),
         "cpu_s": round(cpu, 1),
         "cpu_us_per_event": round(cpu / data.events * 1e6, 1),
+        "redis_cpu_us_per_event": round(redis_cpu / data.events * 1e6, 1),
     }
 
 
 def _cpu_seconds(procs: list[Child]) -> float:
     """User and system CPU the processes used so far (from /proc, while they still run)."""
-    total = 0.0
-    for child in procs:
-        fields = Path(f"/proc/{child.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+    return sum(_process_cpu_s(child.process.pid) for child in procs)
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User and system CPU of one process so far (its /proc stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

@@ -24,6 +24,7 @@ LATEST_KEYS = (
     "ingest_quix_eps",
     "ingest_2w_eps",
     "ingest_batched_eps",
+    "ingest_nofleet_eps",
     "fresh_p50_ms",
     "fresh_p99_ms",
     "query_rps",
@@ -48,6 +49,7 @@ TARGETS: tuple[tuple[str, str, float, bool], ...] = (
     ("ingest_vs_raw", "worker / bare aiokafka loop", 0.5, True),
     ("ingest_vs_quix", "worker / Quix Streams app", 1.0, True),
     ("ingest_batched_eps", "events/s, arrays of 100", 200_000, True),
+    ("ingest_fleet_vs_nofleet", "worker / the same without fleet aggregates", 0.85, True),
     ("fresh_p99_ms", "freshness p99 (ms) at 5,000 events/s", 1_000, False),
     ("query_p99_ms", "API p99 (ms), 32 connections", 10, False),
     ("query_rps", "API req/s, one process, 90-day daily series", 4_000, True),
@@ -90,6 +92,7 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
         "ingest_vs_raw": ("ingest_eps", "ingest_raw_eps"),
         "ingest_vs_quix": ("ingest_eps", "ingest_quix_eps"),
         "ingest_2w_vs_1w": ("ingest_2w_eps", "ingest_eps"),
+        "ingest_fleet_vs_nofleet": ("ingest_eps", "ingest_nofleet_eps"),
         "query_vs_sql": ("query_rps", "sql_rps"),
         "pg_vs_redis_bytes": ("pg_bytes_per_device_day", "redis_bytes_per_device_day"),
     }
@@ -211,20 +214,21 @@ def _ingest_section(results: dict[str, Any]) -> list[str]:
         " the oracle (per-device activity sums) before its figure is kept. CPU is the"
         " contender's own processes' (user and system, from /proc), per event applied.",
         "",
-        "| contender | events/s | seconds | start-up s | consumer CPU s | CPU µs/event |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| contender | events/s | seconds | start-up s | consumer CPU s | CPU µs/event |"
+        " Redis CPU µs/event |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         if not r.get("finished", True):
             out.append(
                 f"| {r['label']} | did not finish: {r['events_applied']:,} of"
                 f" {results['ingest_events']:,} events applied by the deadline | {r['seconds']} |"
-                f" | {r['cpu_s']} | |"
+                f" | {r['cpu_s']} | | |"
             )
             continue
         out.append(
             f"| {r['label']} | {r['eps']:,.0f} | {r['seconds']} | {r['startup_s']} | {r['cpu_s']}"
-            f" | {r.get('cpu_us_per_event', '')} |"
+            f" | {r.get('cpu_us_per_event', '')} | {r.get('redis_cpu_us_per_event', '')} |"
         )
     return [*out, ""]
 

@@ -14,3 +14,7 @@ class StoreSettings(BaseSettings):
     retention_days: int = Field(default=400, ge=1)
     redis_timeout_s: float = Field(default=1.0, gt=0)
     """Socket connect and read timeout; keeps the API's 503 within 2 s when Redis is gone."""
+    fleet_aggregates: bool = True
+    """Whether the worker keeps the client-wide aggregates the fleet views read (state/fleet.py).
+    Off, ingest does less work and the fleet routes answer from whatever the aggregates held:
+    for deployments that never use fleet views, and for the benchmark that prices them."""

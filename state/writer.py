@@ -172,8 +172,9 @@ _MARKER_TTL_MS = 86_400_000
 class Writer:
     """Applies device batches. Safe to call again with the same events: replays are skipped."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, fleet: bool = True) -> None:
         self._redis = redis
+        self._fleet = fleet
         self._scripts = Scripts.register(redis)
         self._known_devices: set[tuple[str, str]] = set()
         self._marker = keys.batch_marker(uuid.uuid4().hex)
@@ -183,7 +184,7 @@ class Writer:
         with the previous batch)."""
         sha = self._scripts.apply_device.sha
         commands = [_evalsha(sha, *_script_call(b)) for b in batches]
-        clients = client_calls(self._scripts.apply_client.sha, batches)
+        clients = client_calls(self._scripts.apply_client.sha, batches) if self._fleet else []
         return PackedBatch(batches, commands, cut_trips(batches), clients)
 
     async def apply(self, batches: Sequence[DeviceBatch], positions: Positions) -> BatchResult:
@@ -247,7 +248,7 @@ class Writer:
         await self._stream(device_trips, 0, progress, self._record_devices)
         calls = packed.clients
         refused = {i for i, r in enumerate(progress.devices) if r.rejected}
-        if refused:
+        if refused and self._fleet:
             calls = client_calls(self._scripts.apply_client.sha, packed.batches, refused)
         client_trips = [[calls[i].command for i in trip] for trip in cut([c.events for c in calls])]
         await self._stream(client_trips, len(device_trips), progress, _check_clients)

@@ -78,7 +78,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
             self._redis = connect(settings)
             self._processor = BatchProcessor(
                 registry=Registry(self._redis),
-                writer=Writer(self._redis),
+                writer=Writer(self._redis, fleet=settings.fleet_aggregates),
                 send=send_dead_letters,
                 clock=_utc_now,
                 default_timezone=settings.default_timezone,

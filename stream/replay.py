@@ -59,7 +59,7 @@ async def replay(settings: WorkerSettings, since: datetime | None = None) -> Rep
 
     processor = BatchProcessor(
         registry=Registry(redis),
-        writer=Writer(redis),
+        writer=Writer(redis, fleet=settings.fleet_aggregates),
         send=drop_dead_letters,
         clock=lambda: datetime.now(UTC),
         default_timezone=settings.default_timezone,
