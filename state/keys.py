@@ -92,6 +92,21 @@ def client_day_users(client_id: str, day: date) -> str:
     return f"{client_tag(client_id)}:{day.isoformat()}:u"
 
 
+def client_day_activity(client_id: str, day: date) -> str:
+    """The day's activity vector: each device's activity, by its index (state/fleet.py)."""
+    return f"{client_tag(client_id)}:{day.isoformat()}:a"
+
+
+def client_day_activity_suffix(day: date) -> str:
+    """What follows ``client_tag`` in ``client_day_activity`` (as ``day_counter_suffix``)."""
+    return f":{day.isoformat()}:a"
+
+
+def client_devices_index(client_id: str) -> str:
+    """Hash: each device of the client that had activity -> its index in the vectors."""
+    return f"{client_tag(client_id)}:index"
+
+
 def client_month_users(client_id: str, day: date) -> str:
     """The device-users hash of the month of ``day``."""
     return f"{client_tag(client_id)}:{day.year:04d}-{day.month:02d}:du"

@@ -8,9 +8,10 @@ from datetime import date, timedelta
 from functools import lru_cache
 from typing import Any, Literal
 
+import numpy as np
 from redis.asyncio import Redis
 
-from state import keys, resp
+from state import fleet, keys, resp
 from state.dates import Bucket, Granularity, buckets, days_inclusive
 from state.errors import unavailable_on_failure
 from state.registry import Client, Registry, TokenGrant, hash_token
@@ -68,9 +69,9 @@ def series_plan(first: date, last: date, granularity: Granularity) -> SeriesPlan
 
 @dataclass(frozen=True, slots=True)
 class RankingPlan:
-    """What ranking a client's devices over a range reads: the range's client-day aggregates
+    """What ranking a client's devices over a range reads: the range's activity vectors
     (activity) or the device-users hashes of the months it touches, each with the bitmask of
-    its days inside the range (users)."""
+    its days inside the range (users); state/fleet.py."""
 
     days: resp.PrefixedBulks
     months: tuple[tuple[date, int], ...]
@@ -84,7 +85,7 @@ def ranking_plan(first: date, last: date) -> RankingPlan:
         month = day.replace(day=1)
         masks[month] = masks.get(month, 0) | 1 << (day.day - 1)
     return RankingPlan(
-        days=resp.PrefixedBulks(keys.day_counter_suffix(d) for d in days),
+        days=resp.PrefixedBulks(keys.client_day_activity_suffix(d) for d in days),
         months=tuple(masks.items()),
     )
 
@@ -216,37 +217,55 @@ class Reader:
         self, token: str, client_id: str, metric: Metric, plan: RankingPlan | None
     ) -> RankingView:
         """The grant, the client, its devices and, speculatively, each device's value over the
-        plan's range (rank_activity.lua, rank_users.lua), in one round trip."""
+        plan's range, from the client's fleet aggregates (state/fleet.py), in one round trip."""
         commands = [
             resp.command("HGETALL", keys.token(hash_token(token))),
             resp.command("EXISTS", keys.client(client_id)),
             resp.command("SMEMBERS", keys.client_devices(client_id)),
+            resp.command("HGETALL", keys.client_devices_index(client_id)),
         ]
         if plan is not None:
-            commands.append(self._ranking_command(client_id, metric, plan))
-        replies = await self._round_trip(commands)
-        flat = replies[3] if plan is not None else []
+            commands += self._ranking_commands(client_id, metric, plan)
+        with unavailable_on_failure():  # no script: nothing to load on a NOSCRIPT
+            replies = await resp.send(self._redis, commands, raw_from=4)
+        index = _hash_fields(replies[3])
+        values: dict[str, int] = {}
+        if plan is not None and index:
+            ids = list(index)
+            positions = np.fromiter((int(i) for i in index.values()), np.int64, len(ids))
+            size = int(positions.max()) + 1
+            if metric == "activity-count":
+                found = fleet.activity_totals(replies[4], size)
+            else:
+                months = [
+                    (_hash_fields(reply), mask)
+                    for reply, (_, mask) in zip(replies[4:], plan.months, strict=True)
+                ]
+                found = fleet.distinct_users(months, size)
+            mine = found[positions]
+            values = {ids[i]: int(mine[i]) for i in np.flatnonzero(mine)}
         return RankingView(
             grant=TokenGrant.decode(_hash_fields(replies[0])),
             client_exists=bool(replies[1]),
             devices=set(replies[2]),
-            values={flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)},
+            values=values,
         )
 
-    def _ranking_command(self, client_id: str, metric: Metric, plan: RankingPlan) -> bytes:
+    def _ranking_commands(self, client_id: str, metric: Metric, plan: RankingPlan) -> list[bytes]:
         if metric == "activity-count":
-            return b"".join(
-                (
-                    resp.header(3 + len(plan.days)),
-                    resp.bulks(("EVALSHA", self._scripts.rank_activity.sha, len(plan.days))),
-                    plan.days.pack(keys.client_tag(client_id).encode()),
+            return [
+                b"".join(
+                    (
+                        resp.header(1 + len(plan.days)),
+                        resp.bulk("MGET"),
+                        plan.days.pack(keys.client_tag(client_id).encode()),
+                    )
                 )
-            )
-        month_keys = [keys.client_month_users(client_id, month) for month, _ in plan.months]
-        masks = [mask for _, mask in plan.months]
-        return resp.command(
-            "EVALSHA", self._scripts.rank_users.sha, len(month_keys), *month_keys, *masks
-        )
+            ]
+        return [
+            resp.command("HGETALL", keys.client_month_users(client_id, month))
+            for month, _ in plan.months
+        ]
 
     def _series_command(self, tag: str, scratch: str, query: SeriesQuery) -> bytes:
         """The EVALSHA of the query's read script over the day keys under ``tag`` (a device's or

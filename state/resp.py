@@ -103,9 +103,10 @@ class PrefixedBulks:
         return head + (b"\r\n" + head).join(self._suffixes) + b"\r\n"
 
 
-async def send(redis: Redis, commands: Sequence[bytes]) -> list[Any]:
+async def send(redis: Redis, commands: Sequence[bytes], raw_from: int | None = None) -> list[Any]:
     """Send packed commands in one write on one pooled connection, and read every reply, within
-    the client's socket timeout: for small, bounded requests (the API's 503 within 2 s).
+    the client's socket timeout: for small, bounded requests (the API's 503 within 2 s). The
+    replies from index ``raw_from`` on are bytes as Redis sent them (binary values), not text.
 
     A connection that breaks (not one that times out) is replaced and the exchange made once
     more at once, as the client's own one immediate retry does (state/connection.py): a pooled
@@ -113,9 +114,9 @@ async def send(redis: Redis, commands: Sequence[bytes]) -> list[Any]:
     what state/ sends: reads, and scripts that skip what they have already applied.
     """
     try:
-        return await _exchange(redis, commands, patient=False)
+        return await _exchange(redis, commands, patient=False, raw_from=raw_from)
     except (RedisConnectionError, OSError):
-        return await _exchange(redis, commands, patient=False)
+        return await _exchange(redis, commands, patient=False, raw_from=raw_from)
 
 
 async def send_patiently(redis: Redis, commands: Sequence[bytes]) -> list[Any]:
@@ -176,7 +177,9 @@ async def stream_patiently(
         await pool.release(connection)
 
 
-async def _exchange(redis: Redis, commands: Sequence[bytes], *, patient: bool) -> list[Any]:
+async def _exchange(
+    redis: Redis, commands: Sequence[bytes], *, patient: bool, raw_from: int | None = None
+) -> list[Any]:
     """One attempt of :func:`send` or :func:`send_patiently`.
 
     An error reply (``ResponseError``, e.g. NOSCRIPT) is returned in its place, not raised: the
@@ -191,7 +194,7 @@ async def _exchange(redis: Redis, commands: Sequence[bytes], *, patient: bool) -
         # The pool has just checked the connection (it reconnects one the server closed), so
         # the periodic health-check PING, another round trip, is not needed.
         await connection.send_packed_command(b"".join(commands), check_health=False)
-        await _read(redis, connection, len(commands), replies, patient=patient)
+        await _read(redis, connection, len(commands), replies, patient=patient, raw_from=raw_from)
         return replies
     except TimeoutError as exc:
         await connection.disconnect()
@@ -211,7 +214,13 @@ def _timeout(connection: Any, replies: list[Any], count: int) -> RedisTimeoutErr
 
 
 async def _read(
-    redis: Redis, connection: Any, count: int, replies: list[Any], *, patient: bool
+    redis: Redis,
+    connection: Any,
+    count: int,
+    replies: list[Any],
+    *,
+    patient: bool,
+    raw_from: int | None = None,
 ) -> None:
     """Read until ``count`` replies are in ``replies``. Impatient: within the socket timeout
     in all (one timer, not one per reply). Patient: the timeout bounds silence; when it runs
@@ -219,7 +228,7 @@ async def _read(
     timeout = connection.socket_timeout
     if not patient:
         async with asyncio.timeout(timeout):
-            await _read_replies(connection, count, replies)
+            await _read_replies(connection, count, replies, raw_from=raw_from)
         return
     loop = asyncio.get_running_loop()
     silent_since = loop.time()
@@ -227,7 +236,7 @@ async def _read(
         read = len(replies)
         try:
             async with asyncio.timeout(timeout) as deadline:
-                await _read_replies(connection, count, replies, deadline)
+                await _read_replies(connection, count, replies, deadline, raw_from)
         except TimeoutError:
             now = loop.time()
             if len(replies) > read:
@@ -241,7 +250,11 @@ async def _read(
 
 
 async def _read_replies(
-    connection: Any, count: int, replies: list[Any], deadline: asyncio.Timeout | None = None
+    connection: Any,
+    count: int,
+    replies: list[Any],
+    deadline: asyncio.Timeout | None = None,
+    raw_from: int | None = None,
 ) -> None:
     """Read replies until ``count`` are in ``replies``; push ``deadline`` on while they come.
 
@@ -254,8 +267,11 @@ async def _read_replies(
     moved = loop.time()
     while len(replies) < count:
         try:
+            raw = raw_from is not None and len(replies) >= raw_from
             replies.append(
-                await connection.read_response(timeout=math.inf, disconnect_on_error=False)
+                await connection.read_response(
+                    disable_decoding=raw, timeout=math.inf, disconnect_on_error=False
+                )
             )
         except ResponseError as error:  # a reply, not a broken connection: read on
             replies.append(error)

@@ -31,8 +31,6 @@ class Scripts:
     advance_applied: AsyncScript
     read_counts: AsyncScript
     read_users: AsyncScript
-    rank_activity: AsyncScript
-    rank_users: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis) -> Scripts:
@@ -43,8 +41,6 @@ class Scripts:
             advance_applied=redis.register_script(_source("advance_applied")),
             read_counts=redis.register_script(_source("read_counts")),
             read_users=redis.register_script(_source("read_users")),
-            rank_activity=redis.register_script(_source("rank_activity")),
-            rank_users=redis.register_script(_source("rank_users")),
         )
 
     async def load(self, redis: Redis) -> None:
@@ -55,8 +51,6 @@ class Scripts:
             self.advance_applied,
             self.read_counts,
             self.read_users,
-            self.rank_activity,
-            self.rank_users,
         ):
             await redis.script_load(script.script)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from redis.asyncio import Redis
@@ -107,6 +108,9 @@ class ApplyProgress:
     devices: list[ApplyResult] = field(default_factory=list)
     previous: dict[int, int | None] | None = None
     """Set by the last round trip, which advances the applied positions."""
+    finer: dict[str, set[date]] = field(default_factory=dict)
+    """Per client, the days its aggregate call sent back: partly replayed, they go again as one
+    segment per offset (state/fleet.py)."""
 
     def restart(self) -> None:
         """Forget everything: Redis lost writes, the batch is applied again from its start."""
@@ -114,6 +118,7 @@ class ApplyProgress:
         self.trips_done = 0
         self.devices.clear()
         self.previous = None
+        self.finer.clear()
 
 
 SCRIPTS_PER_TRIP = 256
@@ -157,8 +162,15 @@ def _changed_devices(batches: Sequence[DeviceBatch], results: Sequence[ApplyResu
     )
 
 
-def _check_clients(replies: list[Any], progress: ApplyProgress) -> None:
-    """Client aggregates report only what they applied: nothing to record."""
+def _client_cuts(calls: Sequence[ClientCall]) -> list[range]:
+    """The client aggregates' calls grouped into round trips (``cut``)."""
+    return cut([c.events for c in calls])
+
+
+def _nothing_sent_back(trip: int, replies: list[Any], progress: ApplyProgress) -> None:
+    """Calls of one segment per offset decide every segment (apply_client.lua)."""
+    if any(replies):
+        raise RuntimeError(f"days sent back from one-offset segments: {replies}")
 
 
 class _ScriptsMissing(Exception):
@@ -246,23 +258,38 @@ class Writer:
         (state/fleet.py; they need to know which devices were accepted), then the last."""
         device_trips = [packed.commands[t.start : t.stop] for t in packed.trips]
         await self._stream(device_trips, 0, progress, self._record_devices)
+        done = len(device_trips)
         calls = packed.clients
         refused = {i for i, r in enumerate(progress.devices) if r.rejected}
+        sha = self._scripts.apply_client.sha
         if refused and self._fleet:
-            calls = client_calls(self._scripts.apply_client.sha, packed.batches, refused)
-        client_trips = [[calls[i].command for i in trip] for trip in cut([c.events for c in calls])]
-        await self._stream(client_trips, len(device_trips), progress, _check_clients)
+            calls = client_calls(sha, packed.batches, refused)
+        client_cuts = _client_cuts(calls)
+
+        def record_clients(trip: int, replies: list[Any], progress: ApplyProgress) -> None:
+            for call, days in zip((calls[i] for i in client_cuts[trip]), replies, strict=True):
+                if days:
+                    progress.finer.setdefault(call.client_id, set()).update(
+                        call.days[int(d) - 1] for d in days
+                    )
+
+        client_trips = [[calls[i].command for i in trip] for trip in client_cuts]
+        await self._stream(client_trips, done, progress, record_clients)
+        done += len(client_trips)
+        if progress.finer:  # one segment per offset: nothing is sent back this time
+            finer = client_calls(sha, packed.batches, refused, progress.finer)
+            finer_trips = [[finer[i].command for i in trip] for trip in _client_cuts(finer)]
+            await self._stream(finer_trips, done, progress, _nothing_sent_back)
+            done += len(finer_trips)
         if progress.previous is None:
-            await self._last_trip(
-                packed, positions, progress, len(device_trips) + len(client_trips)
-            )
+            await self._last_trip(packed, positions, progress, done)
 
     async def _stream(
         self,
         trips: list[list[bytes]],
         first: int,
         progress: ApplyProgress,
-        record: Callable[[list[Any], ApplyProgress], None],
+        record: Callable[[int, list[Any], ApplyProgress], None],
     ) -> None:
         """Send the round trips (numbered from ``first`` in the batch) not yet answered."""
         start = progress.trips_done - first
@@ -281,7 +308,7 @@ class Writer:
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
-            record(scripts, progress)
+            record(start + offset, scripts, progress)
             progress.trips_done = index + 1
 
         await resp.stream_patiently(self._redis, segments, answered)
@@ -295,7 +322,7 @@ class Writer:
         return commands
 
     @staticmethod
-    def _record_devices(replies: list[Any], progress: ApplyProgress) -> None:
+    def _record_devices(trip: int, replies: list[Any], progress: ApplyProgress) -> None:
         progress.devices += [
             ApplyResult(applied=int(r[1]), skipped=int(r[2]))
             if int(r[0]) == 1

@@ -4,16 +4,18 @@ batch adds to a client's day, across its devices, counted once whatever is repla
 from __future__ import annotations
 
 import random
+import struct
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.client import NEVER_DECODE
 
 from state import keys
 from state.batch import Contribution, DayBatch, DeviceBatch
 from state.encoding import EXACT_USERS_LIMIT
-from state.writer import Positions, Span, Writer
+from state.writer import ApplyProgress, Positions, Span, Writer
 
 from .conftest import run_with_redis as run
 
@@ -33,7 +35,19 @@ def device(client: str, device_id: str, days: dict[date, list[Contribution]]) ->
 
 
 async def aggregate(redis: Redis, client: str, day: date) -> tuple[dict[str, str], int]:
+    """The day's hash fields, with each device's activity of the day (above zero) read from
+    the activity vector, and the day's users."""
     fields = await redis.hgetall(keys.client_day(client, day))
+    index = await redis.hgetall(keys.client_devices_index(client))
+    vector = await redis.execute_command(
+        "GET", keys.client_day_activity(client, day), **{NEVER_DECODE: True}
+    )
+    for device_id, position in index.items():
+        at = 8 * int(position)
+        if vector and at + 8 <= len(vector):
+            (activity,) = struct.unpack_from(">q", vector, at)
+            if activity:
+                fields[device_id] = str(activity)
     users_key = keys.client_day_users(client, day)
     kind = await redis.type(users_key)
     users = await (redis.scard(users_key) if kind == "set" else redis.pfcount(users_key))
@@ -121,12 +135,13 @@ def test_a_device_of_another_client_adds_nothing_to_the_claimer(services: Any) -
         )
         assert result.devices[0].owner == owner
         return await aggregate(redis, claimer, D1), shared in (
-            await redis.hgetall(keys.client_day(claimer, D1))
+            await redis.hgetall(keys.client_devices_index(claimer))
         )
 
     (fields, users), listed = run(services, body)
     assert fields["n"] == "1"
     assert users == 1
+    assert shared not in fields
     assert not listed
 
 
@@ -157,8 +172,38 @@ def test_a_client_with_thousands_of_devices_in_one_batch_is_applied_whole(servic
 
     async def body(redis: Redis) -> dict[str, str]:
         await Writer(redis).apply(devices, Positions("t", {}))
-        return dict(await redis.hgetall(keys.client_day(client, D1)))
+        fields, _ = await aggregate(redis, client, D1)
+        return fields
 
     fields = run(services, body)
     assert fields["n"] == str(2 * count)
     assert sum(1 for f in fields if len(f) == 36) == count
+
+
+def test_a_partly_replayed_day_is_sent_again_one_offset_at_a_time(services: Any) -> None:
+    """A batch whose offsets straddle what a client-day counted already: the script leaves the
+    day's activity alone and answers its number; the writer sends it again, one segment per
+    offset, and only the new heartbeats count."""
+    client, a, b = new_id(), new_id(), new_id()
+    first = [
+        device(client, a, {D1: [Contribution(0, n, n, "ann") for n in range(0, 10)]}),
+        device(client, b, {D2: [Contribution(0, 10, 100, "bob")]}),
+    ]
+    straddling = [
+        device(client, a, {D1: [Contribution(0, n, n, "cy") for n in range(5, 15)]}),
+        device(client, b, {D2: [Contribution(0, 20, 1000, "bob")]}),
+    ]
+
+    async def body(redis: Redis) -> tuple[Any, Any, ApplyProgress]:
+        writer = Writer(redis)
+        await writer.apply(first, Positions("t", {}))
+        progress = ApplyProgress()
+        await writer.apply_packed(writer.pack(straddling), Positions("t", {}), progress)
+        return await aggregate(redis, client, D1), await aggregate(redis, client, D2), progress
+
+    (day1, users1), (day2, users2), progress = run(services, body)
+    assert progress.finer == {client: {D1}}  # D2's segment was wholly new
+    assert day1[a] == day1["n"] == str(sum(range(15)))
+    assert users1 == 2  # ann, and cy of the replayed part as well (a set: no double count)
+    assert day2[b] == day2["n"] == "1100"
+    assert users2 == 1
