@@ -57,11 +57,13 @@ def _device_days(
     rng: random.Random, devices: list[str], client: str, today: date, offset: int
 ) -> Iterator[DeviceBatch]:
     """Device batches of a few heartbeats per device-day: busy devices every working day, idle
-    ones rarely, a shared pool of users."""
+    ones rarely. Users as on shared devices: each device has 1 to 10 regular users, and one
+    heartbeat in ten comes from one of the client's 2,000 other users, who roam."""
     expire: dict[date, int] = {}
     for device in devices:
         batch = DeviceBatch(client, device)
         busy = rng.random()
+        regulars = [f"{device}/u{n}" for n in range(rng.randint(1, 10))]
         for n in range(DAYS):
             day = today - timedelta(days=n)
             if rng.random() > busy:
@@ -70,7 +72,12 @@ def _device_days(
             batch.days[day] = DayBatch(
                 at,
                 [
-                    Contribution(0, offset, rng.randint(1, 30), f"u{rng.randrange(2000)}")
+                    Contribution(
+                        0,
+                        offset,
+                        rng.randint(1, 30),
+                        f"r{rng.randrange(2000)}" if rng.random() < 0.1 else rng.choice(regulars),
+                    )
                     for _ in range(rng.randint(1, 3))
                 ],
             )

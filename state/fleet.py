@@ -5,11 +5,11 @@ aggregates' two binary formats back.
 A client's aggregates live under its hash tag ``{c:<client>}``, in another slot than its
 devices' keys, so the device's script cannot write them: the writer sends these calls after the
 device scripts, for the devices those accepted (``state/writer.py``). A call is summed here, per
-device and per partition, so Redis works per device rather than per heartbeat; the Kafka
-offsets of each partition's heartbeats go with the sums, for the same effectively-once rule as
-the device's (apply_client.lua). A day whose sums straddle what Redis counted already (a replay
-that is partly new) comes back from the script, and ``client_calls(..., finer=...)`` sends it
-again as one segment per offset.
+device-day and per partition, so Redis works per device-day rather than per heartbeat; the
+lowest and highest Kafka offset of each partition's heartbeats go with the sums, for the same
+effectively-once rule as the device's (apply_client.lua). A call whose sums straddle what Redis
+counted already (a replay that is partly new) is answered with 1, and ``client_calls(...,
+finer=...)`` sends it again as one segment per offset.
 
 Formats (docs/key-schema.md):
 
@@ -23,6 +23,7 @@ Formats (docs/key-schema.md):
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -35,6 +36,9 @@ from state.batch import DeviceBatch
 from state.encoding import EXACT_USERS_LIMIT, user_hashes
 from state.resp import Arg, Encoded, bulks, evalsha
 
+FILLER = "~"
+"""A field of the device index and of each month's device-users hash that is not a device: its
+long value makes Redis keep the hash as a hash table (apply_client.lua). Readers skip it."""
 ACTIVITY = np.dtype(">i8")
 """An activity vector's element."""
 RECORD = np.dtype([("user", ">i8"), ("days", "<u4")])
@@ -48,8 +52,6 @@ class ClientCall:
     client_id: str
     members: tuple[int, ...]
     """The indexes of the device batches it carries."""
-    days: tuple[date, ...]
-    """Its days, in the order of the script's arguments (it answers with their numbers)."""
     command: bytes
     events: int
 
@@ -58,53 +60,46 @@ def client_calls(
     sha: str,
     batches: Sequence[DeviceBatch],
     refused: Collection[int] = (),
-    finer: Mapping[str, Collection[date]] | None = None,
+    finer: Collection[str] | None = None,
 ) -> list[ClientCall]:
     """The calls for every client of ``batches``, leaving out the device batches ``refused``
-    (a device that belongs to another client adds nothing to this one). With ``finer`` (client
-    to days), only those clients' days, each heartbeat offset a segment of its own."""
+    (a device that belongs to another client adds nothing to this one). With ``finer``, only
+    those clients' calls, each heartbeat offset a segment of its own (apply_client.lua)."""
     members: dict[str, list[int]] = {}
     for index, batch in enumerate(batches):
         if index not in refused and (finer is None or batch.client_id in finer):
             members.setdefault(batch.client_id, []).append(index)
     return [
-        _call(sha, client, batches, indexes, None if finer is None else finer[client])
+        _call(sha, client, batches, indexes, finer is not None)
         for client, indexes in members.items()
     ]
 
 
+_GROUP = struct.Struct("<HIq")
+"""A segment's activity of one device-day: day number, device position, activity."""
+_DAYS = struct.Struct("<I")
+
+
 class _Segment:
-    """Heartbeats of one partition (of one offset, when finer) on one day: their lowest and
-    highest offsets and their activity per device position."""
+    """Heartbeats of one partition (of one offset, when finer): their lowest and highest
+    offsets, and their activity per device-day (``day << 32 | position``)."""
 
-    __slots__ = ("high", "low", "sums")
+    __slots__ = ("high", "low", "partition", "sums")
 
-    def __init__(self, offset: int) -> None:
+    def __init__(self, partition: int, offset: int) -> None:
+        self.partition = partition
         self.low = self.high = offset
         self.sums: dict[int, int] = {}
 
 
-class _Day:
-    """One day of a call: activity per segment and device, and the day's users."""
-
-    __slots__ = ("expire_at", "segments", "users")
-
-    def __init__(self, expire_at: int) -> None:
-        self.expire_at = expire_at
-        self.segments: dict[tuple[int, int], _Segment] = {}
-        """By (partition, offset or -1 for all of them)."""
-        self.users: set[str] = set()
-
-
 def _call(
-    sha: str,
-    client: str,
-    batches: Sequence[DeviceBatch],
-    members: list[int],
-    finer: Collection[date] | None,
+    sha: str, client: str, batches: Sequence[DeviceBatch], members: list[int], finer: bool
 ) -> ClientCall:
     ids: list[str] = []
-    days: dict[date, _Day] = {}
+    day_numbers: dict[date, int] = {}
+    expires: list[int] = []
+    day_users: list[set[str]] = []
+    segments: dict[int | tuple[int, int], _Segment] = {}
     months: dict[tuple[int, int], tuple[list[int], dict[int, dict[bytes, int]]]] = {}
     events = 0
     for index in members:
@@ -112,61 +107,62 @@ def _call(
         ids.append(batch.device_id)
         position = len(ids)  # the script's numbering: from 1
         for day, day_batch in batch.days.items():
-            if finer is not None and day not in finer:
-                continue
-            aggregate = days.get(day)
-            if aggregate is None:
-                aggregate = days[day] = _Day(day_batch.expire_at)
-            month_key = (day.year, day.month)
-            month = months.get(month_key)
+            number = day_numbers.get(day)
+            if number is None:
+                number = day_numbers[day] = len(day_numbers) + 1
+                expires.append(day_batch.expire_at)
+                day_users.append(set())
+            month = months.get((day.year, day.month))
             if month is None:
-                month = months[month_key] = ([day_batch.expire_at], {})
+                month = months[(day.year, day.month)] = ([day_batch.expire_at], {})
             elif day_batch.expire_at > month[0][0]:
                 month[0][0] = day_batch.expire_at
+            group = number << 32 | position
+            users = day_users[number - 1]
+            records: dict[bytes, int] | None = None
             bit = 1 << (day.day - 1)
-            records = month[1].setdefault(position, {})
-            segments = aggregate.segments
             for c in day_batch.contributions:
-                key = (c.partition, -1 if finer is None else c.offset)
+                key = (c.partition, c.offset) if finer else c.partition
                 segment = segments.get(key)
                 if segment is None:
-                    segment = segments[key] = _Segment(c.offset)
+                    segment = segments[key] = _Segment(c.partition, c.offset)
                 elif c.offset < segment.low:
                     segment.low = c.offset
                 elif c.offset > segment.high:
                     segment.high = c.offset
                 sums = segment.sums
-                sums[position] = sums.get(position, 0) + c.count
+                sums[group] = sums.get(group, 0) + c.count
                 if c.user_id is not None:
                     member, raw = user_hashes(c.user_id)
-                    aggregate.users.add(member)
+                    users.add(member)
+                    if records is None:
+                        records = month[1].setdefault(position, {})
                     records[raw] = records.get(raw, 0) | bit
             events += len(day_batch.contributions)
-    script_keys = [keys.client_devices_index(client)]
-    args: list[Arg] = [EXACT_USERS_LIMIT, len(ids), *ids, len(days)]
-    for day, aggregate in days.items():
+    script_keys = [keys.client_devices_index(client), keys.client_offsets(client)]
+    args: list[Arg] = [EXACT_USERS_LIMIT, len(ids), *ids, len(segments)]
+    pack = _GROUP.pack
+    for segment in segments.values():
+        groups = b"".join([pack(g >> 32, g & 0xFFFFFFFF, n) for g, n in segment.sums.items()])
+        args += [segment.partition, segment.low, segment.high, groups]
+    args.append(len(day_numbers))
+    for day, number in day_numbers.items():
         script_keys += [
             keys.client_day(client, day),
             keys.client_day_users(client, day),
             keys.client_day_activity(client, day),
         ]
-        args += [aggregate.expire_at, len(aggregate.segments)]
-        for (partition, _), segment in aggregate.segments.items():
-            args += [partition, segment.low, segment.high, len(segment.sums)]
-            for position, activity in segment.sums.items():
-                args += [position, activity]
-        args.append(len(aggregate.users))
-        args += aggregate.users
+        users = day_users[number - 1]
+        args += [expires[number - 1], len(users), *users]
     args.append(len(months))
+    days_bits = _DAYS.pack
     for (year, month_number), (expire_at, devices) in months.items():
         script_keys.append(keys.client_month_users(client, date(year, month_number, 1)))
-        used = {position: records for position, records in devices.items() if records}
-        args += [expire_at[0], len(used)]
-        for position, records in used.items():
-            args += [position, len(records)]
-            args += [raw + days_bits.to_bytes(4, "little") for raw, days_bits in records.items()]
+        args += [expire_at[0], len(devices)]
+        for position, found in devices.items():
+            args += [position, b"".join([raw + days_bits(bits) for raw, bits in found.items()])]
     command = evalsha(sha, script_keys, [Encoded(len(args), bulks(args))])
-    return ClientCall(client, tuple(members), tuple(days), command, events)
+    return ClientCall(client, tuple(members), command, events)
 
 
 def activity_totals(vectors: Iterable[bytes | None], size: int) -> np.ndarray:
@@ -185,23 +181,27 @@ def distinct_users(months: Sequence[tuple[Mapping[Any, Any], int]], size: int) -
     range. A user active on a device in two months of the range counts once for it. Exact."""
     devices: list[np.ndarray] = []
     users: list[np.ndarray] = []
-    for fields, mask in months:
+    for hash_fields, mask in months:
+        fields = {f: v for f, v in hash_fields.items() if f not in _FILLERS}
         if not fields:
             continue
         index = np.fromiter((int(f) for f in fields), dtype=np.int64, count=len(fields))
         blobs = list(fields.values())
-        counts = np.fromiter((len(b) // RECORD.itemsize for b in blobs), np.int64, len(blobs))
+        sizes = np.fromiter((len(b) // RECORD.itemsize for b in blobs), np.int64, len(blobs))
         records = np.frombuffer(b"".join(blobs), dtype=RECORD)
         inside = (records["days"] & mask) != 0
-        devices.append(np.repeat(index, counts)[inside])
+        devices.append(np.repeat(index, sizes)[inside])
         users.append(records["user"][inside])
     if not devices:
         return np.zeros(size, dtype=np.int64)
     device = np.concatenate(devices)
     if len(devices) > 1:  # the same pair may be in several months: count it once
         device = _distinct_pairs(device, np.concatenate(users))
-    found = np.bincount(device, minlength=size)
-    return found[:size]
+    counts: np.ndarray = np.bincount(device, minlength=size)
+    return counts[:size]
+
+
+_FILLERS = (FILLER, FILLER.encode())
 
 
 def _distinct_pairs(device: np.ndarray, user: np.ndarray) -> np.ndarray:

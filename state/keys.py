@@ -107,6 +107,11 @@ def client_devices_index(client_id: str) -> str:
     return f"{client_tag(client_id)}:index"
 
 
+def client_offsets(client_id: str) -> str:
+    """Hash: partition -> the highest offset counted in the client's fleet aggregates."""
+    return f"{client_tag(client_id)}:offsets"
+
+
 def client_month_users(client_id: str, day: date) -> str:
     """The device-users hash of the month of ``day``."""
     return f"{client_tag(client_id)}:{day.year:04d}-{day.month:02d}:du"

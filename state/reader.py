@@ -229,6 +229,7 @@ class Reader:
         with unavailable_on_failure():  # no script: nothing to load on a NOSCRIPT
             replies = await resp.send(self._redis, commands, raw_from=4)
         index = _hash_fields(replies[3])
+        index.pop(fleet.FILLER, None)
         values: dict[str, int] = {}
         if plan is not None and index:
             ids = list(index)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 from redis.asyncio import Redis
@@ -108,9 +107,9 @@ class ApplyProgress:
     devices: list[ApplyResult] = field(default_factory=list)
     previous: dict[int, int | None] | None = None
     """Set by the last round trip, which advances the applied positions."""
-    finer: dict[str, set[date]] = field(default_factory=dict)
-    """Per client, the days its aggregate call sent back: partly replayed, they go again as one
-    segment per offset (state/fleet.py)."""
+    finer: set[str] = field(default_factory=set)
+    """The clients whose aggregate call was partly replayed: it goes again as one segment per
+    offset (state/fleet.py)."""
 
     def restart(self) -> None:
         """Forget everything: Redis lost writes, the batch is applied again from its start."""
@@ -169,8 +168,8 @@ def _client_cuts(calls: Sequence[ClientCall]) -> list[range]:
 
 def _nothing_sent_back(trip: int, replies: list[Any], progress: ApplyProgress) -> None:
     """Calls of one segment per offset decide every segment (apply_client.lua)."""
-    if any(replies):
-        raise RuntimeError(f"days sent back from one-offset segments: {replies}")
+    if any(int(r) for r in replies):
+        raise RuntimeError("a one-offset segment was left undecided")
 
 
 class _ScriptsMissing(Exception):
@@ -267,11 +266,9 @@ class Writer:
         client_cuts = _client_cuts(calls)
 
         def record_clients(trip: int, replies: list[Any], progress: ApplyProgress) -> None:
-            for call, days in zip((calls[i] for i in client_cuts[trip]), replies, strict=True):
-                if days:
-                    progress.finer.setdefault(call.client_id, set()).update(
-                        call.days[int(d) - 1] for d in days
-                    )
+            for call, undecided in zip((calls[i] for i in client_cuts[trip]), replies, strict=True):
+                if int(undecided):
+                    progress.finer.add(call.client_id)
 
         client_trips = [[calls[i].command for i in trip] for trip in client_cuts]
         await self._stream(client_trips, done, progress, record_clients)
