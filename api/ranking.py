@@ -3,7 +3,10 @@ by device id, the first ``limit`` of them (docs/api.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from api.params import RankingParams
 
@@ -17,20 +20,18 @@ RANKING_QUERY = {
 
 
 def ranking_body(
-    params: RankingParams, devices: set[str], values: dict[str, int]
+    params: RankingParams, devices: Sequence[str], values: np.ndarray
 ) -> dict[str, Any]:
-    """``devices``: every device of the client; ``values``: those with a value above zero."""
-    owned = devices | set(values)  # a device counted before its set entry (never at rest)
-    if params.order == "desc":
-        ranked = sorted(owned, key=lambda d: (-values.get(d, 0), d))
-    else:
-        ranked = sorted(owned, key=lambda d: (values.get(d, 0), d))
+    """``devices``: every device of the client, by id; ``values``: theirs, in that order."""
+    key = values if params.order == "asc" else -values
+    # Sorted by value, then by position: the devices are in id order already.
+    ranked = np.lexsort((np.arange(len(devices)), key))[: params.limit]
     return {
         "metric": params.metric,
         "label": "Total Activity" if params.metric == "activity-count" else "Users",
         "period": {"start": params.start.isoformat(), "end": params.end.isoformat()},
         "order": params.order,
         "limit": params.limit,
-        "total_devices": len(owned),
-        "devices": [{"device_id": d, "value": values.get(d, 0)} for d in ranked[: params.limit]],
+        "total_devices": len(devices),
+        "devices": [{"device_id": devices[i], "value": int(values[i])} for i in ranked],
     }

@@ -16,18 +16,18 @@ Formats (docs/key-schema.md):
 - activity vector, one per client-day: a string of signed 64-bit big-endian integers, the
   device of index ``i`` at bytes ``8i..8i+7`` (Redis ``BITFIELD ... i64 #i``); a device
   beyond the string's end has no activity that day.
-- device-users records, one hash field per device index in a month key: 12 bytes per user of
-  that device in the month, the user's 64-bit hash (8 bytes, big-endian) then the days of the
-  month the user was active on it (bit d-1 for day d, 4 bytes little-endian).
+- device-users records, one hash field per device index in a month key: 16 bytes per user of
+  that device in the month, the device's index (4 bytes, little-endian), the user's 64-bit hash
+  (8 bytes, big-endian), then the days of the month the user was active on it (bit d-1 for day
+  d, 4 bytes little-endian).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
 
 import numpy as np
 
@@ -38,11 +38,12 @@ from state.resp import Arg, Encoded, bulks, evalsha
 
 FILLER = "~"
 """A field of the device index and of each month's device-users hash that is not a device: its
-long value makes Redis keep the hash as a hash table (apply_client.lua). Readers skip it."""
+value, 80 zero bytes, makes Redis keep the hash as a hash table (apply_client.lua). Read as
+device-users records, it is five records of no day, which no range counts."""
 ACTIVITY = np.dtype(">i8")
 """An activity vector's element."""
-RECORD = np.dtype([("user", ">i8"), ("days", "<u4")])
-"""A device-users record (12 bytes, unaligned)."""
+RECORD = np.dtype([("device", "<u4"), ("user", ">i8"), ("days", "<u4")])
+"""A device-users record (16 bytes): the device's index, the user's hash, their days."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,33 +176,26 @@ def activity_totals(vectors: Iterable[bytes | None], size: int) -> np.ndarray:
     return totals
 
 
-def distinct_users(months: Sequence[tuple[Mapping[Any, Any], int]], size: int) -> np.ndarray:
+def distinct_users(months: Sequence[tuple[Sequence[bytes], int]], size: int) -> np.ndarray:
     """Each device's distinct users over a range, for device indexes ``0 .. size-1``, from the
-    device-users hashes of the months it touches, each with the bitmask of its days inside the
-    range. A user active on a device in two months of the range counts once for it. Exact."""
+    values of the device-users hashes of the months it touches, each with the bitmask of its
+    days inside the range. A user active on a device in two months of the range counts once for
+    it. Exact."""
     devices: list[np.ndarray] = []
     users: list[np.ndarray] = []
-    for hash_fields, mask in months:
-        fields = {f: v for f, v in hash_fields.items() if f not in _FILLERS}
-        if not fields:
-            continue
-        index = np.fromiter((int(f) for f in fields), dtype=np.int64, count=len(fields))
-        blobs = list(fields.values())
-        sizes = np.fromiter((len(b) // RECORD.itemsize for b in blobs), np.int64, len(blobs))
-        records = np.frombuffer(b"".join(blobs), dtype=RECORD)
-        inside = (records["days"] & mask) != 0
-        devices.append(np.repeat(index, sizes)[inside])
-        users.append(records["user"][inside])
+    for values, mask in months:
+        # The filler's value reads as records of no day (apply_client.lua): no need to skip it.
+        records = np.frombuffer(b"".join(values), dtype=RECORD)
+        inside = records[(records["days"] & mask) != 0]
+        devices.append(inside["device"].astype(np.int64))
+        users.append(inside["user"])
     if not devices:
         return np.zeros(size, dtype=np.int64)
     device = np.concatenate(devices)
-    if len(devices) > 1:  # the same pair may be in several months: count it once
+    if len(devices) > 1 and len(device):  # the same pair may be in several months: count once
         device = _distinct_pairs(device, np.concatenate(users))
     counts: np.ndarray = np.bincount(device, minlength=size)
     return counts[:size]
-
-
-_FILLERS = (FILLER, FILLER.encode())
 
 
 def _distinct_pairs(device: np.ndarray, user: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -96,10 +97,39 @@ class RankingView:
 
     grant: TokenGrant | None
     client_exists: bool
-    devices: set[str]
-    """Every device the client owns (the ranking lists them all, zeros included)."""
-    values: dict[str, int]
-    """The devices with a value above zero over the range."""
+    devices: Sequence[str]
+    """Every device the client owns (the ranking lists them all, zeros included), by id."""
+    values: np.ndarray
+    """Each device's value over the range, in the order of ``devices``."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Fleet:
+    """A client's devices as rankings read them, remembered between requests: the device set
+    and the device index only grow, so their sizes tell whether what is remembered is whole."""
+
+    owned: int
+    """SCARD of the client's device set."""
+    indexed: int
+    """HLEN of the client's device index (its filler field included)."""
+    devices: list[str]
+    """The union of both, by id."""
+    positions: np.ndarray
+    """Each device's index in the activity vectors, -1 for one without any."""
+    size: int
+    """One more than the largest index."""
+
+    @classmethod
+    def of(cls, owned: Sequence[str], index: dict[str, str], indexed: int) -> _Fleet:
+        index.pop(fleet.FILLER, None)
+        devices = sorted(set(owned) | set(index))
+        positions = np.fromiter((int(index.get(d, -1)) for d in devices), np.int64, len(devices))
+        size = int(positions.max()) + 1 if len(devices) else 0
+        return cls(len(owned), indexed, devices, positions, size)
+
+
+_FLEETS_KEPT = 64
+"""Clients whose ``_Fleet`` a Reader remembers (about 1 MB for one of 10,000 devices)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +174,7 @@ class Reader:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._scripts = Scripts.register(redis)
+        self._fleets: OrderedDict[str, _Fleet] = OrderedDict()
 
     async def ping(self) -> None:
         with unavailable_on_failure():
@@ -217,40 +248,57 @@ class Reader:
         self, token: str, client_id: str, metric: Metric, plan: RankingPlan | None
     ) -> RankingView:
         """The grant, the client, its devices and, speculatively, each device's value over the
-        plan's range, from the client's fleet aggregates (state/fleet.py), in one round trip."""
+        plan's range, from the client's fleet aggregates (state/fleet.py): one round trip,
+        and a second when the client's devices changed since the last ranking."""
         commands = [
             resp.command("HGETALL", keys.token(hash_token(token))),
             resp.command("EXISTS", keys.client(client_id)),
-            resp.command("SMEMBERS", keys.client_devices(client_id)),
-            resp.command("HGETALL", keys.client_devices_index(client_id)),
+            resp.command("SCARD", keys.client_devices(client_id)),
+            resp.command("HLEN", keys.client_devices_index(client_id)),
         ]
         if plan is not None:
             commands += self._ranking_commands(client_id, metric, plan)
         with unavailable_on_failure():  # no script: nothing to load on a NOSCRIPT
             replies = await resp.send(self._redis, commands, raw_from=4)
-        index = _hash_fields(replies[3])
-        index.pop(fleet.FILLER, None)
-        values: dict[str, int] = {}
-        if plan is not None and index:
-            ids = list(index)
-            positions = np.fromiter((int(i) for i in index.values()), np.int64, len(ids))
-            size = int(positions.max()) + 1
+        devices = await self._fleet(client_id, int(replies[2]), int(replies[3]))
+        values = np.zeros(len(devices.devices), dtype=np.int64)
+        if plan is not None and devices.size:
             if metric == "activity-count":
-                found = fleet.activity_totals(replies[4], size)
+                found = fleet.activity_totals(replies[4], devices.size)
             else:
-                months = [
-                    (_hash_fields(reply), mask)
-                    for reply, (_, mask) in zip(replies[4:], plan.months, strict=True)
-                ]
-                found = fleet.distinct_users(months, size)
-            mine = found[positions]
-            values = {ids[i]: int(mine[i]) for i in np.flatnonzero(mine)}
+                masks = [mask for _, mask in plan.months]
+                found = fleet.distinct_users(
+                    list(zip(replies[4:], masks, strict=True)), devices.size
+                )
+            indexed = devices.positions >= 0
+            values[indexed] = found[devices.positions[indexed]]
         return RankingView(
             grant=TokenGrant.decode(_hash_fields(replies[0])),
             client_exists=bool(replies[1]),
-            devices=set(replies[2]),
+            devices=devices.devices,
             values=values,
         )
+
+    async def _fleet(self, client_id: str, owned: int, indexed: int) -> _Fleet:
+        """The client's devices, read again when the set or the index changed size."""
+        known = self._fleets.get(client_id)
+        if known is not None and (known.owned, known.indexed) == (owned, indexed):
+            self._fleets.move_to_end(client_id)
+            return known
+        with unavailable_on_failure():
+            members, index = await resp.send(
+                self._redis,
+                [
+                    resp.command("SMEMBERS", keys.client_devices(client_id)),
+                    resp.command("HGETALL", keys.client_devices_index(client_id)),
+                ],
+            )
+        index = _hash_fields(index)
+        found = _Fleet.of(members, index, len(index))
+        self._fleets[client_id] = found
+        if len(self._fleets) > _FLEETS_KEPT:
+            self._fleets.popitem(last=False)
+        return found
 
     def _ranking_commands(self, client_id: str, metric: Metric, plan: RankingPlan) -> list[bytes]:
         if metric == "activity-count":
@@ -264,7 +312,7 @@ class Reader:
                 )
             ]
         return [
-            resp.command("HGETALL", keys.client_month_users(client_id, month))
+            resp.command("HVALS", keys.client_month_users(client_id, month))
             for month, _ in plan.months
         ]
 

@@ -17,17 +17,19 @@
 --                  hashes (decimal): the day's users
 -- then             number of months M, and per month: expire_at (its latest day's), device
 --                  count G, and G times: device position, and 12 bytes per user of that device
---                  in the month: the user's 64-bit hash (8 bytes) and the days of the month this
---                  batch saw them on it (bit d-1 for day d, 4 bytes little-endian)
+--                  in the month: the user's 64-bit hash (8 bytes, big-endian) and the days of
+--                  the month this batch saw them on it (bit d-1 for day d, 4 bytes
+--                  little-endian)
 --
 -- Keys: the day's aggregate hash holds 'n' (the client's activity) and 'h' (1 once the day's
 -- users are a HyperLogLog). The users key holds the day's users across the devices, kept as a
 -- device-day's are (lib_days.lua): a user on two devices is one user. The activity vector is a
 -- string of signed 64-bit integers, the day's activity of the device of index i at BITFIELD
 -- offset #i: a ranking reads one string per day, whatever the fleet's size. The month's
--- device-users hash maps a device index to its records (as above): the users of that device in
--- the month with their days, so a device's distinct users over any range are read from a few
--- month keys.
+-- device-users hash maps a device index to its records, 16 bytes each: the device index (4
+-- bytes, little-endian) then a user's 12 bytes as above, one record per user of the device in
+-- the month. A device's distinct users over any range are read from a few month keys, and each
+-- record names its device, so a reader concatenates the values as they come (HVALS).
 --
 -- Effectively-once: activity is a sum, so it keeps the device scripts' rule, with the offsets
 -- kept once per client (this script is the only writer of its aggregates, and writes them and
@@ -47,9 +49,10 @@ for i = 1, device_count do ids[i] = ARGV[2 + i] end
 -- A hash of more than a few dozen fields should be a hash table: Redis keeps one of up to 512
 -- short fields as a listpack, where each lookup scans the whole list (a batch's 250 devices of
 -- a 500-device client took 0.6 ms there). A value longer than 64 bytes makes Redis convert it,
--- for good: the field FILLER holds one. Readers skip it.
+-- for good: the field FILLER holds one, 80 zero bytes, which read as device-users records are
+-- five records of no day (so a reader of a month's values need not skip it).
 local FILLER = '~'
-local FILLER_VALUE = string.rep('-', 65)
+local FILLER_VALUE = string.rep('\0', 80)
 
 -- Each device's index in the client's vectors: new devices get the next ones.
 local index = hmget_all(KEYS[1], ids)
@@ -150,10 +153,10 @@ for d = 1, day_count do
   a = a + 2 + user_count
 end
 
--- The position of a 12-byte record of ``user`` in ``records`` (found only at record starts).
-local function record_at(records, user)
+-- Where ``user`` (8 bytes) starts in a device's records, found only where a record holds it.
+local function user_at(records, user)
   local at = string.find(records, user, 1, true)
-  while at and (at - 1) % 12 ~= 0 do
+  while at and (at - 1) % 16 ~= 4 do
     at = string.find(records, user, at + 1, true)
   end
   return at
@@ -171,16 +174,18 @@ for m = 1, month_count do
   local write = {}
   for g = 1, groups do
     local records, added, changed = found[g] or '', ARGV[a + 1], false
+    local device = nil
     a = a + 2
     for at = 1, #added, 12 do
-      local record = string.sub(added, at, at + 11)
-      local place = record_at(records, string.sub(record, 1, 8))
+      local user = string.sub(added, at, at + 7)
+      local place = user_at(records, user)
       if place == nil then
-        records = records .. record
+        device = device or struct.pack('<I4', fields[g])
+        records = records .. device .. string.sub(added, at, at + 11)
         changed = true
       else
         local days = struct.unpack('<I4', records, place + 8)
-        local union = bit.bor(days, (struct.unpack('<I4', record, 9)))
+        local union = bit.bor(days, (struct.unpack('<I4', added, at + 8)))
         if union ~= days then
           records = string.sub(records, 1, place + 7) .. struct.pack('<I4', union)
             .. string.sub(records, place + 12)

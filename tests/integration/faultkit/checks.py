@@ -13,6 +13,7 @@ from state import keys
 from state.encoding import EXACT_USERS_LIMIT
 from tests.integration.conftest import poll_until
 
+from . import fleet_keys
 from .constants import FAST_POLL_S
 from .kafka import topic_message_count
 from .pipeline import Run
@@ -97,20 +98,26 @@ def cell_differences(probe: RedisProbe, workload: Workload, limit: int = 20) -> 
 
 def client_differences(probe: RedisProbe, workload: Workload, limit: int = 20) -> str:
     """Client-day aggregates (activity, each device's activity, users across devices) and
-    month device-users (each device's distinct users of the month, what rankings read) that
-    differ from the oracle ('' when none)."""
+    month device-users (each device's users of the month with their days, what rankings read)
+    that differ from the oracle ('' when none)."""
     wrong = []
     for client in workload.timezones:
         days = workload.oracle.client_days(client)
+        indexes = fleet_keys.device_indexes(probe.hash(keys.client_devices_index(client)))
         for day, (activity, users, devices) in sorted(days.items()):
             fields, (kind, size) = (
                 probe.hash(keys.client_day(client, day)),
                 probe.user_sets([keys.client_day_users(client, day)])[0],
             )
-            stored = {f: int(v) for f, v in fields.items() if len(f) == 36}
+            stored = fleet_keys.activity_by_device(
+                indexes, probe.raw(keys.client_day_activity(client, day))
+            )
             wanted = {d: a for d, a in devices.items() if a > 0}
             if int(fields.get(keys.COUNT_FIELD, -1)) != activity or stored != wanted:
-                wrong.append(f"  {client} {day}: n={fields.get('n')} (oracle {activity})")
+                wrong.append(
+                    f"  {client} {day}: n={fields.get('n')} (oracle {activity}), "
+                    f"devices {stored} (oracle {wanted})"
+                )
             if len(users) > EXACT_USERS_LIMIT:  # a HyperLogLog: within 2% (docs/api.md)
                 estimate = probe.pfcount(keys.client_day_users(client, day))
                 if kind != "string" or abs(estimate - len(users)) > 0.02 * len(users):
@@ -119,18 +126,23 @@ def client_differences(probe: RedisProbe, workload: Workload, limit: int = 20) -
                 wrong.append(f"  {client} {day}: users {kind} of {size} (oracle {len(users)})")
         for month in sorted({d.replace(day=1) for d in days}):
             last = (month + timedelta(days=32)).replace(day=1) - timedelta(days=1)
-            pairs = probe.hash(keys.client_month_users(client, month))
-            per_device: dict[str, int] = {}
-            for pair in pairs:
-                per_device[pair[:36]] = per_device.get(pair[:36], 0) + 1
-            wanted = {
-                device: len(found)
-                for _, device in workload.devices
-                if (found := workload.oracle.users((client, device), month, last))
-            }
-            if per_device != wanted:
+            records = fleet_keys.users_by_device(
+                indexes, probe.raw_hash(keys.client_month_users(client, month))
+            )
+            wanted_records: dict[str, dict[int, int]] = {}
+            for owner, device in workload.devices:
+                if owner != client:
+                    continue
+                for n in range(last.day):
+                    day = month + timedelta(days=n)
+                    for user in workload.oracle.users((owner, device), day, day):
+                        mine = wanted_records.setdefault(device, {})
+                        bits = mine.get(fleet_keys.user_hash(user), 0)
+                        mine[fleet_keys.user_hash(user)] = bits | 1 << n
+            if records != wanted_records:
                 wrong.append(
-                    f"  {client} {month:%Y-%m}: device users {per_device} (oracle {wanted})"
+                    f"  {client} {month:%Y-%m}: device users of {len(records)} devices differ "
+                    f"from the oracle's {len(wanted_records)}"
                 )
     if not wrong:
         return ""

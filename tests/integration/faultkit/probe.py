@@ -82,6 +82,14 @@ class RedisProbe:
         fields = self._redis.hgetall(key)
         return {k.decode(): v.decode() for k, v in fields.items()}  # type: ignore[union-attr]
 
+    def raw(self, key: str) -> bytes | None:
+        """GET, as bytes (binary values)."""
+        return self._redis.get(key)  # type: ignore[return-value]
+
+    def raw_hash(self, key: str) -> dict[bytes, bytes]:
+        """HGETALL, as bytes (binary values)."""
+        return self._redis.hgetall(key)  # type: ignore[return-value]
+
     def keys_matching(self, pattern: str) -> list[str]:
         return sorted(k.decode() for k in self._redis.scan_iter(match=pattern, count=5000))
 
