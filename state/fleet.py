@@ -97,31 +97,33 @@ def _call(
     sha: str, client: str, batches: Sequence[DeviceBatch], members: list[int], finer: bool
 ) -> ClientCall:
     ids: list[str] = []
-    day_numbers: dict[date, int] = {}
+    days: dict[date, tuple[int, set[str], dict[int, dict[bytes, int]], int]] = {}
+    """Per day: its number, its users, its month's records per device position, its bit."""
     expires: list[int] = []
-    day_users: list[set[str]] = []
     segments: dict[int | tuple[int, int], _Segment] = {}
-    months: dict[tuple[int, int], tuple[list[int], dict[int, dict[bytes, int]]]] = {}
+    months: dict[tuple[int, int], dict[int, dict[bytes, int]]] = {}
+    month_expires: dict[tuple[int, int], int] = {}
     events = 0
     for index in members:
         batch = batches[index]
         ids.append(batch.device_id)
         position = len(ids)  # the script's numbering: from 1
         for day, day_batch in batch.days.items():
-            number = day_numbers.get(day)
-            if number is None:
-                number = day_numbers[day] = len(day_numbers) + 1
+            found = days.get(day)
+            if found is None:
+                month = (day.year, day.month)
+                found = days[day] = (
+                    len(days) + 1,
+                    set(),
+                    months.setdefault(month, {}),
+                    1 << (day.day - 1),
+                )
                 expires.append(day_batch.expire_at)
-                day_users.append(set())
-            month = months.get((day.year, day.month))
-            if month is None:
-                month = months[(day.year, day.month)] = ([day_batch.expire_at], {})
-            elif day_batch.expire_at > month[0][0]:
-                month[0][0] = day_batch.expire_at
+                if day_batch.expire_at > month_expires.get(month, 0):
+                    month_expires[month] = day_batch.expire_at
+            number, users, month_records, bit = found
             group = number << 32 | position
-            users = day_users[number - 1]
             records: dict[bytes, int] | None = None
-            bit = 1 << (day.day - 1)
             for c in day_batch.contributions:
                 key = (c.partition, c.offset) if finer else c.partition
                 segment = segments.get(key)
@@ -137,31 +139,34 @@ def _call(
                     member, raw = user_hashes(c.user_id)
                     users.add(member)
                     if records is None:
-                        records = month[1].setdefault(position, {})
+                        records = month_records.setdefault(position, {})
                     records[raw] = records.get(raw, 0) | bit
             events += len(day_batch.contributions)
     script_keys = [keys.client_devices_index(client), keys.client_offsets(client)]
-    args: list[Arg] = [EXACT_USERS_LIMIT, len(ids), *ids, len(segments)]
+    # Device ids are canonical UUIDs (docs/events.md): 36 characters each, sent as one string.
+    args: list[Arg] = [EXACT_USERS_LIMIT, len(ids), "".join(ids), len(segments)]
     pack = _GROUP.pack
     for segment in segments.values():
         groups = b"".join([pack(g >> 32, g & 0xFFFFFFFF, n) for g, n in segment.sums.items()])
         args += [segment.partition, segment.low, segment.high, groups]
-    args.append(len(day_numbers))
-    for day, number in day_numbers.items():
+    args.append(len(days))
+    for day, (number, users, _, _) in days.items():
         script_keys += [
             keys.client_day(client, day),
             keys.client_day_users(client, day),
             keys.client_day_activity(client, day),
         ]
-        users = day_users[number - 1]
         args += [expires[number - 1], len(users), *users]
     args.append(len(months))
     days_bits = _DAYS.pack
-    for (year, month_number), (expire_at, devices) in months.items():
-        script_keys.append(keys.client_month_users(client, date(year, month_number, 1)))
-        args += [expire_at[0], len(devices)]
-        for position, found in devices.items():
-            args += [position, b"".join([raw + days_bits(bits) for raw, bits in found.items()])]
+    for month, devices in months.items():
+        script_keys.append(keys.client_month_users(client, date(*month, 1)))
+        args += [month_expires[month], len(devices)]
+        for position, found_records in devices.items():
+            args += [
+                position,
+                b"".join([raw + days_bits(bits) for raw, bits in found_records.items()]),
+            ]
     command = evalsha(sha, script_keys, [Encoded(len(args), bulks(args))])
     return ClientCall(client, tuple(members), command, events)
 

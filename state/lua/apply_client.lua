@@ -7,8 +7,8 @@
 -- KEYS[3d..3d+2]   the d-th day's aggregate hash, users key and activity vector
 -- then KEYS[...]   each month's device-users hash, after the days (one client: one slot)
 -- ARGV[1]          exact-users limit: a day's users stay an exact set up to this many
--- ARGV[2]          number of devices K, then their K ids (the call refers to them by position,
---                  from 1)
+-- ARGV[2], ARGV[3] number of devices K, and their ids, 36 characters each (canonical UUIDs),
+--                  in one string (the call refers to them by position, from 1)
 -- then             number of segments S, and per segment: partition, the lowest and highest
 --                  offset of its heartbeats, and their activity: 14 bytes per device-day, the
 --                  day's number (2 bytes), the device's position (4) and the activity (8),
@@ -44,7 +44,7 @@
 local exact_limit = tonumber(ARGV[1])
 local device_count = tonumber(ARGV[2])
 local ids = {}
-for i = 1, device_count do ids[i] = ARGV[2 + i] end
+for i = 1, device_count do ids[i] = string.sub(ARGV[3], 36 * i - 35, 36 * i) end
 
 -- A hash of more than a few dozen fields should be a hash table: Redis keeps one of up to 512
 -- short fields as a listpack, where each lookup scans the whole list (a batch's 250 devices of
@@ -76,7 +76,7 @@ end
 if #assigned > 0 then hset_all(KEYS[1], assigned) end
 
 -- Segments: which are new, and their activity per day and device.
-local a = 3 + device_count
+local a = 4
 local segment_count = tonumber(ARGV[a])
 a = a + 1
 local adds, undecided = {}, 0
