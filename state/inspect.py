@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
+import numpy as np
 from redis.asyncio import Redis
+from redis.client import NEVER_DECODE
 
-from state import keys
+from state import fleet, keys
 from state.scripts import Scripts
 
 
@@ -74,20 +76,28 @@ def retention_days_back(today: date, retention_days: int) -> list[date]:
 
 
 async def inspect_client(redis: Redis, client_id: str, days: list[date]) -> dict[str, Any]:
-    """The client's registry entry and its aggregates (state/fleet.py): per day of ``days``
-    that holds data, its keys, activity, users (and whether exact), active devices, applied
-    offsets and seconds to expiry; and its month device-users keys with their sizes."""
+    """The client's registry entry and its fleet aggregates (state/fleet.py): its device index
+    and counted offsets; per day of ``days`` that holds data, its keys, activity, users (and
+    whether exact), devices with activity and seconds to expiry; and its month device-users
+    keys with their devices and records."""
     read_users = Scripts.register(redis).read_users
     months = sorted({day.replace(day=1) for day in days})
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.client(client_id))
         pipe.scard(keys.client_devices(client_id))
+        pipe.hlen(keys.client_devices_index(client_id))
+        pipe.hgetall(keys.client_offsets(client_id))
         for day in days:
             pipe.hgetall(keys.client_day(client_id, day))
             pipe.type(keys.client_day_users(client_id, day))
             pipe.ttl(keys.client_day(client_id, day))
+            pipe.execute_command(
+                "GET", keys.client_day_activity(client_id, day), **{NEVER_DECODE: True}
+            )
         for month in months:
-            pipe.hlen(keys.client_month_users(client_id, month))
+            pipe.execute_command(
+                "HVALS", keys.client_month_users(client_id, month), **{NEVER_DECODE: True}
+            )
             pipe.ttl(keys.client_month_users(client_id, month))
         await read_users(
             keys=[keys.client_scratch(client_id)]
@@ -95,11 +105,11 @@ async def inspect_client(redis: Redis, client_id: str, days: list[date]) -> dict
             args=[1] * len(days),
             client=pipe,
         )
-        client, devices, *rest = await pipe.execute()
-    per_day, per_month, user_counts = rest[: 3 * len(days)], rest[3 * len(days) : -1], rest[-1]
+        client, devices, indexed, offsets, *rest = await pipe.execute()
+    per_day, per_month, user_counts = rest[: 4 * len(days)], rest[4 * len(days) : -1], rest[-1]
     out_days = []
-    for day, aggregate, kind, ttl, users in zip(
-        days, per_day[::3], per_day[1::3], per_day[2::3], user_counts, strict=True
+    for day, aggregate, kind, ttl, vector, users in zip(
+        days, per_day[::4], per_day[1::4], per_day[2::4], per_day[3::4], user_counts, strict=True
     ):
         if not aggregate:
             continue
@@ -108,31 +118,41 @@ async def inspect_client(redis: Redis, client_id: str, days: list[date]) -> dict
                 "date": day.isoformat(),
                 "aggregate_key": keys.client_day(client_id, day),
                 "users_key": keys.client_day_users(client_id, day),
+                "activity_key": keys.client_day_activity(client_id, day),
                 "activity_count": int(aggregate.get(keys.COUNT_FIELD, 0)),
                 "user_count": users,
                 "users_exact": kind != "string",
-                "active_devices": sum(1 for f in aggregate if len(f) == 36),
-                "applied_offsets": {
-                    f[len(keys.OFFSET_FIELD_PREFIX) :]: int(v)
-                    for f, v in aggregate.items()
-                    if f.startswith(keys.OFFSET_FIELD_PREFIX) and len(f) < 36
-                },
+                "active_devices": int(
+                    np.count_nonzero(np.frombuffer(vector or b"", dtype=fleet.ACTIVITY))
+                ),
                 "ttl_seconds": ttl,
             }
         )
-    out_months = [
-        {
-            "month": month.strftime("%Y-%m"),
-            "device_users_key": keys.client_month_users(client_id, month),
-            "device_user_pairs": pairs,
-            "ttl_seconds": ttl,
-        }
-        for month, pairs, ttl in zip(months, per_month[::2], per_month[1::2], strict=True)
-        if pairs
-    ]
+    out_months = []
+    for month, values, ttl in zip(months, per_month[::2], per_month[1::2], strict=True):
+        records = np.frombuffer(b"".join(values), dtype=fleet.RECORD)
+        records = records[records["days"] != 0]  # the filler's are of no day
+        if len(records):
+            out_months.append(
+                {
+                    "month": month.strftime("%Y-%m"),
+                    "device_users_key": keys.client_month_users(client_id, month),
+                    "devices": len(set(records["device"].tolist())),
+                    "device_user_pairs": len(records),
+                    "ttl_seconds": ttl,
+                }
+            )
     return {
         "client": {"client_id": client_id, "key": keys.client(client_id), **client},
         "devices": devices,
+        "index": {
+            "key": keys.client_devices_index(client_id),
+            "devices": max(0, indexed - 1),  # not the filler
+        },
+        "applied_offsets": {
+            "key": keys.client_offsets(client_id),
+            **{partition: int(offset) for partition, offset in offsets.items()},
+        },
         "days": out_days,
         "months": out_months,
     }

@@ -13,14 +13,20 @@ Keys (one line each: key, type, what it holds):
   hashes of their ids (``state/encoding.py``): an exact set (an intset) up to 500 users, then a
   HyperLogLog of the same hashes. ``TYPE`` tells which (``set`` or ``string``).
 - ``da:{d:<device>}:scratch``: a temporary HyperLogLog that a read script creates and deletes.
+- ``da:{c:<client>}:index`` hash: ``<device id>`` = the device's index in the client's vectors
+  and records (0, 1, 2, ... by first activity); ``~`` = 80 zero bytes that keep the hash a hash
+  table (state/fleet.py).
+- ``da:{c:<client>}:offsets`` hash: ``<p>`` = the highest offset of Kafka partition p counted
+  in the client's aggregates (their effectively-once guard).
 - ``da:{c:<client>}:<YYYY-MM-DD>`` hash: the client's aggregate of the local day: ``n`` = its
-  activity, ``<device id>`` = each device's activity (devices with activity only), ``h`` and
-  ``o<p>`` as in a device's day hash.
+  activity, ``h`` as in a device's day hash.
+- ``da:{c:<client>}:<YYYY-MM-DD>:a`` string: the day's activity vector, a signed 64-bit
+  big-endian integer per device index.
 - ``da:{c:<client>}:<YYYY-MM-DD>:u`` set or HyperLogLog: the client's users of the day, across
   its devices (a user on two devices is one), kept as a device-day's users are.
-- ``da:{c:<client>}:<YYYY-MM>:du`` hash: ``<device>:<user hash>`` = a bitmap of the days of the
-  month that user was active on that device (bit d-1 for day d): a device's distinct users over a
-  range, for rankings. Expires with the month's latest day.
+- ``da:{c:<client>}:<YYYY-MM>:du`` hash: ``<device index>`` = the device's users of the month,
+  16-byte records (device index, user hash, days of the month); ``~`` as in the index. A
+  device's distinct users over a range, for rankings. Expires with the month's latest day.
 - ``da:{c:<client>}:scratch``: a read script's temporary HyperLogLog, as the device's.
 - ``da:client:<client>`` hash: ``timezone``, ``name``, ``created_at``.
 - ``da:client:<client>:devices`` set: device ids of the client.

@@ -407,8 +407,15 @@ def test_inspect_without_a_device_shows_the_client_s_aggregates(stack: Stack, fl
     }
     assert shown == expected
     assert out["devices"] == DEVICES
+    assert out["index"]["devices"] == DEVICES  # every device of the fixture had activity
+    assert out["applied_offsets"]["key"].endswith(":offsets")
     assert out["months"]
-    assert all(m["device_user_pairs"] > 0 for m in out["months"])
+    for month in out["months"]:
+        first = date.fromisoformat(f"{month['month']}-01")
+        last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+        pairs = sum(len(fleet.oracle.users(key, first, last)) for key in keys_)
+        active = sum(1 for key in keys_ if fleet.oracle.users(key, first, last))
+        assert (month["device_user_pairs"], month["devices"]) == (pairs, active)
 
 
 # --- live ---------------------------------------------------------------------------------
