@@ -136,7 +136,22 @@ async def run(
     finally:
         await redis.aclose()
     results["ingest_runs"] = runs
+    results.update(_fleet_cost(runs))
     return results
+
+
+def _fleet_cost(runs: list[dict[str, Any]]) -> dict[str, float]:
+    """What the fleet aggregates cost, from the worker's runs with and without them: the CPU
+    per event of the worker and Redis together (steadier than rates on a shared machine)."""
+    by_key = {r["key"]: r for r in runs if r.get("finished", True)}
+    with_fleet, without = by_key.get("ingest_eps"), by_key.get("ingest_nofleet_eps")
+    if with_fleet is None or without is None:
+        return {}
+
+    def cpu(run: dict[str, Any]) -> float:
+        return float(run["cpu_us_per_event"]) + float(run["redis_cpu_us_per_event"])
+
+    return {"ingest_fleet_cpu_ratio": round(cpu(with_fleet) / cpu(without), 2)}
 
 
 async def _race(

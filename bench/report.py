@@ -50,6 +50,7 @@ TARGETS: tuple[tuple[str, str, float, bool], ...] = (
     ("ingest_vs_quix", "worker / Quix Streams app", 1.0, True),
     ("ingest_batched_eps", "events/s, arrays of 100", 200_000, True),
     ("ingest_fleet_vs_nofleet", "worker / the same without fleet aggregates", 0.85, True),
+    ("ingest_fleet_cpu_ratio", "CPU per event, worker + Redis: with / without fleet", 1.15, False),
     ("fresh_p99_ms", "freshness p99 (ms) at 5,000 events/s", 1_000, False),
     ("query_p99_ms", "API p99 (ms), 32 connections", 10, False),
     ("query_rps", "API req/s, one process, 90-day daily series", 4_000, True),

@@ -10,6 +10,8 @@ import redis
 
 from state import keys
 
+from . import fleet_keys
+
 # Sums field `n` of the given hashes server side: one round trip however many device-days.
 _SUM_COUNTS = """
 local total = 0
@@ -95,7 +97,8 @@ class RedisProbe:
 
     def digest(self, include: Callable[[str], bool] = lambda _: True) -> dict[str, Any]:
         """Per key (sorted): TYPE, value and EXPIRETIME. Hashes as sorted items, sets as sorted
-        members, strings (HyperLogLogs and positions) by GET. Compare two digests with
+        members, strings (HyperLogLogs and positions) by GET; the fleet keys that name devices by
+        index, by device id instead (``_by_device``). Compare two digests with
         ``digest_difference``."""
         names = [k for k in self.keys_matching("*") if include(k)]
         out: dict[str, Any] = {}
@@ -117,12 +120,29 @@ class RedisProbe:
                         pipe.dump(key)
                 values = pipe.execute()
             for key, kind, expire, value in zip(chunk, kinds, meta[1::2], values, strict=True):
-                if kind == "hash":
+                if key.startswith("da:{c:") and key.endswith((":index", ":a", ":du")):
+                    value = self._by_device(key, value)
+                elif kind == "hash":
                     value = sorted(value.items())
                 elif kind == "set":
                     value = sorted(value)
                 out[key] = (kind, repr(value), int(expire))
         return out
+
+    def _by_device(self, key: str, value: Any) -> Any:
+        """A fleet key's value with devices named by id instead of by index: the indexes follow
+        the order in which devices first reached the aggregates, which a replay need not
+        repeat; what each device holds must be the same."""
+        tag = key.split("}", 1)[0] + "}"
+        index = fleet_keys.device_indexes(self.hash(f"{tag}:index"))
+        if key.endswith(":index"):
+            return sorted(index)
+        if key.endswith(":a"):
+            return sorted(fleet_keys.activity_by_device(index, value).items())
+        return sorted(
+            (device, sorted(users.items()))
+            for device, users in fleet_keys.users_by_device(index, value).items()
+        )
 
     def flushall(self) -> None:
         self._redis.flushall()
