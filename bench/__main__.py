@@ -21,7 +21,7 @@ async def _sections(args: argparse.Namespace, run_dir: Path) -> dict[str, object
     results: dict[str, object] = {}
     with local_stack(run_dir) as endpoints:
         if "ingest" in args.sections:
-            only = set(args.contenders.split(",")) if args.contenders else None
+            only = args.contenders.split(",") if args.contenders else None
             results.update(await ingest.run(endpoints, run_dir, args.quick, now, only))
         if "freshness" in args.sections:
             results.update(await freshness.run(endpoints, run_dir, args.quick, now))
@@ -38,7 +38,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="a smaller run, under 3 minutes")
     parser.add_argument("--sections", default="ingest,freshness,query,fleet,accuracy")
-    parser.add_argument("--contenders", default="", help="ingest contenders (latest.json keys)")
+    parser.add_argument(
+        "--contenders",
+        default="",
+        help="ingest contenders (latest.json keys), run in the order given",
+    )
     parser.add_argument("--run-dir", type=Path, default=None)
     args = parser.parse_args()
     args.sections = set(args.sections.split(","))

@@ -92,7 +92,11 @@ CONTENDERS = (
 
 
 async def run(
-    endpoints: Endpoints, run_dir: Path, quick: bool, now: datetime, only: set[str] | None = None
+    endpoints: Endpoints,
+    run_dir: Path,
+    quick: bool,
+    now: datetime,
+    only: list[str] | None = None,
 ) -> dict[str, object]:
     events = 100_000 if quick else 1_000_000
     started = time.monotonic()
@@ -113,9 +117,8 @@ async def run(
     runs = []
     redis = Redis.from_url(endpoints.redis_url)
     try:
-        for contender in CONTENDERS:
-            if only and contender.key not in only:
-                continue
+        by_key = {c.key: c for c in CONTENDERS}
+        for contender in [by_key[k] for k in only] if only else CONTENDERS:
             topic, data = topics[contender.batched]
             figures = await _race(
                 contender, redis, endpoints, topic, data, ends[topic], run_dir, now

@@ -1,8 +1,9 @@
 """`python -m devact.services up|down|status`: the local services of DEVACT_RUN_DIR.
 
 Environment: DEVACT_RUN_DIR (default `<repo>/.run`), DEVACT_KAFKA_PORT (9092),
-DEVACT_REDIS_PORT (6379). `up` prints the `DEVACT_...=` lines of the env file on stdout;
-`status` exits 0 only when both services run.
+DEVACT_REDIS_PORT (6379), DEVACT_REDIS_CLUSTER (1: a local Redis Cluster of three primaries with
+a replica each, on DEVACT_REDIS_PORT and the five ports after it). `up` prints the
+`DEVACT_...=` lines of the env file on stdout; `status` exits 0 only when every service runs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def stack_from_env() -> LocalStack:
         Path(run_dir) if run_dir else default_run_dir(),
         kafka_port=int(os.environ.get("DEVACT_KAFKA_PORT", "9092")),
         redis_port=int(os.environ.get("DEVACT_REDIS_PORT", "6379")),
+        redis_cluster=os.environ.get("DEVACT_REDIS_CLUSTER", "0") not in ("", "0", "false"),
     )
 
 

@@ -29,15 +29,20 @@ def ping_ok(port: int, timeout_s: float = 0.5) -> bool:
 
 
 class RedisServer:
-    """The Redis of one run dir: data under `<run dir>/redis`, log in `<run dir>/redis.log`."""
+    """The Redis of one run dir: data under `<run dir>/<name>`, log in `<run dir>/<name>.log`.
+    With ``cluster``, a node of a Redis Cluster (``LocalRedisCluster`` joins them)."""
 
-    def __init__(self, run_dir: Path, port: int) -> None:
+    def __init__(
+        self, run_dir: Path, port: int, name: str = "redis", cluster: bool = False
+    ) -> None:
         self.run_dir = run_dir
         self.port = port
-        self.data_dir = run_dir / "redis"
-        self.log_file = run_dir / "redis.log"
-        self.out_file = run_dir / "redis.out"
-        self.process = ManagedProcess("redis", run_dir, "redis-server")
+        self.name = name
+        self.cluster = cluster
+        self.data_dir = run_dir / name
+        self.log_file = run_dir / f"{name}.log"
+        self.out_file = run_dir / f"{name}.out"
+        self.process = ManagedProcess(name, run_dir, "redis-server")
 
     @property
     def url(self) -> str:
@@ -50,12 +55,14 @@ class RedisServer:
                 raise ServiceError(
                     f"redis of {self.run_dir} already runs on port {running.port}, not {self.port}"
                 )
-            log.info("redis: already running (pid %d) on port %d", running.pid, running.port)
+            log.info(
+                "%s: already running (pid %d) on port %d", self.name, running.pid, running.port
+            )
             return
         # On a restart the port may still hold the old server's closing connections; Redis binds
         # with SO_REUSEADDR and copes, so only a first start checks for a squatter.
         if not self.data_dir.exists() and not port_is_free(self.port):
-            raise ServiceError(f"redis: port {self.port} is taken by another process")
+            raise ServiceError(f"{self.name}: port {self.port} is taken by another process")
         server = ensure_redis_installed()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -72,11 +79,17 @@ class RedisServer:
             "--pidfile", str(self.data_dir / "redis-server.pid"),
             "--logfile", str(self.log_file),
         ]  # fmt: skip
+        if self.cluster:
+            argv += [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", str(self.data_dir / "nodes.conf"),
+                "--cluster-node-timeout", "2000",
+            ]  # fmt: skip
         self.process.spawn(argv, self.port, self.out_file, cwd=self.data_dir)
         self.process.wait_ready(
             lambda: ping_ok(self.port), READY_DEADLINE_S, [self.log_file, self.out_file]
         )
-        log.info("redis: ready on %s", self.url)
+        log.info("%s: ready on %s", self.name, self.url)
 
     def stop(self) -> None:
         self.process.stop()

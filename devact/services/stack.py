@@ -8,6 +8,7 @@ from pathlib import Path
 
 from devact.services.kafka import KafkaServer, ensure_kafka_jars
 from devact.services.redis import RedisServer, ensure_redis_installed
+from devact.services.redis_cluster import LocalRedisCluster
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +22,19 @@ class Endpoints:
 class LocalStack:
     """Local Kafka and Redis processes whose pid files, logs, data and env file share `run_dir`."""
 
-    def __init__(self, run_dir: Path, kafka_port: int, redis_port: int) -> None:
+    def __init__(
+        self, run_dir: Path, kafka_port: int, redis_port: int, redis_cluster: bool = False
+    ) -> None:
+        """With ``redis_cluster``, Redis is a local Redis Cluster of six nodes on ports
+        ``redis_port`` to ``redis_port + 5`` (``LocalRedisCluster``)."""
         self.run_dir = run_dir.resolve()
         self.env_file = self.run_dir / "env"
         self._kafka = KafkaServer(self.run_dir, kafka_port)
-        self._redis = RedisServer(self.run_dir, redis_port)
+        self._redis: RedisServer | LocalRedisCluster = (
+            LocalRedisCluster(self.run_dir, redis_port)
+            if redis_cluster
+            else RedisServer(self.run_dir, redis_port)
+        )
 
     @property
     def endpoints(self) -> Endpoints:
@@ -55,7 +64,12 @@ class LocalStack:
     def status(self) -> dict[str, str]:
         """Per service, `running pid N port P` or `stopped`."""
         result = {}
-        for name, process in (("kafka", self._kafka.process), ("redis", self._redis.process)):
+        redis = (
+            [(n.name, n.process) for n in self._redis.nodes]
+            if isinstance(self._redis, LocalRedisCluster)
+            else [("redis", self._redis.process)]
+        )
+        for name, process in [("kafka", self._kafka.process), *redis]:
             record = process.running()
             result[name] = (
                 "stopped" if record is None else f"running pid {record.pid} port {record.port}"

@@ -1,0 +1,89 @@
+"""A local Redis Cluster: three primaries with one replica each, on consecutive ports."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from devact.services.process import ServiceError
+from devact.services.redis import RedisServer, ensure_redis_installed
+
+log = logging.getLogger(__name__)
+
+PRIMARIES = 3
+REPLICAS_PER_PRIMARY = 1
+READY_DEADLINE_S = 30.0
+
+
+class LocalRedisCluster:
+    """Six ``redis-server --cluster-enabled yes`` under `<run dir>/redis-cluster-<n>`, ports
+    ``first_port`` to ``first_port + 5``, joined by ``redis-cli --cluster create`` the first
+    time; a restart finds the cluster in each node's ``nodes.conf``."""
+
+    def __init__(self, run_dir: Path, first_port: int) -> None:
+        count = PRIMARIES * (1 + REPLICAS_PER_PRIMARY)
+        self.nodes = [
+            RedisServer(run_dir, first_port + n, name=f"redis-cluster-{n}", cluster=True)
+            for n in range(count)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Any node will do: the client learns the others from it (state/connection.py)."""
+        return self.nodes[0].url
+
+    @property
+    def processes(self) -> list[tuple[str, RedisServer]]:
+        return [(node.name, node) for node in self.nodes]
+
+    def start(self) -> None:
+        ensure_redis_installed()
+        for node in self.nodes:
+            node.start()
+        if self._state(self.nodes[0].port).get("cluster_known_nodes") != str(len(self.nodes)):
+            self._create()
+        self._wait_ok()
+        log.info("redis cluster: ready, %d nodes, on %s", len(self.nodes), self.url)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def _create(self) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise ServiceError("redis-cli not found (Debian's redis-tools, with redis-server)")
+        argv = [cli, "--cluster", "create"]
+        argv += [f"127.0.0.1:{node.port}" for node in self.nodes]
+        argv += ["--cluster-replicas", str(REPLICAS_PER_PRIMARY), "--cluster-yes"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise ServiceError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
+
+    def _wait_ok(self) -> None:
+        """Until every node says ``cluster_state:ok`` and knows every other."""
+        deadline = time.monotonic() + READY_DEADLINE_S
+        while True:
+            states = [self._state(node.port) for node in self.nodes]
+            if all(
+                s.get("cluster_state") == "ok" and s.get("cluster_known_nodes") == str(len(states))
+                for s in states
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise ServiceError(f"redis cluster not ok after {READY_DEADLINE_S} s: {states}")
+            time.sleep(0.1)
+
+    @staticmethod
+    def _state(port: int) -> dict[str, str]:
+        """A node's ``CLUSTER INFO`` ({} when it does not answer)."""
+        cli = shutil.which("redis-cli") or "redis-cli"
+        done = subprocess.run(
+            [cli, "-p", str(port), "cluster", "info"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )  # fmt: skip
+        pairs = (line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
+        return {k.strip(): v.strip() for k, v in pairs}

@@ -1,0 +1,65 @@
+"""`make services` with DEVACT_REDIS_CLUSTER=1: a real local Redis Cluster of three primaries
+with a replica each (devact/services/redis_cluster.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+
+from devact.services.process import free_port, port_is_free
+from devact.services.redis_cluster import LocalRedisCluster
+
+
+def _consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` free consecutive ports (a node's bus port is its port + 10000)."""
+    while True:
+        first = free_port()
+        if first + count + 10_000 < 65_536 and all(
+            port_is_free(p) and port_is_free(p + 10_000) for p in range(first, first + count)
+        ):
+            return first
+
+
+def _roles(port: int) -> list[str]:
+    client = redis.Redis(port=port, decode_responses=True)
+    try:
+        lines = client.execute_command("CLUSTER", "NODES")
+        if isinstance(lines, dict):  # redis-py parses CLUSTER NODES into a dict
+            return sorted("master" if "master" in v["flags"] else "slave" for v in lines.values())
+        return sorted(
+            "master" if "master" in line.split()[2] else "slave" for line in lines.splitlines()
+        )
+    finally:
+        client.close()
+
+
+def test_a_local_cluster_of_three_primaries_with_a_replica_each(tmp_path: Path) -> None:
+    first = _consecutive_free_ports(6)
+    cluster = LocalRedisCluster(tmp_path, first)
+    try:
+        cluster.start()
+        assert cluster.url == f"redis://127.0.0.1:{first}/0"
+        assert _roles(first) == ["master"] * 3 + ["slave"] * 3
+        client = redis.RedisCluster(host="127.0.0.1", port=first, decode_responses=True)
+        try:
+            for n in range(50):  # keys over every primary's slots
+                client.set(f"k{n}", n)
+            assert [int(client.get(f"k{n}")) for n in range(50)] == list(range(50))
+            written = {client.keyslot(f"k{n}") for n in range(50)}
+            owners = {client.nodes_manager.get_node_from_slot(s).port for s in written}
+            assert len(owners) == 3
+        finally:
+            client.close()
+        # Stopped and started again: the nodes find their cluster in nodes.conf.
+        cluster.stop()
+        again = LocalRedisCluster(tmp_path, first)
+        again.start()
+        assert _roles(first + 5) == ["master"] * 3 + ["slave"] * 3
+        client = redis.RedisCluster(host="127.0.0.1", port=first + 3, decode_responses=True)
+        try:
+            assert int(client.get("k7")) == 7  # from the append-only files
+        finally:
+            client.close()
+    finally:
+        cluster.stop()
