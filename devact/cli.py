@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import typer
 
-from state.connection import connect
+from state.connection import cluster_refusal, connect
 from state.errors import StateError
 from state.inspect import inspect_client, inspect_device, retention_days_back
 from state.registry import Registry, validate_timezone
@@ -64,13 +64,23 @@ def _with_redis(action: Callable[[Registry], Awaitable[T]]) -> T:
         raise typer.Exit(2) from exc
 
 
+def _refuse_a_cluster(settings: StoreSettings) -> None:
+    """Exit with a clear error when DEVACT_REDIS_URL names a Redis Cluster node."""
+    refusal = cluster_refusal(settings)
+    if refusal is not None:
+        typer.echo(f"error: {refusal}", err=True)
+        raise typer.Exit(2)
+
+
 @app.command()
 def worker() -> None:
     """Run the Faust worker: heartbeats topic -> Redis (until SIGTERM)."""
     from stream.settings import WorkerSettings
     from stream.worker import run_worker
 
-    run_worker(WorkerSettings())
+    settings = WorkerSettings()
+    _refuse_a_cluster(settings)
+    run_worker(settings)
 
 
 @app.command()
@@ -87,6 +97,8 @@ def replay(
     from stream.unreadable import UnreadableBatch
 
     _setup_logging()
+    settings = WorkerSettings()
+    _refuse_a_cluster(settings)
     start = None
     if since is not None:
         try:
@@ -96,7 +108,7 @@ def replay(
             raise typer.Exit(2) from None
         start = start if start.tzinfo else start.replace(tzinfo=UTC)
     try:
-        summary = asyncio.run(run_replay(WorkerSettings(), start))
+        summary = asyncio.run(run_replay(settings, start))
     except (TopicNotFound, UnreadableBatch) as exc:
         # An unreadable batch stops the replay there: everything before it is applied, and
         # nothing after it is skipped silently (docs/operations.md says what to do).
@@ -117,7 +129,10 @@ def api(
     """Run the HTTP API."""
     import uvicorn
 
+    from api.settings import ApiSettings
+
     _setup_logging()
+    _refuse_a_cluster(ApiSettings())
     uvicorn.run(
         "api.main:app_factory",
         factory=True,

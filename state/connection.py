@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import redis
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -25,3 +26,25 @@ def connect(settings: StoreSettings) -> Redis:
         health_check_interval=15,
         decode_responses=True,
     )
+
+
+CLUSTER_NOT_SUPPORTED = (
+    "DEVACT_REDIS_URL names a node of a Redis Cluster, and this version talks to a single Redis "
+    "only: its pipelines would be refused (MOVED) for every key outside that node's slots. "
+    "Point it at a single Redis (docs/scaling.md, Redis Cluster)."
+)
+
+
+def cluster_refusal(settings: StoreSettings) -> str | None:
+    """Why the product cannot run on ``DEVACT_REDIS_URL`` (None: it can, or Redis does not
+    answer yet, which the services wait out themselves)."""
+    client = redis.Redis.from_url(
+        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
+    )
+    try:
+        enabled = client.info("cluster").get("cluster_enabled")
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        client.close()
+    return CLUSTER_NOT_SUPPORTED if str(enabled) == "1" else None

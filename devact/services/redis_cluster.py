@@ -64,18 +64,30 @@ class LocalRedisCluster:
             raise ServiceError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
 
     def _wait_ok(self) -> None:
-        """Until every node says ``cluster_state:ok`` and knows every other."""
+        """Until every node says ``cluster_state:ok``, knows every other, and sees the three
+        replicas as replicas (a replica is announced as one a moment after the cluster is ok)."""
         deadline = time.monotonic() + READY_DEADLINE_S
+        replicas = PRIMARIES * REPLICAS_PER_PRIMARY
         while True:
             states = [self._state(node.port) for node in self.nodes]
             if all(
                 s.get("cluster_state") == "ok" and s.get("cluster_known_nodes") == str(len(states))
                 for s in states
-            ):
+            ) and all(self._replicas_seen(node.port) == replicas for node in self.nodes):
                 return
             if time.monotonic() > deadline:
                 raise ServiceError(f"redis cluster not ok after {READY_DEADLINE_S} s: {states}")
             time.sleep(0.1)
+
+    @staticmethod
+    def _replicas_seen(port: int) -> int:
+        """How many replicas a node's ``CLUSTER NODES`` lists."""
+        cli = shutil.which("redis-cli") or "redis-cli"
+        done = subprocess.run(
+            [cli, "-p", str(port), "cluster", "nodes"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )  # fmt: skip
+        return sum("slave" in line.split()[2].split(",") for line in done.stdout.splitlines())
 
     @staticmethod
     def _state(port: int) -> dict[str, str]:
