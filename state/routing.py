@@ -1,0 +1,117 @@
+"""Packed commands sent to a Redis Cluster: each to the primary that owns its key's slot.
+
+The slot map, the nodes and their connections are redis-py's (``redis.asyncio.RedisCluster``):
+this module only groups already packed commands (``state/resp.py``) by the node the library
+names for their slot, sends each group in one write on one of that node's connections, all
+groups at once, and puts the replies back in order. Redirects are the library's too: a
+``MOVED`` updates its slot map (``NodesManager.move_slot``) and the command goes again to the
+new owner; an ``ASK`` (a slot being migrated) sends ``ASKING`` and the command to the node named,
+once, without changing the map. A command that was redirected was not executed, so sending it
+again is safe for anything.
+
+Groundwork for Redis Cluster support (docs/scaling.md): the product does not use it yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import AskError, MovedError, ResponseError
+
+from state import resp
+
+REDIRECTS = 3
+"""Redirects one command may follow before the send fails (a slot moved twice meanwhile)."""
+
+
+class TooManyRedirects(RuntimeError):
+    """A command was still redirected after ``REDIRECTS`` tries."""
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """One packed command and the key whose slot decides where it goes."""
+
+    key: str
+    command: bytes
+
+
+async def send_routed(cluster: RedisCluster, commands: Sequence[Routed]) -> list[Any]:
+    """Every reply of ``commands``, in order (error replies in their place), each command sent
+    to the primary of its key's slot; one round trip per node, the nodes at the same time."""
+    replies: list[Any] = [None] * len(commands)
+    pending: list[tuple[int, ClusterNode | None]] = [(i, None) for i in range(len(commands))]
+    manager = cluster.nodes_manager
+    for _ in range(1 + REDIRECTS):
+        groups: dict[ClusterNode, list[int]] = {}
+        asking: dict[ClusterNode, list[int]] = {}
+        for index, ask_node in pending:
+            if ask_node is not None:
+                asking.setdefault(ask_node, []).append(index)
+                continue
+            node = manager.get_node_from_slot(cluster.keyslot(commands[index].key))
+            groups.setdefault(node, []).append(index)
+        sends = [(node, indexes, False) for node, indexes in groups.items()]
+        sends += [(node, indexes, True) for node, indexes in asking.items()]
+        answers = await asyncio.gather(
+            *(_exchange(node, [commands[i].command for i in idx], ask) for node, idx, ask in sends)
+        )
+        pending = []
+        for (_, indexes, _), found in zip(sends, answers, strict=True):
+            for index, reply in zip(indexes, found, strict=True):
+                if isinstance(reply, MovedError):
+                    await manager.move_slot(reply)
+                    pending.append((index, None))
+                elif isinstance(reply, AskError):
+                    pending.append((index, _node_named(cluster, reply.host, reply.port)))
+                else:
+                    replies[index] = reply
+        if not pending:
+            return replies
+    raise TooManyRedirects(f"{len(pending)} commands still redirected after {REDIRECTS} tries")
+
+
+def _node_named(cluster: RedisCluster, host: str, port: int) -> ClusterNode:
+    """The library's node for ``host:port`` (one it does not know yet is added to its cache)."""
+    node = cluster.get_node(host=host, port=port)
+    if node is None:
+        manager = cluster.nodes_manager
+        node = ClusterNode(host, port, **manager.connection_kwargs)
+        manager.set_nodes(manager.nodes_cache, {node.name: node})
+    return node
+
+
+_ASKING = resp.command("ASKING")
+
+
+async def _exchange(node: ClusterNode, commands: list[bytes], ask: bool) -> list[Any]:
+    """One write of ``commands`` on one of the node's connections, and their replies, within
+    the connection's socket timeout. With ``ask``, each command follows an ``ASKING`` (whose
+    reply is dropped). A connection that fails is disconnected before it goes back."""
+    packed = b"".join(_ASKING + c for c in commands) if ask else b"".join(commands)
+    count = len(commands) * (2 if ask else 1)
+    connection = node.acquire_connection()
+    replies: list[Any] = []
+    try:
+        await connection.send_packed_command(packed, check_health=False)
+        async with asyncio.timeout(connection.socket_timeout):
+            while len(replies) < count:
+                try:
+                    replies.append(
+                        await connection.read_response(
+                            timeout=math.inf, disconnect_on_error=False
+                        )
+                    )
+                except ResponseError as error:  # a reply (MOVED, ASK, NOSCRIPT...): read on
+                    replies.append(error)
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        node.release(connection)
+    return replies[1::2] if ask else replies
