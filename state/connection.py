@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import redis
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -48,3 +49,14 @@ def cluster_refusal(settings: StoreSettings) -> str | None:
     finally:
         client.close()
     return CLUSTER_NOT_SUPPORTED if str(enabled) == "1" else None
+
+
+def connect_cluster(settings: StoreSettings) -> RedisCluster:
+    """The library's Redis Cluster client for ``DEVACT_REDIS_URL`` (any node): it learns the
+    others and the slot map from it; timeouts as ``connect``'s."""
+    return RedisCluster.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        decode_responses=True,
+    )

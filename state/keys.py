@@ -143,6 +143,22 @@ def batch_marker(writer_id: str) -> str:
     return f"{PREFIX}:batch:{writer_id}"
 
 
+def node_tag(number: int) -> str:
+    """A hash tag for keys that must live on one Redis Cluster primary: ``number`` is searched
+    until the tag's slot is that node's (state/cluster_writer.py)."""
+    return f"{PREFIX}:{{n:{number}}}"
+
+
+def node_batch_marker(tag: str, writer_id: str) -> str:
+    """``batch_marker`` of one cluster primary."""
+    return f"{tag}:batch:{writer_id}"
+
+
+def node_applied(tag: str, topic: str, partition: int) -> str:
+    """``applied`` as one cluster primary holds it."""
+    return f"{tag}:applied:{topic}:{partition}"
+
+
 def token(token_hash: str) -> str:
     return f"{PREFIX}:token:{token_hash}"
 

@@ -70,7 +70,9 @@ class Registry:
         """Register or update a client. Changing a timezone affects events counted from then on;
         days already counted keep the bucketing they got."""
         validate_timezone(timezone)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        # Not a transaction: the keys sit in several Redis Cluster slots, and each write is
+        # idempotent, so a registration cut short is completed by running it again.
+        async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(keys.client(client_id), mapping={"timezone": timezone, "name": name})
             pipe.hsetnx(keys.client(client_id), "created_at", now.isoformat())
             pipe.sadd(keys.CLIENTS, client_id)

@@ -103,9 +103,7 @@ async def _exchange(node: ClusterNode, commands: list[bytes], ask: bool) -> list
             while len(replies) < count:
                 try:
                     replies.append(
-                        await connection.read_response(
-                            timeout=math.inf, disconnect_on_error=False
-                        )
+                        await connection.read_response(timeout=math.inf, disconnect_on_error=False)
                     )
                 except ResponseError as error:  # a reply (MOVED, ASK, NOSCRIPT...): read on
                     replies.append(error)

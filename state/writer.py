@@ -166,6 +166,11 @@ def _client_cuts(calls: Sequence[ClientCall]) -> list[range]:
     return cut([c.events for c in calls])
 
 
+def _call_keys(calls: Sequence[ClientCall], cuts: list[range]) -> list[list[str]]:
+    """The key each client call is routed by, per round trip (its client's slot)."""
+    return [[keys.client_devices_index(calls[i].client_id) for i in trip] for trip in cuts]
+
+
 def _nothing_sent_back(trip: int, replies: list[Any], progress: ApplyProgress) -> None:
     """Calls of one segment per offset decide every segment (apply_client.lua)."""
     if any(int(r) for r in replies):
@@ -256,7 +261,11 @@ class Writer:
         """The round trips not yet answered: the device scripts', then the client aggregates'
         (state/fleet.py; they need to know which devices were accepted), then the last."""
         device_trips = [packed.commands[t.start : t.stop] for t in packed.trips]
-        await self._stream(device_trips, 0, progress, self._record_devices)
+        device_keys = [
+            [keys.device_meta(b.device_id) for b in packed.batches[t.start : t.stop]]
+            for t in packed.trips
+        ]
+        await self._stream(device_trips, device_keys, 0, progress, self._record_devices)
         done = len(device_trips)
         calls = packed.clients
         refused = {i for i, r in enumerate(progress.devices) if r.rejected}
@@ -271,12 +280,15 @@ class Writer:
                     progress.finer.add(call.client_id)
 
         client_trips = [[calls[i].command for i in trip] for trip in client_cuts]
-        await self._stream(client_trips, done, progress, record_clients)
+        await self._stream(client_trips, _call_keys(calls, client_cuts), done, progress,
+                           record_clients)  # fmt: skip
         done += len(client_trips)
         if progress.finer:  # one segment per offset: nothing is sent back this time
             finer = client_calls(sha, packed.batches, refused, progress.finer)
-            finer_trips = [[finer[i].command for i in trip] for trip in _client_cuts(finer)]
-            await self._stream(finer_trips, done, progress, _nothing_sent_back)
+            finer_cuts = _client_cuts(finer)
+            finer_trips = [[finer[i].command for i in trip] for trip in finer_cuts]
+            await self._stream(finer_trips, _call_keys(finer, finer_cuts), done, progress,
+                               _nothing_sent_back)  # fmt: skip
             done += len(finer_trips)
         if progress.previous is None:
             await self._last_trip(packed, positions, progress, done)
@@ -284,11 +296,13 @@ class Writer:
     async def _stream(
         self,
         trips: list[list[bytes]],
+        trip_keys: list[list[str]],
         first: int,
         progress: ApplyProgress,
         record: Callable[[int, list[Any], ApplyProgress], None],
     ) -> None:
-        """Send the round trips (numbered from ``first`` in the batch) not yet answered."""
+        """Send the round trips (numbered from ``first`` in the batch) not yet answered.
+        ``trip_keys``: the key each script is routed by (used on a cluster only)."""
         start = progress.trips_done - first
         if not 0 <= start < len(trips):
             return

@@ -29,6 +29,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from devact.services.process import port_is_free
+from devact.services.redis_cluster import LocalRedisCluster
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -475,3 +478,24 @@ def new_run(
             print(run.tails())
         run.close()
     ensure_services(own_stack)
+
+
+def consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` free consecutive ports whose cluster bus ports (+10000) are free."""
+    while True:
+        first = free_port()
+        if first + count + 10_000 < 65_536 and all(
+            port_is_free(p) and port_is_free(p + 10_000) for p in range(first, first + count)
+        ):
+            return first
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """A real local Redis Cluster: three primaries with a replica each."""
+    cluster = LocalRedisCluster(tmp_path_factory.mktemp("cluster"), consecutive_free_ports(6))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -10,20 +10,11 @@ from pathlib import Path
 
 import redis
 
-from devact.services.process import free_port, port_is_free
 from devact.services.redis_cluster import LocalRedisCluster
 
+from .conftest import consecutive_free_ports
+
 VENV_BIN = Path(sys.executable).parent
-
-
-def _consecutive_free_ports(count: int) -> int:
-    """The first of ``count`` free consecutive ports (a node's bus port is its port + 10000)."""
-    while True:
-        first = free_port()
-        if first + count + 10_000 < 65_536 and all(
-            port_is_free(p) and port_is_free(p + 10_000) for p in range(first, first + count)
-        ):
-            return first
 
 
 def _roles(port: int) -> list[str]:
@@ -40,7 +31,7 @@ def _roles(port: int) -> list[str]:
 
 
 def test_a_local_cluster_of_three_primaries_with_a_replica_each(tmp_path: Path) -> None:
-    first = _consecutive_free_ports(6)
+    first = consecutive_free_ports(6)
     cluster = LocalRedisCluster(tmp_path, first)
     try:
         cluster.start()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,17 +15,10 @@ from devact.services.redis_cluster import LocalRedisCluster
 from state import resp
 from state.routing import Routed, send_routed
 
-from .test_redis_cluster_services import _consecutive_free_ports
 
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
-    local = LocalRedisCluster(Path(tmp_path_factory.mktemp("cluster")), _consecutive_free_ports(6))
-    local.start()
-    try:
-        yield local
-    finally:
-        local.stop()
+@pytest.fixture
+def cluster(redis_cluster: LocalRedisCluster) -> LocalRedisCluster:
+    return redis_cluster
 
 
 def _run(cluster: LocalRedisCluster, body: Any) -> Any:
