@@ -11,11 +11,13 @@ from typing import Any, Literal
 
 import numpy as np
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from state import fleet, keys, resp
 from state.dates import Bucket, Granularity, buckets, days_inclusive
 from state.errors import unavailable_on_failure
 from state.registry import Client, Registry, TokenGrant, hash_token
+from state.routing import Routed, send_routed
 from state.scripts import Scripts
 
 Metric = Literal["activity-count", "user-count"]
@@ -171,9 +173,10 @@ def _hash_fields(reply: Any) -> dict[str, str]:
 
 
 class Reader:
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-        self._scripts = Scripts.register(redis)
+    def __init__(self, redis: Redis | RedisCluster) -> None:
+        self._redis: Any = redis
+        self._cluster = redis if isinstance(redis, RedisCluster) else None
+        self._scripts = Scripts.register(redis)  # type: ignore[arg-type]
         self._fleets: OrderedDict[str, _Fleet] = OrderedDict()
 
     async def ping(self) -> None:
@@ -200,7 +203,13 @@ class Reader:
         queries = ([] if query is None else [query]) + list(extra)
         tag, scratch = keys.device_tag(device_id), keys.device_scratch(device_id)
         commands += [self._series_command(tag, scratch, q) for q in queries]
-        replies = await self._round_trip(commands)
+        routes = [
+            keys.token(hash_token(token)),
+            keys.client(client_id),
+            keys.device_meta(device_id),
+            *[tag] * len(queries),
+        ]
+        replies = await self._round_trip(commands, routes)
         values = [list(map(int, reply)) for reply in replies[3:]]
         return DeviceView(
             grant=TokenGrant.decode(_hash_fields(replies[0])),
@@ -237,7 +246,8 @@ class Reader:
         ]
         tag, scratch = keys.client_tag(client_id), keys.client_scratch(client_id)
         commands += [self._series_command(tag, scratch, q) for q in queries]
-        replies = await self._round_trip(commands)
+        routes = [keys.token(hash_token(token)), keys.client(client_id), *[tag] * len(queries)]
+        replies = await self._round_trip(commands, routes)
         return ClientView(
             grant=TokenGrant.decode(_hash_fields(replies[0])),
             client_exists=bool(replies[1]),
@@ -256,10 +266,17 @@ class Reader:
             resp.command("SCARD", keys.client_devices(client_id)),
             resp.command("HLEN", keys.client_devices_index(client_id)),
         ]
+        routes = [
+            keys.token(hash_token(token)),
+            keys.client(client_id),
+            keys.client_devices(client_id),
+            keys.client_tag(client_id),
+        ]
         if plan is not None:
-            commands += self._ranking_commands(client_id, metric, plan)
-        with unavailable_on_failure():  # no script: nothing to load on a NOSCRIPT
-            replies = await resp.send(self._redis, commands, raw_from=4)
+            ranking = self._ranking_commands(client_id, metric, plan)
+            commands += ranking
+            routes += [keys.client_tag(client_id)] * len(ranking)
+        replies = await self._round_trip(commands, routes, raw_from=4)
         devices = await self._fleet(client_id, int(replies[2]), int(replies[3]))
         values = np.zeros(len(devices.devices), dtype=np.int64)
         if plan is not None and devices.size:
@@ -285,14 +302,13 @@ class Reader:
         if known is not None and (known.owned, known.indexed) == (owned, indexed):
             self._fleets.move_to_end(client_id)
             return known
-        with unavailable_on_failure():
-            members, index = await resp.send(
-                self._redis,
-                [
-                    resp.command("SMEMBERS", keys.client_devices(client_id)),
-                    resp.command("HGETALL", keys.client_devices_index(client_id)),
-                ],
-            )
+        members, index = await self._round_trip(
+            [
+                resp.command("SMEMBERS", keys.client_devices(client_id)),
+                resp.command("HGETALL", keys.client_devices_index(client_id)),
+            ],
+            [keys.client_devices(client_id), keys.client_devices_index(client_id)],
+        )
         index = _hash_fields(index)
         found = _Fleet.of(members, index, len(index))
         self._fleets[client_id] = found
@@ -338,8 +354,19 @@ class Reader:
             )
         )
 
-    async def _round_trip(self, commands: Sequence[bytes]) -> list[Any]:
+    async def _round_trip(
+        self, commands: Sequence[bytes], routes: Sequence[str], raw_from: int | None = None
+    ) -> list[Any]:
         """Every reply of ``commands``, sent at once (the read script's scratch key is its own,
-        so sending again after a NOSCRIPT is safe)."""
+        so sending again after a NOSCRIPT is safe). On a Redis Cluster, each goes to the
+        primary of the slot of its key in ``routes`` (state/routing.py), one round trip per
+        node, all at once; the replies from ``raw_from`` on are left undecoded."""
+
+        async def send(redis: Any, packed: Sequence[bytes]) -> list[Any]:
+            if self._cluster is None:
+                return await resp.send(redis, packed, raw_from=raw_from)
+            routed = [Routed(k, c) for k, c in zip(routes, packed, strict=True)]
+            return await send_routed(self._cluster, routed, raw_from=raw_from)
+
         with unavailable_on_failure():
-            return await self._scripts.send(self._redis, resp.send, commands)
+            return await self._scripts.send(self._redis, send, commands)

@@ -41,9 +41,13 @@ class Routed:
     command: bytes
 
 
-async def send_routed(cluster: RedisCluster, commands: Sequence[Routed]) -> list[Any]:
+async def send_routed(
+    cluster: RedisCluster, commands: Sequence[Routed], raw_from: int | None = None
+) -> list[Any]:
     """Every reply of ``commands``, in order (error replies in their place), each command sent
-    to the primary of its key's slot; one round trip per node, the nodes at the same time."""
+    to the primary of its key's slot; one round trip per node, the nodes at the same time. The
+    replies from index ``raw_from`` on are bytes as Redis sent them (``resp.send``'s)."""
+    await cluster.initialize()  # a no-op once the library has its slot map
     replies: list[Any] = [None] * len(commands)
     pending: list[tuple[int, ClusterNode | None]] = [(i, None) for i in range(len(commands))]
     manager = cluster.nodes_manager
@@ -59,7 +63,15 @@ async def send_routed(cluster: RedisCluster, commands: Sequence[Routed]) -> list
         sends = [(node, indexes, False) for node, indexes in groups.items()]
         sends += [(node, indexes, True) for node, indexes in asking.items()]
         answers = await asyncio.gather(
-            *(_exchange(node, [commands[i].command for i in idx], ask) for node, idx, ask in sends)
+            *(
+                _exchange(
+                    node,
+                    [commands[i].command for i in idx],
+                    ask,
+                    [raw_from is not None and i >= raw_from for i in idx],
+                )
+                for node, idx, ask in sends
+            )
         )
         pending = []
         for (_, indexes, _), found in zip(sends, answers, strict=True):
@@ -89,10 +101,13 @@ def _node_named(cluster: RedisCluster, host: str, port: int) -> ClusterNode:
 _ASKING = resp.command("ASKING")
 
 
-async def _exchange(node: ClusterNode, commands: list[bytes], ask: bool) -> list[Any]:
+async def _exchange(
+    node: ClusterNode, commands: list[bytes], ask: bool, raw: list[bool]
+) -> list[Any]:
     """One write of ``commands`` on one of the node's connections, and their replies, within
-    the connection's socket timeout. With ``ask``, each command follows an ``ASKING`` (whose
-    reply is dropped). A connection that fails is disconnected before it goes back."""
+    the connection's socket timeout (``raw``: which to leave undecoded). With ``ask``, each
+    command follows an ``ASKING`` (whose reply is dropped). A connection that fails is
+    disconnected before it goes back."""
     packed = b"".join(_ASKING + c for c in commands) if ask else b"".join(commands)
     count = len(commands) * (2 if ask else 1)
     connection = node.acquire_connection()
@@ -101,9 +116,12 @@ async def _exchange(node: ClusterNode, commands: list[bytes], ask: bool) -> list
         await connection.send_packed_command(packed, check_health=False)
         async with asyncio.timeout(connection.socket_timeout):
             while len(replies) < count:
+                undecoded = raw[len(replies) // 2 if ask else len(replies)]
                 try:
                     replies.append(
-                        await connection.read_response(timeout=math.inf, disconnect_on_error=False)
+                        await connection.read_response(
+                            disable_decoding=undecoded, timeout=math.inf, disconnect_on_error=False
+                        )
                     )
                 except ResponseError as error:  # a reply (MOVED, ASK, NOSCRIPT...): read on
                     replies.append(error)

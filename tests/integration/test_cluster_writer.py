@@ -17,6 +17,8 @@ from state.batch import Contribution, DayBatch, DeviceBatch
 from state.cluster_writer import ClusterWriter
 from state.connection import connect_cluster
 from state.errors import LostWrites
+from state.reader import Reader, SeriesQuery, ranking_plan, series_plan
+from state.registry import Registry
 from state.settings import StoreSettings
 from state.writer import ApplyProgress, Positions, Span
 
@@ -156,3 +158,45 @@ def test_a_primary_that_lost_a_round_trip_is_caught(redis_cluster: LocalRedisClu
 
     assert asyncio.run(body())
     assert _counters(redis_cluster, set(oracle)) == oracle
+
+
+def test_the_reader_answers_from_every_primary(redis_cluster: LocalRedisCluster) -> None:
+    """What the API reads, on a cluster: a device's series, the client's series and its
+    ranking, each request's keys on several primaries, against the oracle of the events."""
+    client = str(uuid.uuid4())
+    devices = [(client, str(uuid.uuid4())) for _ in range(30)]
+    events = _events(3, devices, 900)
+    per_day: dict[tuple[str, date], int] = {}
+    for _, device, day, _, _, count, _ in events:
+        per_day[(device, day)] = per_day.get((device, day), 0) + count
+    plan = series_plan(DAYS[0], DAYS[-1], "daily")
+
+    async def body() -> tuple[Any, ...]:
+        store = connect_cluster(StoreSettings(redis_url=redis_cluster.url, redis_timeout_s=5))
+        try:
+            registry = Registry(store)  # type: ignore[arg-type]
+            await registry.add_client(client, "UTC", "cluster", datetime.now(UTC))
+            token = await registry.create_token([client], all_clients=False, name="t")
+            batches, positions = _batch(events)
+            await ClusterWriter(store).apply(batches, positions)
+            reader = Reader(store)
+            views = [
+                await reader.device_view(token, client, d, SeriesQuery("activity-count", plan))
+                for _, d in devices
+            ]
+            fleet = await reader.client_view(token, client, [SeriesQuery("activity-count", plan)])
+            ranking = await reader.ranking_view(
+                token, client, "activity-count", ranking_plan(DAYS[0], DAYS[-1])
+            )
+            return views, fleet, ranking
+        finally:
+            await store.aclose()
+
+    views, fleet, ranking = asyncio.run(body())
+    for (_, device), view in zip(devices, views, strict=True):
+        assert view.client_exists
+        assert view.device_owner == client
+        assert view.values == [per_day.get((device, day), 0) for day in DAYS]
+    assert fleet.values == [[sum(per_day.get((d, day), 0) for _, d in devices) for day in DAYS]]
+    totals = dict(zip(ranking.devices, ranking.values.tolist(), strict=True))
+    assert totals == {d: sum(per_day.get((d, day), 0) for day in DAYS) for _, d in devices}

@@ -70,7 +70,9 @@ class FakeExchange:
         self.answers = list(answers)
         self.sent: list[list[bytes]] = []
 
-    async def __call__(self, _: Redis, commands: Sequence[bytes]) -> list[Any]:
+    async def __call__(
+        self, _: Redis, commands: Sequence[bytes], raw_from: int | None = None
+    ) -> list[Any]:
         self.sent.append(list(commands))
         answer = self.answers.pop(0)
         if isinstance(answer, BaseException):
