@@ -14,14 +14,14 @@ from api.live import LiveHub
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import STATIC, router
 from api.settings import ApiSettings
-from state.connection import connect
+from state.connection import open_store
 from state.reader import Reader
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = connect(settings)
+        redis = open_store(settings)
         app.state.reader = Reader(redis)
         app.state.live = LiveHub(redis)
         app.state.live.start()

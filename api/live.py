@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import orjson
-from redis.asyncio import Redis
 
 from state.changes import changed_devices
+from state.connection import Store
 from state.reader import Metric, Reader, SeriesQuery, series_plan
 
 KEEPALIVE_S = 10
@@ -31,7 +31,7 @@ _RECHECK_S = 300.0
 class LiveHub:
     """Who watches which device, woken by the change subscription."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Store) -> None:
         self._redis = redis
         self._watchers: dict[str, set[asyncio.Event]] = {}
         self._task: asyncio.Task[None] | None = None

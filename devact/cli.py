@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import typer
 
-from state.connection import cluster_refusal, connect
+from state.connection import open_store
 from state.errors import StateError
 from state.inspect import inspect_client, inspect_device, retention_days_back
 from state.registry import Registry, validate_timezone
@@ -51,7 +51,7 @@ def _setup_logging(level: str = "INFO") -> None:
 
 def _with_redis(action: Callable[[Registry], Awaitable[T]]) -> T:
     async def run() -> T:
-        redis = connect(StoreSettings())
+        redis = open_store(StoreSettings())
         try:
             return await action(Registry(redis))
         finally:
@@ -64,23 +64,13 @@ def _with_redis(action: Callable[[Registry], Awaitable[T]]) -> T:
         raise typer.Exit(2) from exc
 
 
-def _refuse_a_cluster(settings: StoreSettings) -> None:
-    """Exit with a clear error when DEVACT_REDIS_URL names a Redis Cluster node."""
-    refusal = cluster_refusal(settings)
-    if refusal is not None:
-        typer.echo(f"error: {refusal}", err=True)
-        raise typer.Exit(2)
-
-
 @app.command()
 def worker() -> None:
     """Run the Faust worker: heartbeats topic -> Redis (until SIGTERM)."""
     from stream.settings import WorkerSettings
     from stream.worker import run_worker
 
-    settings = WorkerSettings()
-    _refuse_a_cluster(settings)
-    run_worker(settings)
+    run_worker(WorkerSettings())
 
 
 @app.command()
@@ -98,7 +88,6 @@ def replay(
 
     _setup_logging()
     settings = WorkerSettings()
-    _refuse_a_cluster(settings)
     start = None
     if since is not None:
         try:
@@ -129,10 +118,7 @@ def api(
     """Run the HTTP API."""
     import uvicorn
 
-    from api.settings import ApiSettings
-
     _setup_logging()
-    _refuse_a_cluster(ApiSettings())
     uvicorn.run(
         "api.main:app_factory",
         factory=True,
@@ -217,7 +203,7 @@ def inspect(
         days = retention_days_back(datetime.now(UTC).date(), settings.retention_days)
 
     async def run() -> dict[str, object]:
-        redis = connect(settings)
+        redis = open_store(settings)
         try:
             if did is None:
                 return await inspect_client(redis, cid, days)

@@ -7,10 +7,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from state import keys
+from state.connection import Store
 
 log = logging.getLogger(__name__)
 
@@ -18,14 +19,25 @@ _RETRY_FIRST_S = 0.1
 _RETRY_MAX_S = 5.0
 
 
-async def changed_devices(redis: Redis) -> AsyncIterator[set[str] | None]:
+async def changed_devices(redis: Store) -> AsyncIterator[set[str] | None]:
     """Sets of device ids, as batches change them; None after a lost subscription was made
     again (changes may have been missed meanwhile: re-read everything watched). Runs until
     cancelled, resubscribing with backoff while Redis is away."""
     delay = _RETRY_FIRST_S
     lost = False
     while True:
-        pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        try:
+            if isinstance(redis, RedisCluster):
+                # The cluster client picks the pub/sub node from its slot map (a PUBLISH
+                # reaches the subscribers of every node): the map must be there first.
+                await redis.initialize()
+            pubsub = redis.pubsub(ignore_subscribe_messages=True)
+        except (RedisError, OSError) as exc:
+            log.warning("change subscription failed (%s); again in %.1f s", exc, delay)
+            lost = True
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, _RETRY_MAX_S)
+            continue
         try:
             await pubsub.subscribe(keys.CHANGES_CHANNEL)
             if lost:

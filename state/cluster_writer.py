@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError
 
@@ -186,3 +187,10 @@ def _lowest(values: Any) -> int | None:
     """The lowest of positions as the primaries hold them (-1 or None: none there)."""
     found = [int(v) for v in values if v is not None and int(v) >= 0]
     return min(found) if found else None
+
+
+def new_writer(redis: Redis | RedisCluster, *, fleet: bool = True) -> Writer:
+    """The writer for ``redis``: ``ClusterWriter`` on a Redis Cluster, else ``Writer``."""
+    if isinstance(redis, RedisCluster):
+        return ClusterWriter(redis, fleet=fleet)
+    return Writer(redis, fleet=fleet)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import redis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -9,6 +12,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from state.settings import StoreSettings
+
+Store = Redis | RedisCluster
+"""A client of one Redis or of a Redis Cluster (``open_store``)."""
 
 
 def connect(settings: StoreSettings) -> Redis:
@@ -29,26 +35,38 @@ def connect(settings: StoreSettings) -> Redis:
     )
 
 
-CLUSTER_NOT_SUPPORTED = (
-    "DEVACT_REDIS_URL names a node of a Redis Cluster, and this version talks to a single Redis "
-    "only: its pipelines would be refused (MOVED) for every key outside that node's slots. "
-    "Point it at a single Redis (docs/scaling.md, Redis Cluster)."
-)
+_PROBE_DEADLINE_S = 10.0
+"""How long ``open_store`` asks whether ``DEVACT_REDIS_URL`` is a cluster node, while Redis
+does not answer yet (a service started with the stack)."""
+
+log = logging.getLogger(__name__)
 
 
-def cluster_refusal(settings: StoreSettings) -> str | None:
-    """Why the product cannot run on ``DEVACT_REDIS_URL`` (None: it can, or Redis does not
-    answer yet, which the services wait out themselves)."""
+def is_cluster(settings: StoreSettings) -> bool | None:
+    """Whether ``DEVACT_REDIS_URL`` names a node of a Redis Cluster (``INFO cluster``); None
+    when Redis does not answer."""
     client = redis.Redis.from_url(
         settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
     )
     try:
-        enabled = client.info("cluster").get("cluster_enabled")
+        return str(client.info("cluster").get("cluster_enabled")) == "1"
     except (redis.RedisError, OSError):
         return None
     finally:
         client.close()
-    return CLUSTER_NOT_SUPPORTED if str(enabled) == "1" else None
+
+
+def open_store(settings: StoreSettings) -> Store:
+    """``connect`` or ``connect_cluster``, as ``DEVACT_REDIS_URL`` names one Redis or a node of
+    a cluster: asked once, at start, for up to ``_PROBE_DEADLINE_S`` while Redis does not
+    answer; after that, one Redis is assumed (and said in the log)."""
+    deadline = time.monotonic() + _PROBE_DEADLINE_S
+    while (cluster := is_cluster(settings)) is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if cluster is None:
+        log.warning("Redis at %s does not answer: assuming one Redis, not a cluster",
+                    settings.redis_url)  # fmt: skip
+    return connect_cluster(settings) if cluster else connect(settings)
 
 
 def connect_cluster(settings: StoreSettings) -> RedisCluster:

@@ -6,15 +6,15 @@ from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
-from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 
 from state import fleet, keys
+from state.connection import Store
 from state.scripts import Scripts
 
 
 async def inspect_device(
-    redis: Redis, client_id: str, device_id: str, days: list[date]
+    redis: Store, client_id: str, device_id: str, days: list[date]
 ) -> dict[str, Any]:
     """The device's owner and registry entries, and every day of ``days`` that holds data:
     its keys, activity count, distinct users (and whether exact), applied offsets and seconds
@@ -29,12 +29,14 @@ async def inspect_device(
             pipe.hgetall(keys.day_counter(device_id, day))
             pipe.type(keys.day_users(device_id, day))
             pipe.ttl(keys.day_counter(device_id, day))
-        await read_users(
-            keys=[keys.device_scratch(device_id)] + [keys.day_users(device_id, d) for d in days],
-            args=[1] * len(days),
-            client=pipe,
-        )
-        client, meta, meta_ttl, listed, *per_day, user_counts = await pipe.execute()
+        client, meta, meta_ttl, listed, *per_day = await pipe.execute()
+    # Outside the pipeline: a cluster's pipeline refuses scripts (their keys share one slot, so
+    # the client routes the call as it is).
+    user_counts = await read_users(
+        keys=[keys.device_scratch(device_id)] + [keys.day_users(device_id, d) for d in days],
+        args=[1] * len(days),
+        client=redis,
+    )
     out_days = []
     for day, counter, kind, ttl, users in zip(
         days, per_day[::3], per_day[1::3], per_day[2::3], user_counts, strict=True
@@ -75,7 +77,7 @@ def retention_days_back(today: date, retention_days: int) -> list[date]:
     return [today - timedelta(days=n) for n in range(retention_days + 1, -2, -1)]
 
 
-async def inspect_client(redis: Redis, client_id: str, days: list[date]) -> dict[str, Any]:
+async def inspect_client(redis: Store, client_id: str, days: list[date]) -> dict[str, Any]:
     """The client's registry entry and its fleet aggregates (state/fleet.py): its device index
     and counted offsets; per day of ``days`` that holds data, its keys, activity, users (and
     whether exact), devices with activity and seconds to expiry; and its month device-users
@@ -99,14 +101,13 @@ async def inspect_client(redis: Redis, client_id: str, days: list[date]) -> dict
                 "HVALS", keys.client_month_users(client_id, month), **{NEVER_DECODE: True}
             )
             pipe.ttl(keys.client_month_users(client_id, month))
-        await read_users(
-            keys=[keys.client_scratch(client_id)]
-            + [keys.client_day_users(client_id, d) for d in days],
-            args=[1] * len(days),
-            client=pipe,
-        )
         client, devices, indexed, offsets, *rest = await pipe.execute()
-    per_day, per_month, user_counts = rest[: 4 * len(days)], rest[4 * len(days) : -1], rest[-1]
+    user_counts = await read_users(
+        keys=[keys.client_scratch(client_id)] + [keys.client_day_users(client_id, d) for d in days],
+        args=[1] * len(days),
+        client=redis,
+    )
+    per_day, per_month = rest[: 4 * len(days)], rest[4 * len(days) :]
     out_days = []
     for day, aggregate, kind, ttl, vector, users in zip(
         days, per_day[::4], per_day[1::4], per_day[2::4], per_day[3::4], user_counts, strict=True

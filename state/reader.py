@@ -176,7 +176,7 @@ class Reader:
     def __init__(self, redis: Redis | RedisCluster) -> None:
         self._redis: Any = redis
         self._cluster = redis if isinstance(redis, RedisCluster) else None
-        self._scripts = Scripts.register(redis)  # type: ignore[arg-type]
+        self._scripts = Scripts.register(redis)
         self._fleets: OrderedDict[str, _Fleet] = OrderedDict()
 
     async def ping(self) -> None:

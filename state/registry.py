@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from redis.asyncio import Redis
-
 from state import keys
+from state.connection import Store
 from state.errors import UnknownTimezone
 
 TOKEN_PREFIX = "da_"
@@ -63,7 +62,7 @@ def validate_timezone(name: str) -> ZoneInfo:
 
 
 class Registry:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Store) -> None:
         self._redis = redis
 
     async def add_client(self, client_id: str, timezone: str, name: str, now: datetime) -> None:

@@ -8,6 +8,7 @@ from importlib.resources import files
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
@@ -33,7 +34,7 @@ class Scripts:
     read_users: AsyncScript
 
     @classmethod
-    def register(cls, redis: Redis) -> Scripts:
+    def register(cls, redis: Redis | RedisCluster) -> Scripts:
         """Bind the scripts to ``redis``; they are sent by SHA and loaded on first NOSCRIPT."""
         return cls(
             apply_device=redis.register_script(_applying("apply_device")),
@@ -43,7 +44,7 @@ class Scripts:
             read_users=redis.register_script(_source("read_users")),
         )
 
-    async def load(self, redis: Redis) -> None:
+    async def load(self, redis: Redis | RedisCluster) -> None:
         """Load every script into the server's cache (after a restart emptied it)."""
         for script in (
             self.apply_device,

@@ -14,9 +14,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError, for_code
 from redis.exceptions import RedisError
 
-from state.connection import connect
+from state.cluster_writer import new_writer
+from state.connection import open_store
 from state.registry import Registry
-from state.writer import Writer
 from stream import unreadable
 from stream.batching import BatchingApp
 from stream.dlq import DeadLetterRecord
@@ -75,10 +75,10 @@ def create_app(settings: WorkerSettings) -> faust.App:
         in offset order."""
 
         def __post_init__(self) -> None:
-            self._redis = connect(settings)
+            self._redis = open_store(settings)
             self._processor = BatchProcessor(
                 registry=Registry(self._redis),
-                writer=Writer(self._redis, fleet=settings.fleet_aggregates),
+                writer=new_writer(self._redis, fleet=settings.fleet_aggregates),
                 send=send_dead_letters,
                 clock=_utc_now,
                 default_timezone=settings.default_timezone,

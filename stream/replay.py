@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from state.connection import connect
+from state.cluster_writer import new_writer
+from state.connection import open_store
 from state.registry import Registry
-from state.writer import Writer
 from stream import unreadable
 from stream.dlq import DeadLetterRecord
 from stream.plan import Continuity, Message
@@ -51,7 +51,7 @@ async def replay(settings: WorkerSettings, since: datetime | None = None) -> Rep
         isolation_level="read_committed",  # aborted transactions were never counted
     )
     continuity = Continuity()
-    redis = connect(settings)
+    redis = open_store(settings)
     summary = ReplaySummary()
 
     async def drop_dead_letters(records: Sequence[DeadLetterRecord]) -> None:
@@ -59,7 +59,7 @@ async def replay(settings: WorkerSettings, since: datetime | None = None) -> Rep
 
     processor = BatchProcessor(
         registry=Registry(redis),
-        writer=Writer(redis, fleet=settings.fleet_aggregates),
+        writer=new_writer(redis, fleet=settings.fleet_aggregates),
         send=drop_dead_letters,
         clock=lambda: datetime.now(UTC),
         default_timezone=settings.default_timezone,
