@@ -56,9 +56,17 @@ class LocalStack:
         return endpoints
 
     def stop(self) -> None:
-        """Stop both; safe to call when nothing runs."""
+        """Stop both; safe to call when nothing runs. Redis is stopped in either form (one
+        server, or a local cluster), whichever the run dir holds: `make stop` need not be told
+        that `make run` ran with DEVACT_REDIS_CLUSTER=1."""
         self.stop_kafka()
         self.stop_redis()
+        other = (
+            RedisServer(self.run_dir, 0)
+            if isinstance(self._redis, LocalRedisCluster)
+            else LocalRedisCluster(self.run_dir, 0)
+        )
+        other.stop()
         self.env_file.unlink(missing_ok=True)
 
     def status(self) -> dict[str, str]:

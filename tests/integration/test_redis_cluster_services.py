@@ -3,11 +3,14 @@ with a replica each (devact/services/redis_cluster.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import redis
 
+from devact.services.redis import ping_ok
 from devact.services.redis_cluster import LocalRedisCluster
 
 from .conftest import consecutive_free_ports
@@ -57,3 +60,31 @@ def test_a_local_cluster_of_three_primaries_with_a_replica_each(tmp_path: Path) 
             client.close()
     finally:
         cluster.stop()
+
+
+def test_make_services_with_redis_cluster_prints_the_cluster_s_url(tmp_path: Path) -> None:
+    """`DEVACT_REDIS_CLUSTER=1 make services` is `python -m devact.services up` with that
+    variable: it starts Kafka and the cluster, and prints the URL to use; `down` stops them
+    without being told about the cluster."""
+    first = consecutive_free_ports(6)
+    env = {
+        **os.environ,
+        "DEVACT_RUN_DIR": str(tmp_path / "run"),
+        "DEVACT_REDIS_CLUSTER": "1",
+        "DEVACT_REDIS_PORT": str(first),
+        "DEVACT_KAFKA_PORT": str(consecutive_free_ports(2)),
+    }
+    env.pop("DEVACT_KAFKA_BOOTSTRAP", None)
+    env.pop("DEVACT_REDIS_URL", None)
+    services = [sys.executable, "-m", "devact.services"]
+    try:
+        up = subprocess.run([*services, "up"], env=env, capture_output=True, text=True,
+                            timeout=180, check=False)  # fmt: skip
+        assert up.returncode == 0, up.stderr
+        assert f"DEVACT_REDIS_URL=redis://127.0.0.1:{first}/0" in up.stdout.splitlines()
+        assert _roles(first) == ["master"] * 3 + ["slave"] * 3
+    finally:
+        down = subprocess.run([*services, "down"], env={**env, "DEVACT_REDIS_CLUSTER": "0"},
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    assert not any(ping_ok(p) for p in range(first, first + 6))  # every node stopped
