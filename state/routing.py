@@ -15,13 +15,16 @@ Groundwork for Redis Cluster support (docs/scaling.md): the product does not use
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import AskError, MovedError, ResponseError
+from redis.exceptions import AskError, MovedError, RedisError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from state import resp
 
@@ -62,17 +65,13 @@ async def send_routed(
             groups.setdefault(node, []).append(index)
         sends = [(node, indexes, False) for node, indexes in groups.items()]
         sends += [(node, indexes, True) for node, indexes in asking.items()]
-        answers = await asyncio.gather(
-            *(
-                _exchange(
-                    node,
-                    [commands[i].command for i in idx],
-                    ask,
-                    [raw_from is not None and i >= raw_from for i in idx],
-                )
-                for node, idx, ask in sends
-            )
-        )
+        try:
+            answers = await _gather(sends, commands, raw_from)
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            # A primary gone (killed, or failed over to its replica): the next send must learn
+            # the new map from the nodes still there. The caller decides when to send again.
+            await _refresh_map(cluster)
+            raise
         pending = []
         for (_, indexes, _), found in zip(sends, answers, strict=True):
             for index, reply in zip(indexes, found, strict=True):
@@ -86,6 +85,32 @@ async def send_routed(
         if not pending:
             return replies
     raise TooManyRedirects(f"{len(pending)} commands still redirected after {REDIRECTS} tries")
+
+
+async def _gather(
+    sends: list[tuple[ClusterNode, list[int], bool]],
+    commands: Sequence[Routed],
+    raw_from: int | None,
+) -> list[list[Any]]:
+    """Each node's part of a send, all at once."""
+    return await asyncio.gather(
+        *(
+            _exchange(
+                node,
+                [commands[i].command for i in indexes],
+                ask,
+                [raw_from is not None and i >= raw_from for i in indexes],
+            )
+            for node, indexes, ask in sends
+        )
+    )
+
+
+async def _refresh_map(cluster: RedisCluster) -> None:
+    """Ask the nodes still reachable for the slot map again (the library's own refresh); when
+    none answers, the next send tries again."""
+    with contextlib.suppress(RedisError, OSError):
+        await cluster.nodes_manager.initialize()
 
 
 def _node_named(cluster: RedisCluster, host: str, port: int) -> ClusterNode:
