@@ -13,8 +13,8 @@ What changes on a cluster, and why:
   (``da:{n:<k>}:applied:<topic>:<p>``), and the position the worker resumes from is the lowest
   a primary holds: a node that lost writes holds an older one, and the gap repair re-reads
   from there (the scripts skip what the other nodes still hold). A primary that holds none
-  (a new one, or one that lost everything) says nothing; as on one Redis, replaying is then an
-  operator's ``devact replay``.
+  (one that lost every write since its position was created, or one new to the cluster) sends
+  the worker back to the start of the partition: slow, once, and exact.
 - *Round trips one after the other.* Each goes to every primary at once; the next is sent once
   all have answered (one Redis overlaps two).
 """
@@ -184,9 +184,11 @@ def _tag_for(cluster: RedisCluster, node: ClusterNode) -> str:
 
 
 def _lowest(values: Any) -> int | None:
-    """The lowest of positions as the primaries hold them (-1 or None: none there)."""
-    found = [int(v) for v in values if v is not None and int(v) >= 0]
-    return min(found) if found else None
+    """The lowest of positions as the primaries hold them; None (nothing applied) as soon as
+    one holds none (-1 or None): a primary that lost every write, or one new to the cluster,
+    is read again from the start of the partition (the scripts skip what it still has)."""
+    found = [None if v is None or int(v) < 0 else int(v) for v in values]
+    return None if not found or None in found else min(v for v in found if v is not None)
 
 
 def new_writer(redis: Redis | RedisCluster, *, fleet: bool = True) -> Writer:

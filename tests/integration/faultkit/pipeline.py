@@ -91,12 +91,12 @@ class Run:
 
 def register_clients(redis_url: str, timezones: Mapping[str, str]) -> None:
     """What `devact client add` does, for every client of a workload, in one process."""
-    from state.connection import connect
+    from state.connection import open_store
     from state.registry import Registry
     from state.settings import StoreSettings
 
     async def run() -> None:
-        client = connect(StoreSettings(redis_url=redis_url))
+        client = open_store(StoreSettings(redis_url=redis_url))
         try:
             registry = Registry(client)
             for client_id, zone in timezones.items():

@@ -171,3 +171,26 @@ def digest_difference(before: Mapping[str, Any], after: Mapping[str, Any], limit
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for first in range(0, len(items), _CHUNK):
         yield items[first : first + _CHUNK]
+
+
+class ClusterProbe(RedisProbe):
+    """``RedisProbe`` on a Redis Cluster: the library's cluster client routes each read."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._redis = redis.RedisCluster.from_url(  # type: ignore[assignment]
+            url, socket_timeout=5, socket_connect_timeout=2
+        )
+
+    def total(self, counter_keys: Sequence[str]) -> int:
+        """The keys sit in many slots: summed here rather than in one script."""
+        return sum(c or 0 for c in self.counts(counter_keys))
+
+    def total_or_none(self, counter_keys: Sequence[str]) -> int | None:
+        """``total``, or None while the cluster does not answer for every slot (a node
+        restarting, a failover under way)."""
+        try:
+            return self.total(counter_keys)
+        except (redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
+                redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):  # fmt: skip
+            return None

@@ -1,0 +1,176 @@
+"""Faults of a real local Redis Cluster while the worker counts (three primaries, a replica
+each): every device-day ends exact against the oracle of the events (docs/scaling.md)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from devact.services import Endpoints
+from devact.services.redis import RedisServer
+from devact.services.redis_cluster import LocalRedisCluster
+from state import keys
+
+from .conftest import consecutive_free_ports, poll_until
+from .faultkit.checks import cell_differences, client_differences, wait_until_total
+from .faultkit.kafka import produce
+from .faultkit.pipeline import Run, register_clients
+from .faultkit.probe import ClusterProbe
+from .faultkit.workload import build_workload
+
+SEED = 9_100
+CATCH_UP_S = 240.0
+
+
+@dataclass(frozen=True)
+class _Services:
+    """What ``Run`` reads of a stack: where Kafka and Redis are."""
+
+    endpoints: Endpoints
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """A cluster of this module's own: its tests kill its nodes."""
+    local = LocalRedisCluster(tmp_path_factory.mktemp("faulty"), consecutive_free_ports(6))
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+def _roles(cluster: LocalRedisCluster) -> dict[int, str]:
+    """Port -> master or slave, as the first node that answers sees them."""
+    for node in cluster.nodes:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(node.port), "cluster", "nodes"],
+            capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        if out.strip():
+            roles = {}
+            for line in out.splitlines():
+                fields = line.split()
+                port = int(fields[1].split(":")[1].split("@")[0])
+                flags = fields[2].split(",")
+                roles[port] = "fail" if "fail" in flags else (
+                    "master" if "master" in flags else "slave")  # fmt: skip
+            return roles
+    return {}
+
+
+def _primary_of(cluster: LocalRedisCluster, key: str) -> RedisServer:
+    client = redis.RedisCluster.from_url(cluster.url)
+    try:
+        port = client.nodes_manager.get_node_from_slot(client.keyslot(key)).port
+    finally:
+        client.close()
+    return next(n for n in cluster.nodes if n.port == port)
+
+
+def _kill(node: RedisServer) -> None:
+    running = node.process.running()
+    assert running is not None
+    os.kill(running.pid, signal.SIGKILL)
+    poll_until(lambda: node.process.running() is None or None, timeout_s=10, what="node dead")
+
+
+def _cut_aof(node: RedisServer, fraction: float) -> int:
+    """Drop the last ``fraction`` of the node's newest AOF part (what a crash loses of the last
+    second when the disk did not have it): returns the bytes cut."""
+    parts = sorted((node.data_dir / "appendonlydir").glob("*.incr.aof"), key=os.path.getmtime)
+    newest = parts[-1]
+    size = newest.stat().st_size
+    cut = int(size * fraction)
+    with open(newest, "r+b") as handle:
+        handle.truncate(size - cut)
+    return cut
+
+
+def _check_exact(probe: ClusterProbe, workload: Any) -> None:
+    differences = cell_differences(probe, workload) or client_differences(probe, workload)
+    assert not differences, differences
+
+
+def _run(cluster: LocalRedisCluster, services: Any, tmp_path: Path, name: str) -> Run:
+    endpoints = Endpoints(kafka_bootstrap=services.kafka_bootstrap, redis_url=cluster.url)
+    return Run(_Services(endpoints), tmp_path, name)  # type: ignore[arg-type]
+
+
+def test_a_primary_killed_with_its_aof_cut_ends_exact(
+    cluster: LocalRedisCluster, services: Any, tmp_path: Path
+) -> None:
+    """SIGKILL of the primary of the busiest slots while events flow, its AOF cut by a tenth,
+    restarted at once (before the cluster fails it over): it comes back without its last
+    writes, and the batch markers and per-primary positions send the worker back for them."""
+    workload = build_workload(SEED, events=8_000, devices=60, days=10)
+    run = _run(cluster, services, tmp_path, "cluster-kill")
+    probe = ClusterProbe(cluster.url)
+    try:
+        register_clients(run.redis_url, workload.timezones)
+        half = len(workload.messages) // 2
+        produce(run.bootstrap, run.topic, workload.messages[:half])
+        run.worker("cw-1").start()
+        cells = [c.counter_key for c in workload.cells()]
+        poll_until(lambda: probe.total(cells) > 0 or None, timeout_s=CATCH_UP_S,
+                   what="the worker counting")  # fmt: skip
+        victim = _primary_of(cluster, keys.device_meta(workload.devices[0][1]))
+        _kill(victim)
+        cut = _cut_aof(victim, 0.1)
+        victim.start()
+        produce(run.bootstrap, run.topic, workload.messages[half:])
+        wait_until_total(probe, workload, run, timeout_s=CATCH_UP_S)
+        _check_exact(probe, workload)
+        assert cut > 0
+    finally:
+        probe.close()
+        run.close()
+
+
+def test_a_primary_failed_over_to_its_replica_ends_exact(
+    cluster: LocalRedisCluster, services: Any, tmp_path: Path
+) -> None:
+    """SIGKILL of a primary, kept down until the cluster promotes its replica (which may lack
+    the primary's last writes), then started again (it rejoins as a replica): exact."""
+    workload = build_workload(SEED + 1, events=8_000, devices=60, days=10)
+    run = _run(cluster, services, tmp_path, "cluster-failover")
+    probe = ClusterProbe(cluster.url)
+    try:
+        register_clients(run.redis_url, workload.timezones)
+        half = len(workload.messages) // 2
+        produce(run.bootstrap, run.topic, workload.messages[:half])
+        run.worker("cw-2").start()
+        cells = [c.counter_key for c in workload.cells()]
+        poll_until(lambda: probe.total(cells) > 0 or None, timeout_s=CATCH_UP_S,
+                   what="the worker counting")  # fmt: skip
+        victim = _primary_of(cluster, keys.device_meta(workload.devices[0][1]))
+        masters_before = sorted(p for p, r in _roles(cluster).items() if r == "master")
+        _kill(victim)
+        poll_until(
+            lambda: (
+                sorted(p for p, r in _roles(cluster).items() if r == "master")
+                if victim.port not in [p for p, r in _roles(cluster).items() if r == "master"]
+                and len([r for r in _roles(cluster).values() if r == "master"]) == 3
+                else None
+            ),
+            timeout_s=30,
+            what="a replica promoted in the killed primary's place",
+        )
+        victim.start()
+        produce(run.bootstrap, run.topic, workload.messages[half:])
+        wait_until_total(probe, workload, run, timeout_s=CATCH_UP_S)
+        _check_exact(probe, workload)
+        masters_after = sorted(p for p, r in _roles(cluster).items() if r == "master")
+        assert victim.port in masters_before
+        assert victim.port not in masters_after
+    finally:
+        probe.close()
+        run.close()
