@@ -100,9 +100,11 @@ def _check_exact(probe: ClusterProbe, workload: Any) -> None:
     assert not differences, differences
 
 
-def _run(cluster: LocalRedisCluster, services: Any, tmp_path: Path, name: str) -> Run:
+def _run(
+    cluster: LocalRedisCluster, services: Any, tmp_path: Path, name: str, partitions: int = 6
+) -> Run:
     endpoints = Endpoints(kafka_bootstrap=services.kafka_bootstrap, redis_url=cluster.url)
-    return Run(_Services(endpoints), tmp_path, name)  # type: ignore[arg-type]
+    return Run(_Services(endpoints), tmp_path, name, partitions)  # type: ignore[arg-type]
 
 
 def test_a_primary_killed_with_its_aof_cut_ends_exact(
@@ -171,6 +173,37 @@ def test_a_primary_failed_over_to_its_replica_ends_exact(
         masters_after = sorted(p for p, r in _roles(cluster).items() if r == "master")
         assert victim.port in masters_before
         assert victim.port not in masters_after
+    finally:
+        probe.close()
+        run.close()
+
+
+def test_three_workers_over_twelve_partitions_with_two_killed_and_restarted_end_exact(
+    cluster: LocalRedisCluster, services: Any, tmp_path: Path
+) -> None:
+    """Three workers share a 12-partition topic on the cluster; while events flow, two are
+    SIGKILLed (their partitions move to the survivor, then back when they restart): exact."""
+    workload = build_workload(SEED + 2, events=12_000, devices=90, days=10)
+    run = _run(cluster, services, tmp_path, "cluster-three", partitions=12)
+    probe = ClusterProbe(cluster.url)
+    try:
+        register_clients(run.redis_url, workload.timezones)
+        workers = [run.worker(f"cw3-{n}") for n in range(3)]
+        for worker in workers:
+            worker.start()
+        third = len(workload.messages) // 3
+        produce(run.bootstrap, run.topic, workload.messages[:third])
+        cells = [c.counter_key for c in workload.cells()]
+        poll_until(lambda: probe.total(cells) > 0 or None, timeout_s=CATCH_UP_S,
+                   what="the workers counting")  # fmt: skip
+        workers[0].kill()
+        workers[1].kill()
+        produce(run.bootstrap, run.topic, workload.messages[third : 2 * third])
+        workers[0].start()
+        workers[1].start()
+        produce(run.bootstrap, run.topic, workload.messages[2 * third :])
+        wait_until_total(probe, workload, run, timeout_s=CATCH_UP_S)
+        _check_exact(probe, workload)
     finally:
         probe.close()
         run.close()

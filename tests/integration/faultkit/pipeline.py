@@ -21,7 +21,9 @@ from .processes import Process
 class Run:
     """One test's topic, consumer group and workers on the module's own services."""
 
-    def __init__(self, stack: LocalStack, workdir: Path, name: str) -> None:
+    def __init__(
+        self, stack: LocalStack, workdir: Path, name: str, partitions: int = PARTITIONS
+    ) -> None:
         suffix = uuid.uuid4().hex[:12]
         self.stack = stack
         self.workdir = workdir
@@ -38,14 +40,14 @@ class Run:
             "DEVACT_TOPIC": self.topic,
             "DEVACT_DLQ_TOPIC": self.dlq_topic,
             "DEVACT_APP_ID": self.app_id,
-            "DEVACT_TOPIC_PARTITIONS": str(PARTITIONS),
+            "DEVACT_TOPIC_PARTITIONS": str(partitions),
             "DEVACT_DEFAULT_TIMEZONE": "UTC",
             "DEVACT_RETENTION_DAYS": "400",
             "DEVACT_WORKER_METRICS_PORT": "0",  # several workers per machine: no fixed port
         }
         self.workers: dict[str, Process] = {}
         self.others: list[Process] = []
-        create_topic(self.bootstrap, self.topic)
+        create_topic(self.bootstrap, self.topic, partitions)
         create_topic(self.bootstrap, self.dlq_topic, 2)
 
     def worker(self, instance_id: str) -> Process:
