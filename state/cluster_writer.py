@@ -26,7 +26,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from state import keys, resp
 from state.errors import unavailable_on_failure
@@ -69,6 +71,7 @@ class ClusterWriter(Writer):
         ]
         with unavailable_on_failure():
             per_node = await send_routed(self._cluster, commands)
+            _raise_unreachable(per_node)
         return {p: _lowest(values[i] for values in per_node) for i, p in enumerate(partitions)}
 
     async def _stream(
@@ -116,6 +119,7 @@ class ClusterWriter(Writer):
             value = f"{progress.batch_id}:{index}"
             ends = [Routed(m, resp.command("SET", m, value, "PX", _MARKER_TTL_MS)) for m in markers]
         replies = await send_routed(self._cluster, [*checks, *commands, *(closing or []), *ends])
+        _raise_unreachable(replies)
         for found in replies[: len(checks)]:
             self._check_marker(found, index, progress)
         return replies[len(checks) : len(replies) - len(ends)]
@@ -169,6 +173,13 @@ class ClusterWriter(Writer):
                 tag = self._tags[node.name] = _tag_for(self._cluster, node)
             out[node.name] = tag
         return out
+
+
+def _raise_unreachable(replies: list[Any]) -> None:
+    """A primary that could not be reached fails the round trip (its error is raised)."""
+    for reply in replies:
+        if isinstance(reply, (RedisConnectionError, RedisTimeoutError, OSError)):
+            raise reply
 
 
 def _owner(cluster: RedisCluster, tag: str) -> ClusterNode:

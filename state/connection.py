@@ -58,8 +58,11 @@ def is_cluster(settings: StoreSettings) -> bool | None:
 
 def open_store(settings: StoreSettings) -> Store:
     """``connect`` or ``connect_cluster``, as ``DEVACT_REDIS_URL`` names one Redis or a node of
-    a cluster: asked once, at start, for up to ``_PROBE_DEADLINE_S`` while Redis does not
-    answer; after that, one Redis is assumed (and said in the log)."""
+    a cluster: ``DEVACT_REDIS_CLUSTER`` when set, else asked once, at start, for up to
+    ``_PROBE_DEADLINE_S`` while Redis does not answer; after that, one Redis is assumed (and
+    said in the log)."""
+    if settings.redis_cluster is not None:
+        return connect_cluster(settings) if settings.redis_cluster else connect(settings)
     deadline = time.monotonic() + _PROBE_DEADLINE_S
     while (cluster := is_cluster(settings)) is None and time.monotonic() < deadline:
         time.sleep(0.5)

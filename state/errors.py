@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from redis.exceptions import ClusterDownError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -30,8 +31,15 @@ class UnknownTimezone(StateError):
 @contextmanager
 def unavailable_on_failure() -> Iterator[None]:
     """Turn a Redis that cannot be reached or does not answer into :class:`StoreUnavailable`
-    (``BusyLoadingError``, a restart still loading its data, is a ``ConnectionError`` too)."""
+    (``BusyLoadingError``, a restart still loading its data, is a ``ConnectionError`` too; on a
+    Redis Cluster, ``CLUSTERDOWN`` and ``TRYAGAIN`` say the same of a slot)."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+    except (
+        RedisConnectionError,
+        RedisTimeoutError,
+        OSError,
+        ClusterDownError,
+        TryAgainError,
+    ) as exc:
         raise StoreUnavailable(str(exc)) from exc

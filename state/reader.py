@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from typing import Any, Literal
 import numpy as np
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from state import fleet, keys, resp
 from state.dates import Bucket, Granularity, buckets, days_inclusive
@@ -130,6 +133,11 @@ class _Fleet:
         return cls(len(owned), indexed, devices, positions, size)
 
 
+STALE_S = 60.0
+"""How old a token's or client's last answer may be to stand in while its node is down."""
+_STALE_KEPT = 4096
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
 _FLEETS_KEPT = 64
 """Clients whose ``_Fleet`` a Reader remembers (about 1 MB for one of 10,000 devices)."""
 
@@ -178,6 +186,8 @@ class Reader:
         self._cluster = redis if isinstance(redis, RedisCluster) else None
         self._scripts = Scripts.register(redis)
         self._fleets: OrderedDict[str, _Fleet] = OrderedDict()
+        self._stale: OrderedDict[bytes, tuple[Any, float]] = OrderedDict()
+        """Registry reads on a cluster (a command -> its last answer and when), for ``STALE_S``."""
 
     async def ping(self) -> None:
         with unavailable_on_failure():
@@ -209,7 +219,7 @@ class Reader:
             keys.device_meta(device_id),
             *[tag] * len(queries),
         ]
-        replies = await self._round_trip(commands, routes)
+        replies = await self._round_trip(commands, routes, stale_ok=(0, 1))
         values = [list(map(int, reply)) for reply in replies[3:]]
         return DeviceView(
             grant=TokenGrant.decode(_hash_fields(replies[0])),
@@ -247,7 +257,7 @@ class Reader:
         tag, scratch = keys.client_tag(client_id), keys.client_scratch(client_id)
         commands += [self._series_command(tag, scratch, q) for q in queries]
         routes = [keys.token(hash_token(token)), keys.client(client_id), *[tag] * len(queries)]
-        replies = await self._round_trip(commands, routes)
+        replies = await self._round_trip(commands, routes, stale_ok=(0, 1))
         return ClientView(
             grant=TokenGrant.decode(_hash_fields(replies[0])),
             client_exists=bool(replies[1]),
@@ -276,7 +286,7 @@ class Reader:
             ranking = self._ranking_commands(client_id, metric, plan)
             commands += ranking
             routes += [keys.client_tag(client_id)] * len(ranking)
-        replies = await self._round_trip(commands, routes, raw_from=4)
+        replies = await self._round_trip(commands, routes, raw_from=4, stale_ok=(0, 1, 2))
         devices = await self._fleet(client_id, int(replies[2]), int(replies[3]))
         values = np.zeros(len(devices.devices), dtype=np.int64)
         if plan is not None and devices.size:
@@ -308,6 +318,7 @@ class Reader:
                 resp.command("HGETALL", keys.client_devices_index(client_id)),
             ],
             [keys.client_devices(client_id), keys.client_devices_index(client_id)],
+            stale_ok=(0,),
         )
         index = _hash_fields(index)
         found = _Fleet.of(members, index, len(index))
@@ -355,18 +366,36 @@ class Reader:
         )
 
     async def _round_trip(
-        self, commands: Sequence[bytes], routes: Sequence[str], raw_from: int | None = None
+        self,
+        commands: Sequence[bytes],
+        routes: Sequence[str],
+        raw_from: int | None = None,
+        stale_ok: Sequence[int] = (),
     ) -> list[Any]:
         """Every reply of ``commands``, sent at once (the read script's scratch key is its own,
         so sending again after a NOSCRIPT is safe). On a Redis Cluster, each goes to the
         primary of the slot of its key in ``routes`` (state/routing.py), one round trip per
-        node, all at once; the replies from ``raw_from`` on are left undecoded."""
+        node, all at once; the replies from ``raw_from`` on are left undecoded. The commands
+        at ``stale_ok`` read the registry (a token, a client): when their node cannot be
+        reached, their last answer, up to ``STALE_S`` old, stands in, so that a device on a
+        healthy node still answers while the node of its token or client is down."""
 
         async def send(redis: Any, packed: Sequence[bytes]) -> list[Any]:
             if self._cluster is None:
                 return await resp.send(redis, packed, raw_from=raw_from)
             routed = [Routed(k, c) for k, c in zip(routes, packed, strict=True)]
-            return await send_routed(self._cluster, routed, raw_from=raw_from)
+            replies = await send_routed(self._cluster, routed, raw_from=raw_from)
+            now = time.monotonic()
+            for i in stale_ok:
+                known = self._stale.get(packed[i])
+                if isinstance(replies[i], _UNREACHABLE):
+                    if known is not None and now - known[1] <= STALE_S:
+                        replies[i] = known[0]
+                elif not isinstance(replies[i], Exception):
+                    self._stale[packed[i]] = (replies[i], now)
+                    if len(self._stale) > _STALE_KEPT:
+                        self._stale.popitem(last=False)
+            return replies
 
         with unavailable_on_failure():
             return await self._scripts.send(self._redis, send, commands)

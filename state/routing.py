@@ -49,7 +49,9 @@ async def send_routed(
 ) -> list[Any]:
     """Every reply of ``commands``, in order (error replies in their place), each command sent
     to the primary of its key's slot; one round trip per node, the nodes at the same time. The
-    replies from index ``raw_from`` on are bytes as Redis sent them (``resp.send``'s)."""
+    replies from index ``raw_from`` on are bytes as Redis sent them (``resp.send``'s). The
+    commands of a node that cannot be reached get its error (a ``ConnectionError`` or
+    ``TimeoutError``) as their reply: the others' replies still count."""
     await cluster.initialize()  # a no-op once the library has its slot map
     replies: list[Any] = [None] * len(commands)
     pending: list[tuple[int, ClusterNode | None]] = [(i, None) for i in range(len(commands))]
@@ -65,15 +67,21 @@ async def send_routed(
             groups.setdefault(node, []).append(index)
         sends = [(node, indexes, False) for node, indexes in groups.items()]
         sends += [(node, indexes, True) for node, indexes in asking.items()]
-        try:
-            answers = await _gather(sends, commands, raw_from)
-        except (RedisConnectionError, RedisTimeoutError, OSError):
-            # A primary gone (killed, or failed over to its replica): the next send must learn
-            # the new map from the nodes still there. The caller decides when to send again.
+        answers = await _gather(sends, commands, raw_from)
+        failures = [found for found in answers if isinstance(found, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, _UNREACHABLE):
+                raise failure
+        if failures:
+            # A primary gone (killed, frozen, or failed over to its replica): the next send
+            # must learn the new map from the nodes still there.
             await _refresh_map(cluster)
-            raise
         pending = []
         for (_, indexes, _), found in zip(sends, answers, strict=True):
+            if isinstance(found, BaseException):  # the node's commands: its failure, each
+                for index in indexes:
+                    replies[index] = found
+                continue
             for index, reply in zip(indexes, found, strict=True):
                 if isinstance(reply, MovedError):
                     await manager.move_slot(reply)
@@ -87,12 +95,16 @@ async def send_routed(
     raise TooManyRedirects(f"{len(pending)} commands still redirected after {REDIRECTS} tries")
 
 
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+"""What a node that cannot be reached raises: its commands get it as their reply."""
+
+
 async def _gather(
     sends: list[tuple[ClusterNode, list[int], bool]],
     commands: Sequence[Routed],
     raw_from: int | None,
-) -> list[list[Any]]:
-    """Each node's part of a send, all at once."""
+) -> list[list[Any] | BaseException]:
+    """Each node's part of a send, all at once; a node that fails gives its exception."""
     return await asyncio.gather(
         *(
             _exchange(
@@ -102,7 +114,8 @@ async def _gather(
                 [raw_from is not None and i >= raw_from for i in indexes],
             )
             for node, indexes, ask in sends
-        )
+        ),
+        return_exceptions=True,
     )
 
 

@@ -14,6 +14,10 @@ class StoreSettings(BaseSettings):
     retention_days: int = Field(default=400, ge=1)
     redis_timeout_s: float = Field(default=1.0, gt=0)
     """Socket connect and read timeout; keeps the API's 503 within 2 s when Redis is gone."""
+    redis_cluster: bool | None = None
+    """Whether ``redis_url`` names a node of a Redis Cluster; unset: asked at start (``INFO
+    cluster``, state/connection.open_store). ``make services`` starts a local cluster when it
+    is 1, and everything started with the same environment then knows without asking."""
     fleet_aggregates: bool = True
     """Whether the worker keeps the client-wide aggregates the fleet views read (state/fleet.py).
     Off, ingest does less work and the fleet routes answer from whatever the aggregates held:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,9 @@ from state import keys
 from .conftest import consecutive_free_ports, poll_until
 from .faultkit.checks import cell_differences, client_differences, wait_until_total
 from .faultkit.kafka import produce
-from .faultkit.pipeline import Run, register_clients
+from .faultkit.pipeline import Run, create_token, register_clients
 from .faultkit.probe import ClusterProbe
+from .faultkit.processes import Api
 from .faultkit.workload import build_workload
 
 SEED = 9_100
@@ -205,5 +207,60 @@ def test_three_workers_over_twelve_partitions_with_two_killed_and_restarted_end_
         wait_until_total(probe, workload, run, timeout_s=CATCH_UP_S)
         _check_exact(probe, workload)
     finally:
+        probe.close()
+        run.close()
+
+
+def test_a_frozen_primary_answers_503_quickly_for_its_devices_and_the_others_still_200(
+    cluster: LocalRedisCluster, services: Any, tmp_path: Path
+) -> None:
+    """A primary paused with SIGSTOP for 5 s: a device on it answers 503 within 2 s; a device
+    on another primary answers 200 throughout, even when its token or client lives on the
+    frozen one (their last answers stand in, docs/scaling.md)."""
+    workload = build_workload(SEED + 3, events=3_000, devices=40, days=5)
+    run = _run(cluster, services, tmp_path, "cluster-frozen")
+    probe = ClusterProbe(cluster.url)
+    api = Api({**run.env}, tmp_path / "api.log")
+    try:
+        register_clients(run.redis_url, workload.timezones)
+        produce(run.bootstrap, run.topic, workload.messages)
+        run.worker("cw-f").start()
+        wait_until_total(probe, workload, run, timeout_s=CATCH_UP_S)
+        token = create_token(run.redis_url)
+        api.start()
+        api.wait_ready()
+        frozen = _primary_of(cluster, keys.device_meta(workload.devices[0][1]))
+        on_frozen = workload.devices[0]
+        elsewhere = next(
+            d for d in workload.devices
+            if _primary_of(cluster, keys.device_meta(d[1])).port != frozen.port
+        )  # fmt: skip
+        today = workload.cells()[0].day.isoformat()
+        params = {"start_date": today, "end_date": today, "metric": "activity-count"}
+        for key in (on_frozen, elsewhere):  # seen once: the API has their token and client
+            assert api.activity(key, token, **params).status_code == 200
+        running = frozen.process.running()
+        assert running is not None
+        os.kill(running.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            stopped = api.activity(on_frozen, token, **params)
+            waited = time.monotonic() - started
+            assert stopped.status_code == 503, stopped.text
+            assert waited < 2.0
+            others = []
+            while time.monotonic() - started < 5.0:
+                others.append(api.activity(elsewhere, token, **params).status_code)
+            assert others
+            assert set(others) == {200}, others
+        finally:
+            os.kill(running.pid, signal.SIGCONT)
+        poll_until(
+            lambda: api.activity(on_frozen, token, **params).status_code == 200 or None,
+            timeout_s=30,
+            what="the device on the primary frozen before answering 200 again",
+        )
+    finally:
+        api.close()
         probe.close()
         run.close()

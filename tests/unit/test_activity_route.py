@@ -61,7 +61,9 @@ def reader() -> StubReader:
 
 @pytest.fixture
 def client(reader: StubReader) -> Iterator[TestClient]:
-    app = create_app(ApiSettings(redis_url="redis://127.0.0.1:1/0", max_range_days=90))
+    app = create_app(
+        ApiSettings(redis_url="redis://127.0.0.1:1/0", redis_cluster=False, max_range_days=90)
+    )
     app.dependency_overrides[get_reader] = lambda: reader
     with TestClient(app) as test_client:
         yield test_client

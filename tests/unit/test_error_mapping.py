@@ -23,7 +23,7 @@ class ExplodingReader:
 
 
 def test_a_bug_is_a_500_internal_error_without_a_stack_trace() -> None:
-    app = create_app(ApiSettings(redis_url="redis://127.0.0.1:1/0"))
+    app = create_app(ApiSettings(redis_url="redis://127.0.0.1:1/0", redis_cluster=False))
     app.dependency_overrides[get_reader] = ExplodingReader
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get(ACTIVITY, params=QUERY, headers={"Authorization": "Bearer t"})

@@ -111,12 +111,12 @@ def register_clients(redis_url: str, timezones: Mapping[str, str]) -> None:
 
 def create_token(redis_url: str) -> str:
     """What `devact token create --all-clients` prints."""
-    from state.connection import connect
+    from state.connection import open_store
     from state.registry import Registry
     from state.settings import StoreSettings
 
     async def run() -> str:
-        client = connect(StoreSettings(redis_url=redis_url))
+        client = open_store(StoreSettings(redis_url=redis_url))
         try:
             return str(await Registry(client).create_token([], all_clients=True, name="faults"))
         finally:
