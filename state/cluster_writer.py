@@ -90,11 +90,7 @@ class ClusterWriter(Writer):
             index = first + i
             scripts = [Routed(k, c) for k, c in zip(trip_keys[i], trips[i], strict=True)]
             replies = await self._trip_on_primaries(index, scripts, progress)
-            if any(isinstance(r, NoScriptError) for r in replies):
-                raise _ScriptsMissing
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
+            _raise_errors(replies)
             record(i, replies, progress)
             progress.trips_done = index + 1
 
@@ -151,11 +147,7 @@ class ClusterWriter(Writer):
             message = resp.command("PUBLISH", keys.CHANGES_CHANNEL, " ".join(changed))
             closing.append(Routed(keys.CHANGES_CHANNEL, message))
         replies = await self._trip_on_primaries(index, commands, progress, closing)
-        if any(isinstance(r, NoScriptError) for r in replies):
-            raise _ScriptsMissing
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        _raise_errors(replies)
         self._remember(new_devices)
         advanced = replies[len(new_devices) : len(new_devices) + len(tags) * len(partitions)]
         progress.previous = {
@@ -173,6 +165,16 @@ class ClusterWriter(Writer):
                 tag = self._tags[node.name] = _tag_for(self._cluster, node)
             out[node.name] = tag
         return out
+
+
+def _raise_errors(replies: list[Any]) -> None:
+    """Scripts Redis does not know (it restarted: they are loaded, and the batch resumes), or
+    the first error reply."""
+    if any(isinstance(r, NoScriptError) for r in replies):
+        raise _ScriptsMissing
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
 
 
 def _raise_unreachable(replies: list[Any]) -> None:
