@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
-from state.encoding import user_member
-from state.resp import Encoded, bulks
-
 
 @dataclass(slots=True)
 class Contribution:
@@ -25,9 +22,6 @@ class DayBatch:
     expire_at: int
     """Unix time at which the day leaves the retention window (EXPIREAT of its keys)."""
     contributions: list[Contribution] = field(default_factory=list)
-    encoded: bytes | None = None
-    """The contributions as script arguments (state/writer.py encodes them once, for the
-    device's script and the client's)."""
 
 
 @dataclass(slots=True)
@@ -37,21 +31,3 @@ class DeviceBatch:
     client_id: str
     device_id: str
     days: dict[date, DayBatch] = field(default_factory=dict)
-
-
-def encoded_contributions(day_batch: DayBatch) -> Encoded:
-    """A day's contributions as script arguments, four each: partition, offset, count, user
-    (the user's 64-bit hash in decimal, '' for nobody). Encoded once per day batch: the
-    device's script and the client's (state/fleet.py) carry the same."""
-    if day_batch.encoded is None:
-        day_batch.encoded = bulks(
-            item
-            for c in day_batch.contributions
-            for item in (
-                c.partition,
-                c.offset,
-                c.count,
-                "" if c.user_id is None else user_member(c.user_id),
-            )
-        )
-    return Encoded(4 * len(day_batch.contributions), day_batch.encoded)

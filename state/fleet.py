@@ -34,7 +34,7 @@ import numpy as np
 from state import keys
 from state.batch import DeviceBatch
 from state.encoding import EXACT_USERS_LIMIT, user_hashes
-from state.resp import Arg, Encoded, bulks, evalsha
+from state.resp import Arg, evalsha
 
 FILLER = "~"
 """A field of the device index and of each month's device-users hash that is not a device: its
@@ -167,7 +167,7 @@ def _call(
                 position,
                 b"".join([raw + days_bits(bits) for raw, bits in found_records.items()]),
             ]
-    command = evalsha(sha, script_keys, [Encoded(len(args), bulks(args))])
+    command = evalsha(sha, script_keys, args)
     return ClientCall(client, tuple(members), command, events)
 
 

