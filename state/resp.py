@@ -1,9 +1,12 @@
-"""Redis commands packed by hand in the Redis protocol (RESP), and sent in one write.
+"""Redis commands packed ahead in the Redis protocol (RESP), and sent in one write.
 
-Why not redis-py's command builder and pipeline: they spend microseconds of Python per argument
-(encoding, the command stack), and a pipeline's ``execute`` asks ``SCRIPT EXISTS`` for its
-scripts first, a second round trip. The writer sends thousands of script arguments per batch and
-the API about a hundred per request, so both pack their commands here and send them at once.
+Why not redis-py's command objects and pipeline: they spend microseconds of Python per command
+(the command stack, response callbacks), and a pipeline's ``execute`` asks ``SCRIPT EXISTS`` for
+its scripts first, a second round trip. The writer sends thousands of script calls per batch and
+the API a few per request, so both pack their commands here, with hiredis's ``pack_command``
+(the packer redis-py itself uses), and send them at once, to one Redis here or to a cluster's
+primaries through ``state/routing.py``. Only the read plans' day keys (``PrefixedBulks``) are
+packed by hand: once per range, for any device.
 
 A command is an array of bulk strings: ``*<count>\\r\\n`` then ``$<bytes>\\r\\n<data>\\r\\n`` per
 argument, the length in bytes of the UTF-8 encoding.
