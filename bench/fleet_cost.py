@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
-from bench.trips import _cpu_s, _wait
-from devact.services import free_port
+from bench.trips import _cpu_s, scratch_redis
 from state.batch import Contribution, DayBatch, DeviceBatch
 from state.connection import connect
 from state.settings import StoreSettings
@@ -81,23 +76,10 @@ async def _run(url: str, pid: int, fleet: bool, batches: int) -> str:
 
 def main() -> None:
     batches = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-    workdir = Path(tempfile.mkdtemp(prefix="fleet-cost-"))
-    port = free_port()
-    server = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        asyncio.run(_wait(url))
+    with scratch_redis("fleet-cost-") as (url, pid):
         for _ in range(2):  # alternated, twice: the machine is noisy
             for fleet in (False, True):
-                print(asyncio.run(_run(url, server.pid, fleet, batches)))
-    finally:
-        server.terminate()
-        server.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
+                print(asyncio.run(_run(url, pid, fleet, batches)))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -75,8 +77,11 @@ async def _measure(url: str, pid: int, per_device: int, cap: int, seed: int) -> 
     return events / elapsed, cpu_used / events * 1e6
 
 
-def main() -> None:
-    workdir = Path(tempfile.mkdtemp(prefix="trips-"))
+@contextmanager
+def scratch_redis(prefix: str) -> Iterator[tuple[str, int]]:
+    """A redis-server of its own (no persistence) for a standalone measurement: its URL and
+    pid (for its CPU from /proc), stopped and removed afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     port = free_port()
     server = subprocess.Popen(
         [shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "",
@@ -86,20 +91,24 @@ def main() -> None:
     url = f"redis://127.0.0.1:{port}/0"
     try:
         asyncio.run(_wait(url))
-        print(f"{'events/device':>13} {'cap':>7} {'events/s':>10} {'redis us/event':>15}")
-        for per_device in (1, 5):
-            for cap in CAPS:
-                runs = [
-                    asyncio.run(_measure(url, server.pid, per_device, cap, seed))
-                    for seed in range(ROUNDS)
-                ]
-                rate = sorted(r for r, _ in runs)[ROUNDS // 2]
-                cpu = sorted(c for _, c in runs)[ROUNDS // 2]
-                print(f"{per_device:>13} {cap:>7} {rate:>10.0f} {cpu:>15.1f}")
+        yield url, server.pid
     finally:
         server.terminate()
         server.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    with scratch_redis("trips-") as (url, pid):
+        print(f"{'events/device':>13} {'cap':>7} {'events/s':>10} {'redis us/event':>15}")
+        for per_device in (1, 5):
+            for cap in CAPS:
+                runs = [
+                    asyncio.run(_measure(url, pid, per_device, cap, seed)) for seed in range(ROUNDS)
+                ]
+                rate = sorted(r for r, _ in runs)[ROUNDS // 2]
+                cpu = sorted(c for _, c in runs)[ROUNDS // 2]
+                print(f"{per_device:>13} {cap:>7} {rate:>10.0f} {cpu:>15.1f}")
 
 
 async def _wait(url: str) -> None:
