@@ -57,6 +57,21 @@ def day_expires_at(day: date, tz: ZoneInfo, retention_days: int) -> int:
     return int(day_start(day + timedelta(days=1 + retention_days), tz).timestamp())
 
 
+def month_expires_at(day: date, day_expire_at: int) -> int:
+    """When the device-month key holding ``day`` expires, from the day's own expiry: as its
+    month's last day leaves the retention window, give or take the hour a DST change may move
+    that day's end (an hour later at most: a month's data is never dropped early). Worked out
+    from the day's expiry alone, so the writer needs no timezone."""
+    last = _last_of_month(day)
+    return day_expire_at + (last - day).days * 86_400 + 3_600
+
+
+def _last_of_month(day: date) -> date:
+    if day.month == 12:
+        return date(day.year, 12, 31)
+    return date(day.year, day.month + 1, 1) - timedelta(days=1)
+
+
 DayAndExpiry = tuple[date, int]
 """A local day and its ``day_expires_at``."""
 

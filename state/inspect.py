@@ -10,52 +10,62 @@ from redis.client import NEVER_DECODE
 
 from state import fleet, keys
 from state.connection import Store
+from state.dates import Bucket
 from state.scripts import Scripts
 
 
 async def inspect_device(
     redis: Store, client_id: str, device_id: str, days: list[date]
 ) -> dict[str, Any]:
-    """The device's owner and registry entries, and every day of ``days`` that holds data:
-    its keys, activity count, distinct users (and whether exact), applied offsets and seconds
-    to expiry."""
-    read_users = Scripts.register(redis).read_users
+    """The device's owner, applied offsets and registry entries, and every day of ``days`` (a
+    run of consecutive days) that holds data: its month key, activity count, distinct users,
+    how they are kept (the month's dictionary, a set, a HyperLogLog) and seconds to expiry."""
+    from state.reader import SeriesPlan  # the reader's month spans, without an import cycle
+
+    plan = SeriesPlan.of([Bucket(d, d) for d in days])
+    months = list(dict.fromkeys(keys.device_month(device_id, d) for d in days))
+    read_users = Scripts.register(redis).read_device_users
     async with redis.pipeline(transaction=False) as pipe:
         pipe.hgetall(keys.client(client_id))
         pipe.hgetall(keys.device_meta(device_id))
         pipe.ttl(keys.device_meta(device_id))
         pipe.sismember(keys.client_devices(client_id), device_id)
-        for day in days:
-            pipe.hgetall(keys.day_counter(device_id, day))
-            pipe.type(keys.day_users(device_id, day))
-            pipe.ttl(keys.day_counter(device_id, day))
-        client, meta, meta_ttl, listed, *per_day = await pipe.execute()
+        for month in months:
+            pipe.hgetall(month)
+            pipe.ttl(month)
+        client, meta, meta_ttl, listed, *per_month = await pipe.execute()
     # Outside the pipeline: a cluster's pipeline refuses scripts (their keys share one slot, so
     # the client routes the call as it is).
-    user_counts = await read_users(
-        keys=[keys.device_scratch(device_id)] + [keys.day_users(device_id, d) for d in days],
-        args=[1] * len(days),
-        client=redis,
+    user_counts = (
+        await read_users(
+            keys=[keys.device_scratch(device_id), *months],
+            args=[*plan.month_spans, *plan.sizes],
+            client=redis,
+        )
+        if days
+        else []
     )
+    held = dict(zip(months, zip(per_month[::2], per_month[1::2], strict=True), strict=True))
     out_days = []
-    for day, counter, kind, ttl, users in zip(
-        days, per_day[::3], per_day[1::3], per_day[2::3], user_counts, strict=True
-    ):
-        if not counter:
+    for day, users in zip(days, user_counts, strict=True):
+        month = keys.device_month(device_id, day)
+        fields, ttl = held[month]
+        count = fields.get(str(day.day))
+        if count is None:
             continue
+        if "w" not in fields:
+            kept = "dictionary" if f"{day.day}u" in fields else "none"
+        else:
+            kept = "hyperloglog" if f"{day.day}h" in fields else "set"
         out_days.append(
             {
                 "date": day.isoformat(),
-                "counter_key": keys.day_counter(device_id, day),
-                "users_key": keys.day_users(device_id, day),
-                "activity_count": int(counter.get(keys.COUNT_FIELD, 0)),
+                "month_key": month,
+                "users_key": keys.day_users(device_id, day) if "w" in fields else None,
+                "activity_count": int(count),
                 "user_count": users,
-                "users_exact": kind != "string",
-                "applied_offsets": {
-                    f[len(keys.OFFSET_FIELD_PREFIX) :]: int(v)
-                    for f, v in counter.items()
-                    if f.startswith(keys.OFFSET_FIELD_PREFIX)
-                },
+                "users_kept_as": kept,
+                "users_exact": kept != "hyperloglog",
                 "ttl_seconds": ttl,
             }
         )
@@ -65,6 +75,11 @@ async def inspect_device(
             "device_id": device_id,
             "key": keys.device_meta(device_id),
             "owner": meta.get("client"),
+            "applied_offsets": {
+                f[len(keys.OFFSET_FIELD_PREFIX) :]: int(v)
+                for f, v in meta.items()
+                if f.startswith(keys.OFFSET_FIELD_PREFIX)
+            },
             "listed_in_client_devices": bool(listed),
             "ttl_seconds": meta_ttl,
         },

@@ -61,24 +61,28 @@ def device_meta(device_id: str) -> str:
     return f"{device_tag(device_id)}:meta"
 
 
-def day_counter(device_id: str, day: date) -> str:
-    return f"{device_tag(device_id)}:{day.isoformat()}"
+def device_month(device_id: str, day: date) -> str:
+    """The device's hash of the month of ``day``: each day's activity and users."""
+    return f"{device_tag(device_id)}:{day.year:04d}-{day.month:02d}"
+
+
+def device_month_suffix(day: date) -> str:
+    """What follows ``device_tag`` in ``device_month``: a read packs one device's month keys as
+    its tag followed by suffixes worked out once per range (``device_month(d, day) ==
+    device_tag(d) + device_month_suffix(day)``)."""
+    return f":{day.year:04d}-{day.month:02d}"
 
 
 def day_users(device_id: str, day: date) -> str:
+    """The users of a day of a wide month (more users than its dictionary holds). The scripts
+    build it from the month key: ``device_month(d, day) + "-<dd>:u"``."""
     return f"{device_tag(device_id)}:{day.isoformat()}:u"
 
 
-def day_counter_suffix(day: date) -> str:
-    """What follows ``device_tag`` in ``day_counter``: a read packs one device's day keys as its
-    tag followed by suffixes worked out once per range (``day_counter(d, day) ==
-    device_tag(d) + day_counter_suffix(day)``)."""
-    return f":{day.isoformat()}"
-
-
-def day_users_suffix(day: date) -> str:
-    """What follows ``device_tag`` in ``day_users`` (as ``day_counter_suffix``)."""
-    return f":{day.isoformat()}:u"
+def legacy_day_counter(device_id: str, day: date) -> str:
+    """The day hash of the layout before device-months (``n``, ``o<p>``, ``h``): what ``devact
+    migrate`` converts (state/migrate.py)."""
+    return f"{device_tag(device_id)}:{day.isoformat()}"
 
 
 def device_scratch(device_id: str) -> str:
@@ -96,6 +100,17 @@ def client_day(client_id: str, day: date) -> str:
 
 def client_day_users(client_id: str, day: date) -> str:
     return f"{client_tag(client_id)}:{day.isoformat()}:u"
+
+
+def client_day_suffix(day: date) -> str:
+    """What follows ``client_tag`` in ``client_day``: a read packs one client's day keys as
+    its tag followed by suffixes worked out once per range."""
+    return f":{day.isoformat()}"
+
+
+def client_day_users_suffix(day: date) -> str:
+    """What follows ``client_tag`` in ``client_day_users`` (as ``client_day_suffix``)."""
+    return f":{day.isoformat()}:u"
 
 
 def client_day_activity(client_id: str, day: date) -> str:

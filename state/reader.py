@@ -41,23 +41,37 @@ class SeriesPlan:
     sizes: tuple[int, ...]
     """The number of days of each bucket: the read scripts' arguments."""
     counter_keys: resp.PrefixedBulks
-    """Every day's counter key, in order, given the device's tag."""
+    """Every day's counter key, in order, given a client's tag (its day aggregates)."""
     users_keys: resp.PrefixedBulks
-    """Every day's users key, in order, given the device's tag."""
+    """Every day's users key, in order, given a client's tag."""
     packed_sizes: bytes
     """``sizes`` as bulk strings."""
+    month_keys: resp.PrefixedBulks
+    """Every month's key, in order, given a device's tag (its device-months)."""
+    month_spans: tuple[int, ...]
+    """The device read scripts' first arguments: the number of months, then per month its
+    first day in the range and how many of the range's days it holds."""
 
     @classmethod
     def of(cls, bucket_list: Sequence[Bucket]) -> SeriesPlan:
         days = [day for bucket in bucket_list for day in bucket.days()]
         sizes = tuple(days_inclusive(b.first, b.last) for b in bucket_list)
+        months: dict[date, int] = {}
+        """Each month's first day in the range -> the number of the range's days in it."""
+        first = None
+        for day in days:
+            if first is None or (day.year, day.month) != (first.year, first.month):
+                first = day
+            months[first] = months.get(first, 0) + 1
         return cls(
             buckets=tuple(bucket_list),
             dates=tuple(b.first.isoformat() for b in bucket_list),
             sizes=sizes,
-            counter_keys=resp.PrefixedBulks(keys.day_counter_suffix(d) for d in days),
-            users_keys=resp.PrefixedBulks(keys.day_users_suffix(d) for d in days),
+            counter_keys=resp.PrefixedBulks(keys.client_day_suffix(d) for d in days),
+            users_keys=resp.PrefixedBulks(keys.client_day_users_suffix(d) for d in days),
             packed_sizes=resp.bulks(sizes),
+            month_keys=resp.PrefixedBulks(keys.device_month_suffix(d) for d in months),
+            month_spans=(len(months), *(x for d in months for x in (d.day, months[d]))),
         )
 
 
@@ -255,7 +269,7 @@ class Reader:
             resp.command("EXISTS", keys.client(client_id)),
         ]
         tag, scratch = keys.client_tag(client_id), keys.client_scratch(client_id)
-        commands += [self._series_command(tag, scratch, q) for q in queries]
+        commands += [self._series_command(tag, scratch, q, device=False) for q in queries]
         routes = [keys.token(hash_token(token)), keys.client(client_id), *[tag] * len(queries)]
         replies = await self._round_trip(commands, routes, stale_ok=(0, 1))
         return ClientView(
@@ -343,24 +357,31 @@ class Reader:
             for month, _ in plan.months
         ]
 
-    def _series_command(self, tag: str, scratch: str, query: SeriesQuery) -> bytes:
-        """The EVALSHA of the query's read script over the day keys under ``tag`` (a device's or
-        a client's), in day order; ``scratch`` is the users script's key of the same slot."""
+    def _series_command(
+        self, tag: str, scratch: str, query: SeriesQuery, *, device: bool = True
+    ) -> bytes:
+        """The EVALSHA of the query's read script over the keys under ``tag``, a device's
+        (its months) or a client's (its day aggregates); ``scratch`` is the users script's key
+        of the same slot."""
         plan = query.buckets
         if not isinstance(plan, SeriesPlan):
             plan = SeriesPlan.of(plan)
-        scratches: tuple[str, ...] = ()
-        if query.metric == "activity-count":
-            sha, day_keys = self._scripts.read_counts.sha, plan.counter_keys
+        users = query.metric == "user-count"
+        scratches: tuple[str, ...] = (scratch,) if users else ()
+        spans: tuple[int, ...] = ()
+        if device:
+            script = self._scripts.read_device_users if users else self._scripts.read_device_counts
+            read_keys, spans = plan.month_keys, plan.month_spans
         else:
-            sha = self._scripts.read_users.sha
-            scratches, day_keys = (scratch,), plan.users_keys
-        numkeys = len(scratches) + len(day_keys)
+            script = self._scripts.read_users if users else self._scripts.read_counts
+            read_keys = plan.users_keys if users else plan.counter_keys
+        numkeys = len(scratches) + len(read_keys)
         return b"".join(
             (
-                resp.header(3 + numkeys + len(plan.sizes)),
-                resp.bulks(("EVALSHA", sha, numkeys, *scratches)),
-                day_keys.pack(tag.encode()),
+                resp.header(3 + numkeys + len(spans) + len(plan.sizes)),
+                resp.bulks(("EVALSHA", script.sha, numkeys, *scratches)),
+                read_keys.pack(tag.encode()),
+                resp.bulks(spans),
                 plan.packed_sizes,
             )
         )

@@ -20,8 +20,8 @@ def _source(name: str) -> str:
     return files("state").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
-def _applying(name: str) -> str:
-    """A script that applies heartbeats to days, after the helpers they share."""
+def _with_lib(name: str) -> str:
+    """A script that uses the helpers of lib_days.lua, after them."""
     return _source("lib_days") + "\n" + _source(name)
 
 
@@ -32,16 +32,20 @@ class Scripts:
     advance_applied: AsyncScript
     read_counts: AsyncScript
     read_users: AsyncScript
+    read_device_counts: AsyncScript
+    read_device_users: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis | RedisCluster) -> Scripts:
         """Bind the scripts to ``redis``; they are sent by SHA and loaded on first NOSCRIPT."""
         return cls(
-            apply_device=redis.register_script(_applying("apply_device")),
-            apply_client=redis.register_script(_applying("apply_client")),
+            apply_device=redis.register_script(_with_lib("apply_device")),
+            apply_client=redis.register_script(_with_lib("apply_client")),
             advance_applied=redis.register_script(_source("advance_applied")),
             read_counts=redis.register_script(_source("read_counts")),
             read_users=redis.register_script(_source("read_users")),
+            read_device_counts=redis.register_script(_source("read_device_counts")),
+            read_device_users=redis.register_script(_with_lib("read_device_users")),
         )
 
     async def load(self, redis: Redis | RedisCluster) -> None:
@@ -52,6 +56,8 @@ class Scripts:
             self.advance_applied,
             self.read_counts,
             self.read_users,
+            self.read_device_counts,
+            self.read_device_users,
         ):
             await redis.script_load(script.script)
 

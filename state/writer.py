@@ -13,7 +13,8 @@ from redis.exceptions import NoScriptError
 
 from state import keys, resp
 from state.batch import DeviceBatch
-from state.encoding import EXACT_USERS_LIMIT, user_member
+from state.dates import month_expires_at
+from state.encoding import EXACT_USERS_LIMIT, user_hashes
 from state.errors import LostWrites, unavailable_on_failure
 from state.fleet import ClientCall, client_calls
 from state.resp import evalsha as _evalsha
@@ -37,21 +38,28 @@ class ApplyResult:
         return self.owner is not None
 
 
-def _script_call(batch: DeviceBatch) -> tuple[list[str], list[str | int]]:
-    """The keys and arguments of the device's ``apply_device.lua`` call: per day, its expiry,
-    its heartbeat count, and four arguments a heartbeat (partition, offset, count, and the
-    user's 64-bit hash in decimal, '' for nobody)."""
+def _script_call(batch: DeviceBatch) -> tuple[list[str], list[str | int | bytes]]:
+    """The keys and arguments of the device's ``apply_device.lua`` call: the meta key and one
+    key per month, each month's expiry, then per day its month, its day of the month, its
+    heartbeat count, and four arguments a heartbeat (partition, offset, count, and the user's
+    64-bit hash as 8 bytes, '' for nobody)."""
     script_keys = [keys.device_meta(batch.device_id)]
-    args: list[str | int] = [batch.client_id, EXACT_USERS_LIMIT, len(batch.days)]
+    months: dict[tuple[int, int], int] = {}
+    expiries: list[int] = []
+    day_args: list[str | int | bytes] = []
     for day, day_batch in batch.days.items():
-        script_keys += [
-            keys.day_counter(batch.device_id, day),
-            keys.day_users(batch.device_id, day),
-        ]
-        args += [day_batch.expire_at, len(day_batch.contributions)]
+        month = months.get((day.year, day.month))
+        if month is None:
+            month = months[(day.year, day.month)] = len(months) + 1
+            script_keys.append(keys.device_month(batch.device_id, day))
+            expiries.append(month_expires_at(day, day_batch.expire_at))
+        day_args += [month, day.day, len(day_batch.contributions)]
         for c in day_batch.contributions:
-            args += [c.partition, c.offset, c.count,
-                     "" if c.user_id is None else user_member(c.user_id)]  # fmt: skip
+            day_args += [c.partition, c.offset, c.count,
+                         b"" if c.user_id is None else user_hashes(c.user_id)[1]]  # fmt: skip
+    args: list[str | int | bytes] = [batch.client_id, EXACT_USERS_LIMIT, len(expiries), *expiries]
+    args.append(len(batch.days))
+    args += day_args
     return script_keys, args
 
 

@@ -53,3 +53,38 @@ local function add_users(counter, users, names, new_day, sketch, expire_at, exac
   end
 end
 
+
+-- A user's 64-bit hash as 8 bytes (big-endian, as a device-month's dictionary holds it) in the
+-- decimal form of the users sets (a signed integer: what state/encoding.py's user_member gives),
+-- exactly: Lua's numbers are doubles, so the digits are worked out in base 10^7.
+local function to_decimal(bytes)
+  local b1, b2, b3, b4, b5, b6, b7, b8 = string.byte(bytes, 1, 8)
+  local hi = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+  local lo = ((b5 * 256 + b6) * 256 + b7) * 256 + b8
+  local sign = ''
+  if hi >= 2147483648 then  -- negative: the magnitude is the two's complement
+    sign = '-'
+    hi, lo = 4294967295 - hi, 4294967296 - lo
+    if lo == 4294967296 then hi, lo = hi + 1, 0 end
+  end
+  local limbs = {hi}  -- base 10^7, least significant first
+  local function multiply_add(factor, add)
+    local carry = add
+    for i = 1, #limbs do
+      local v = limbs[i] * factor + carry
+      limbs[i] = v % 10000000
+      carry = math.floor(v / 10000000)
+    end
+    while carry > 0 do
+      limbs[#limbs + 1] = carry % 10000000
+      carry = math.floor(carry / 10000000)
+    end
+  end
+  multiply_add(1, 0)
+  multiply_add(65536, 0)
+  multiply_add(65536, lo)
+  while #limbs > 1 and limbs[#limbs] == 0 do limbs[#limbs] = nil end
+  local out = {sign, string.format('%d', limbs[#limbs])}
+  for i = #limbs - 1, 1, -1 do out[#out + 1] = string.format('%07d', limbs[i]) end
+  return table.concat(out)
+end

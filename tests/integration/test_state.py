@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.client import NEVER_DECODE
 
 from state import keys
 from state.batch import Contribution, DayBatch, DeviceBatch
@@ -163,22 +165,99 @@ def test_a_device_of_another_client_is_refused_and_unchanged(services: Any) -> N
     assert not listed
 
 
-def test_day_keys_expire_with_their_day_and_the_device_with_its_newest_day(services: Any) -> None:
+def test_a_month_key_expires_with_its_last_day_and_the_device_with_its_newest_month(
+    services: Any,
+) -> None:
     client, device = new_id(), new_id()
-    early, late = int(time.time()) + 3_600, int(time.time()) + 7_200
+    early = int(time.time()) + 3_600
+    late = early + 58 * 86_400  # the expiry of 30 December, 58 days after D1's
+    december = date(2026, 12, 30)
 
     async def body(redis: Redis) -> tuple[int, int, int]:
         b = DeviceBatch(client, device)
         b.days[D1] = DayBatch(early, [Contribution(0, 1, 1, "ann")])
-        b.days[D2] = DayBatch(late, [Contribution(0, 2, 1, "ann")])
+        b.days[D2] = DayBatch(early + 86_400, [Contribution(0, 2, 1, "ann")])
+        b.days[december] = DayBatch(late, [Contribution(0, 3, 1, "ann")])
         await Writer(redis).apply([b], NO_POSITIONS)
         return (
-            await redis.expiretime(keys.day_counter(device, D1)),
-            await redis.expiretime(keys.day_users(device, D2)),
+            await redis.expiretime(keys.device_month(device, D1)),
+            await redis.expiretime(keys.device_month(device, december)),
             await redis.expiretime(keys.device_meta(device)),
         )
 
-    assert run(services, body) == (early, late, late)
+    # A month lives until its last day's expiry (30 November: 28 days after D1; 31 December:
+    # one day after the 30th), plus an hour for a DST change (docs/key-schema.md).
+    november_end = early + 28 * 86_400 + 3_600
+    december_end = late + 86_400 + 3_600
+    assert run(services, body) == (november_end, december_end, december_end)
+
+
+def test_a_shared_device_keeps_its_users_in_the_month_dictionary(services: Any) -> None:
+    client, device = new_id(), new_id()
+    days = {D1: _users("u", 9, 0), D2: _users("u", 3, 100) + _users("v", 2, 200)}
+
+    async def body(redis: Redis) -> tuple[dict[str, bytes], int, list[int], list[int]]:
+        await Writer(redis).apply([batch(client, device, days)], NO_POSITIONS)
+        raw = await redis.execute_command(
+            "HGETALL", keys.device_month(device, D1), **{NEVER_DECODE: True}
+        )
+        fields = {k.decode(): v for k, v in raw.items()}
+        daily = await series(redis, device, "user-count", [Bucket(D1, D1), Bucket(D2, D2)])
+        both = await series(redis, device, "user-count", [Bucket(D1, D2)])
+        return fields, await redis.exists(keys.day_users(device, D1)), daily, both
+
+    fields, day_key, daily, both = run(services, body)
+    names = [f"u-{n}" for n in range(9)] + ["v-0", "v-1"]
+    # The dictionary: each user's 64-bit BLAKE2b in order of first activity, 8 to a field.
+    expected = [hashlib.blake2b(n.encode(), digest_size=8).digest() for n in names]
+    assert [fields["u0"][i : i + 8] for i in range(0, 64, 8)] == expected[:8]
+    assert [fields["u1"][i : i + 8] for i in range(0, 24, 8)] == expected[8:]
+    assert fields[str(D1.day)] == b"9"
+    assert "w" not in fields and day_key == 0
+    # Day 1's bitmap: users 0..8; day 2's: users 0..2, 9 and 10 of the dictionary.
+    assert fields[f"{D1.day}u"] == bytes([0b1111_1111, 0b0000_0001])
+    assert fields[f"{D2.day}u"] == bytes([0b0000_0111, 0b0000_0110])
+    assert daily == [9, 5]
+    assert both == [11]
+
+
+def test_a_wide_month_holds_the_users_in_the_users_sets_decimal_form(services: Any) -> None:
+    client, device = new_id(), new_id()
+    names = [f"w-{n}" for n in range(70)]  # past the 64 of a dictionary
+
+    async def body(redis: Redis) -> set[str]:
+        contributions = [Contribution(0, n, 1, name) for n, name in enumerate(names)]
+        await Writer(redis).apply([batch(client, device, {D1: contributions})], NO_POSITIONS)
+        return set(await redis.smembers(keys.day_users(device, D1)))
+
+    # What state/encoding.py's user_member stores: the signed 64-bit BLAKE2b, in decimal.
+    expected = {
+        str(int.from_bytes(hashlib.blake2b(n.encode(), digest_size=8).digest(), "big", signed=True))
+        for n in names
+    }
+    assert run(services, body) == expected
+
+
+def test_a_month_past_its_dictionary_turns_wide_and_stays_exact(services: Any) -> None:
+    client, device = new_id(), new_id()
+    first = {D1: _users("a", 40, 0), D2: _users("b", 20, 100)}
+    second = {D2: _users("a", 5, 200), D3: _users("c", 30, 300)}  # 90 users in the month
+
+    async def body(redis: Redis) -> tuple[dict[str, str], list[str], list[int], list[int]]:
+        writer = Writer(redis)
+        await writer.apply([batch(client, device, first)], NO_POSITIONS)
+        await writer.apply([batch(client, device, second)], NO_POSITIONS)
+        fields = await redis.hgetall(keys.device_month(device, D1))
+        kinds = [await redis.type(keys.day_users(device, d)) for d in (D1, D2, D3)]
+        daily = await series(redis, device, "user-count", [Bucket(d, d) for d in (D1, D2, D3)])
+        return fields, kinds, daily, await series(redis, device, "user-count", [Bucket(D1, D3)])
+
+    fields, kinds, daily, whole = run(services, body)
+    assert fields.get("w") == "1"
+    assert not [f for f in fields if f.startswith("u") or f.endswith("u")]
+    assert kinds == ["set", "set", "set"]
+    assert daily == [40, 25, 30]
+    assert whole == [90]
 
 
 def test_unknown_clients_are_registered_with_the_default_timezone(services: Any) -> None:
