@@ -30,8 +30,8 @@ async def inspect_device(
         pipe.hgetall(keys.device_meta(device_id))
         pipe.ttl(keys.device_meta(device_id))
         pipe.sismember(keys.client_devices(client_id), device_id)
-        for month in months:
-            pipe.hgetall(month)
+        for month in months:  # undecoded: the dictionary and the bitmaps are bytes
+            pipe.execute_command("HGETALL", month, **{NEVER_DECODE: True})
             pipe.ttl(month)
         client, meta, meta_ttl, listed, *per_month = await pipe.execute()
     # Outside the pipeline: a cluster's pipeline refuses scripts (their keys share one slot, so
@@ -45,7 +45,10 @@ async def inspect_device(
         if days
         else []
     )
-    held = dict(zip(months, zip(per_month[::2], per_month[1::2], strict=True), strict=True))
+    held = {
+        month: (_decoded_keys(raw), ttl)
+        for month, raw, ttl in zip(months, per_month[::2], per_month[1::2], strict=True)
+    }
     out_days = []
     for day, users in zip(days, user_counts, strict=True):
         month = keys.device_month(device_id, day)
@@ -85,6 +88,13 @@ async def inspect_device(
         },
         "days": out_days,
     }
+
+
+def _decoded_keys(reply: Any) -> dict[str, bytes]:
+    """An undecoded HGETALL reply (a map in RESP3, a flat list in RESP2), its fields decoded."""
+    if not isinstance(reply, dict):
+        reply = dict(zip(reply[::2], reply[1::2], strict=True))
+    return {field.decode(): value for field, value in reply.items()}
 
 
 def retention_days_back(today: date, retention_days: int) -> list[date]:

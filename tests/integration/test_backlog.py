@@ -22,7 +22,7 @@ from tests.integration.conftest import Message, encode
 from .faultkit.checks import Figures, assert_exact, wait_for_total, wait_until_total
 from .faultkit.kafka import BackgroundProducer, produce, topic_message_count
 from .faultkit.pipeline import Run
-from .faultkit.probe import RedisProbe
+from .faultkit.probe import Cell, RedisProbe
 from .faultkit.services import redis_pid
 from .faultkit.workload import (
     MAX_USERS_PER_DEVICE,
@@ -167,7 +167,7 @@ def test_slow_redis_is_waited_for_and_nothing_is_lost_or_doubled(
     )
 
 
-def _rate(probe: RedisProbe, counter_keys: list[str], workload: Workload) -> float:
+def _rate(probe: RedisProbe, counter_keys: list[Cell], workload: Workload) -> float:
     """Events applied per second over a short window (a figure, never asserted), from the
     activity applied and the workload's mean activity per event."""
     first = probe.total(counter_keys)

@@ -58,7 +58,10 @@ def _batch(events: list[tuple[Any, ...]]) -> tuple[list[DeviceBatch], Positions]
 def _counters(cluster: LocalRedisCluster, cells: set[tuple[str, date]]) -> dict[Any, int]:
     client = redis.RedisCluster.from_url(cluster.url, decode_responses=True)
     try:
-        found = {cell: client.hget(keys.day_counter(*cell), "n") for cell in cells}
+        found = {
+            (device, day): client.hget(keys.device_month(device, day), str(day.day))
+            for device, day in cells
+        }
         return {cell: int(value) for cell, value in found.items() if value is not None}
     finally:
         client.close()

@@ -33,7 +33,7 @@ from .faultkit.checks import (
 from .faultkit.constants import PARTITIONS
 from .faultkit.kafka import BackgroundProducer, group_members, produce, topic_message_count
 from .faultkit.pipeline import Run, create_token, register_clients
-from .faultkit.probe import RedisProbe, digest_difference, digest_hash
+from .faultkit.probe import Cell, RedisProbe, digest_difference, digest_hash
 from .faultkit.processes import Api
 from .faultkit.services import (
     kill_redis,
@@ -211,7 +211,7 @@ PROGRESS_POLL_S = 0.02
 
 
 def _when_total_reaches(
-    probe: RedisProbe, counter_keys: list[str], at_least: int, timeout_s: float
+    probe: RedisProbe, counter_keys: list[Cell], at_least: int, timeout_s: float
 ) -> float:
     """``time.monotonic()`` when the total of these counters first reaches ``at_least``."""
     deadline = time.monotonic() + timeout_s

@@ -681,8 +681,12 @@ def test_inspect_prints_json_naming_the_device(pipeline: Pipeline) -> None:
     day = min(pipeline.oracle.local_days((client, device)))
     for extra in ([], ["--date", day.isoformat()]):
         out = pipeline.stack.cli("inspect", "--client", client, "--device", device, *extra)
-        json.loads(out)
-        assert device in out
+        found = json.loads(out)
+        assert found["device"]["owner"] == client
+        (shown,) = [d for d in found["days"] if d["date"] == day.isoformat()]
+        for metric, field in (("activity-count", "activity_count"), ("user-count", "user_count")):
+            (point,) = pipeline.oracle.series((client, device), day, day, metric, "daily")
+            assert shown[field] == point["value"], (metric, shown)
 
 
 def test_user_count_is_exact_for_a_busy_kiosk(pipeline: Pipeline) -> None:

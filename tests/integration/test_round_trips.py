@@ -92,7 +92,7 @@ def expected(batches: list[DeviceBatch]) -> list[int]:
 async def counts(redis: Redis, batches: list[DeviceBatch]) -> list[int]:
     async with redis.pipeline(transaction=False) as pipe:
         for b in batches:
-            pipe.hget(keys.day_counter(b.device_id, DAY), keys.COUNT_FIELD)
+            pipe.hget(keys.device_month(b.device_id, DAY), str(DAY.day))
         values = await pipe.execute()
     return [int(v or 0) for v in values]
 
@@ -155,8 +155,13 @@ def test_round_trips_lost_by_redis_are_applied_again_from_the_batch_start(
         with pytest.raises(StoreUnavailable):
             await w.apply_packed(packed, positions(topic, 20), progress)
         assert progress.trips_done == 2
-        # The loss: the first trip's keys and the marker that vouched for them.
-        lost = [keys.day_counter(b.device_id, DAY) for b in batches[:SCRIPTS_PER_TRIP]]
+        # The loss: the first trip's keys (each device's month and its offsets, in its meta)
+        # and the marker that vouched for them.
+        lost = [
+            key
+            for b in batches[:SCRIPTS_PER_TRIP]
+            for key in (keys.device_month(b.device_id, DAY), keys.device_meta(b.device_id))
+        ]
         markers = [
             k
             for k in await redis.keys(keys.batch_marker("*"))

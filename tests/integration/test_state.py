@@ -213,7 +213,8 @@ def test_a_shared_device_keeps_its_users_in_the_month_dictionary(services: Any) 
     assert [fields["u0"][i : i + 8] for i in range(0, 64, 8)] == expected[:8]
     assert [fields["u1"][i : i + 8] for i in range(0, 24, 8)] == expected[8:]
     assert fields[str(D1.day)] == b"9"
-    assert "w" not in fields and day_key == 0
+    assert "w" not in fields
+    assert day_key == 0
     # Day 1's bitmap: users 0..8; day 2's: users 0..2, 9 and 10 of the dictionary.
     assert fields[f"{D1.day}u"] == bytes([0b1111_1111, 0b0000_0001])
     assert fields[f"{D2.day}u"] == bytes([0b0000_0111, 0b0000_0110])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import pytest
@@ -43,8 +43,20 @@ def test_a_plan_holds_what_the_bucket_math_and_the_key_schema_give(
     assert list(plan.dates) == [b.first.isoformat() for b in expected]
     assert list(plan.sizes) == [len(b.days()) for b in expected]
     tag = keys.device_tag(DEVICE).encode()
-    assert plan.counter_keys.pack(tag) == resp.bulks([keys.day_counter(DEVICE, d) for d in days])
-    assert plan.users_keys.pack(tag) == resp.bulks([keys.day_users(DEVICE, d) for d in days])
+    months = list(dict.fromkeys((d.year, d.month) for d in days))
+    assert plan.month_keys.pack(tag) == resp.bulks(
+        [keys.device_month(DEVICE, date(y, m, 1)) for y, m in months]
+    )
+    spans = [(min(d.day for d in days if (d.year, d.month) == ym),
+              sum(1 for d in days if (d.year, d.month) == ym)) for ym in months]  # fmt: skip
+    assert plan.month_spans == (len(months), *(x for span in spans for x in span))
+    client_tag = keys.client_tag(CLIENT).encode()
+    assert plan.counter_keys.pack(client_tag) == resp.bulks(
+        [keys.client_day(CLIENT, d) for d in days]
+    )
+    assert plan.users_keys.pack(client_tag) == resp.bulks(
+        [keys.client_day_users(CLIENT, d) for d in days]
+    )
     assert plan.packed_sizes == resp.bulks(plan.sizes)
 
 
@@ -54,10 +66,13 @@ def test_a_range_is_planned_once() -> None:
     assert series_plan(first, last, "weekly") is not series_plan(first, last, "daily")
 
 
-def test_a_day_key_is_the_device_tag_and_the_day_suffix() -> None:
+def test_a_month_key_is_the_device_tag_and_the_month_suffix() -> None:
     day = date(2026, 1, 15)
-    assert keys.device_tag(DEVICE) + keys.day_counter_suffix(day) == keys.day_counter(DEVICE, day)
-    assert keys.device_tag(DEVICE) + keys.day_users_suffix(day) == keys.day_users(DEVICE, day)
+    assert keys.device_tag(DEVICE) + keys.device_month_suffix(day) == keys.device_month(DEVICE, day)
+    assert keys.client_tag(CLIENT) + keys.client_day_suffix(day) == keys.client_day(CLIENT, day)
+    assert keys.client_tag(CLIENT) + keys.client_day_users_suffix(day) == keys.client_day_users(
+        CLIENT, day
+    )
 
 
 # --- The request sent ----------------------------------------------------------------------------
@@ -102,19 +117,20 @@ def test_one_request_sends_the_token_client_device_and_series_commands(
 
     answer = view(reader, query, token="da_secret")
 
-    days = [first + timedelta(n) for n in range(20)]
     scripts = Scripts.register(Redis())
+    month = [keys.device_month(DEVICE, first)]  # the 20 days are all in January
     if metric == "activity-count":
-        sha, script_keys = scripts.read_counts.sha, [keys.day_counter(DEVICE, d) for d in days]
+        sha, script_keys = scripts.read_device_counts.sha, month
     else:
-        sha = scripts.read_users.sha
-        script_keys = [keys.device_scratch(DEVICE)] + [keys.day_users(DEVICE, d) for d in days]
+        sha = scripts.read_device_users.sha
+        script_keys = [keys.device_scratch(DEVICE), *month]
     assert fake.sent == [
         [
             resp.command("HGETALL", keys.token(hash_token("da_secret"))),
             resp.command("EXISTS", keys.client(CLIENT)),
             resp.command("HGET", keys.device_meta(DEVICE), "client"),
-            resp.evalsha(sha, script_keys, [4, 7, 7, 2]),  # Thu-Sun, two weeks, Mon-Tue
+            # One month from the 1st, 20 days of it; Thu-Sun, two weeks, Mon-Tue.
+            resp.evalsha(sha, script_keys, [1, 1, 20, 4, 7, 7, 2]),
         ]
     ]
     assert answer.grant is not None
@@ -176,3 +192,5 @@ def test_a_plan_of_a_bucket_list_is_the_plan_of_its_range() -> None:
     )
     assert fresh.counter_keys.pack(tag) == cached.counter_keys.pack(tag)
     assert fresh.users_keys.pack(tag) == cached.users_keys.pack(tag)
+    assert fresh.month_keys.pack(tag) == cached.month_keys.pack(tag)
+    assert fresh.month_spans == cached.month_spans

@@ -78,10 +78,11 @@ def cell_differences(probe: RedisProbe, workload: Workload, limit: int = 20) -> 
     """Device-days whose counter or user count differs from the oracle ('' when none)."""
     cells = workload.cells()
     counts = probe.counts([c.counter_key for c in cells])
-    users = probe.user_sets([c.users_key for c in cells])
+    users = probe.device_day_users([c.counter_key for c in cells])
     wrong = []
     for cell, count, (kind, size) in zip(cells, counts, users, strict=True):
-        expected_kind = "set" if cell.users else "none"
+        # At most MAX_USERS_PER_DEVICE users a device: every month keeps a dictionary.
+        expected_kind = "dictionary" if cell.users else "none"
         if (count or 0, size, kind) != (cell.activity, cell.users, expected_kind):
             wrong.append(
                 f"  {cell.device[1]} {cell.day}: n={count} (oracle {cell.activity}), "
@@ -151,13 +152,11 @@ def client_differences(probe: RedisProbe, workload: Workload, limit: int = 20) -
 
 def assert_exact(probe: RedisProbe, workload: Workload) -> None:
     """Every device-day counter and user count equals the oracle, and no device of the workload
-    has a day key the oracle does not know."""
+    has a month key the oracle does not know."""
     differences = cell_differences(probe, workload) or client_differences(probe, workload)
     assert not differences, differences
     devices = {d for _, d in workload.devices}
-    expected = {c.counter_key for c in workload.cells()} | {
-        c.users_key for c in workload.cells() if c.users
-    }
+    expected = {c.month_key for c in workload.cells()}
     stored = {
         k
         for k in probe.keys_matching(f"{keys.PREFIX}:{{d:*")

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
-from state import keys
-
 from . import fleet_keys
 
-# Sums field `n` of the given hashes server side: one round trip however many device-days.
+# Sums the given fields of the given hashes (KEYS[i], ARGV[i]) server side: one round trip
+# however many device-days.
 _SUM_COUNTS = """
 local total = 0
 for i = 1, #KEYS do
-  total = total + (tonumber(redis.call('HGET', KEYS[i], 'n')) or 0)
+  total = total + (tonumber(redis.call('HGET', KEYS[i], ARGV[i])) or 0)
 end
 return total
 """
+Cell = tuple[str, str]
+"""A hash key and field: a device-day's activity, in its device-month (faultkit.workload)."""
 _CHUNK = 5000
+T = TypeVar("T")
 
 
 class RedisProbe:
@@ -33,28 +35,59 @@ class RedisProbe:
     def close(self) -> None:
         self._redis.close()
 
-    def total(self, counter_keys: Sequence[str]) -> int:
+    def total(self, counter_keys: Sequence[Cell]) -> int:
         """Sum of the activity counters of these device-days (a missing one counts 0)."""
         return sum(
-            int(self._redis.eval(_SUM_COUNTS, len(chunk), *chunk))  # type: ignore[arg-type]
+            int(
+                self._redis.eval(  # type: ignore[arg-type]
+                    _SUM_COUNTS, len(chunk), *(k for k, _ in chunk), *(f for _, f in chunk)
+                )
+            )
             for chunk in _chunks(counter_keys)
         )
 
-    def total_or_none(self, counter_keys: Sequence[str]) -> int | None:
+    def total_or_none(self, counter_keys: Sequence[Cell]) -> int | None:
         """``total``, or None while Redis does not answer (it is being restarted)."""
         try:
             return self.total(counter_keys)
         except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
             return None
 
-    def counts(self, counter_keys: Sequence[str]) -> list[int | None]:
+    def counts(self, counter_keys: Sequence[Cell]) -> list[int | None]:
         values: list[int | None] = []
         for chunk in _chunks(counter_keys):
             with self._redis.pipeline(transaction=False) as pipe:
-                for key in chunk:
-                    pipe.hget(key, keys.COUNT_FIELD)
+                for key, day_field in chunk:
+                    pipe.hget(key, day_field)
                 values += [None if v is None else int(v) for v in pipe.execute()]
         return values
+
+    def device_day_users(self, cells: Sequence[Cell]) -> list[tuple[str, int]]:
+        """How each device-day keeps its users and how many: ("dictionary", the day bitmap's
+        bits) in a month of few users, ("set", SCARD) or ("hyperloglog", 0) in a wide month,
+        ("none", 0) for a day of nobody. Decoded here from the bytes (docs/key-schema.md),
+        without the product's code."""
+        months = {key: self.raw_hash(key) for key in dict.fromkeys(k for k, _ in cells)}
+        out: list[tuple[str, int]] = []
+        for key, day_field in cells:
+            fields = months[key]
+            if b"w" in fields:
+                day_key = f"{key}-{int(day_field):02d}:u"
+                kind = self._redis.type(day_key).decode()  # type: ignore[union-attr]
+                if kind == "set":
+                    out.append(("set", int(self._redis.scard(day_key))))  # type: ignore[arg-type]
+                else:
+                    out.append(("hyperloglog" if kind == "string" else "none", 0))
+                continue
+            bitmap = fields.get(f"{day_field}u".encode())
+            if bitmap is None:
+                out.append(("none", 0))
+            else:
+                dictionary = b"".join(fields.get(f"u{n}".encode(), b"") for n in range(8))
+                bits = [i for i in range(len(bitmap) * 8) if bitmap[i // 8] >> (i % 8) & 1]
+                assert all(8 * i + 8 <= len(dictionary) for i in bits), "a bit past the users"
+                out.append(("dictionary", len(bits)))
+        return out
 
     def user_sets(self, user_keys: Sequence[str]) -> list[tuple[str, int]]:
         """(TYPE, SCARD or 0) of each day's users key."""
@@ -168,7 +201,7 @@ def digest_difference(before: Mapping[str, Any], after: Mapping[str, Any], limit
     return "\n".join(lines)
 
 
-def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
     for first in range(0, len(items), _CHUNK):
         yield items[first : first + _CHUNK]
 
@@ -182,11 +215,11 @@ class ClusterProbe(RedisProbe):
             url, socket_timeout=5, socket_connect_timeout=2
         )
 
-    def total(self, counter_keys: Sequence[str]) -> int:
+    def total(self, counter_keys: Sequence[Cell]) -> int:
         """The keys sit in many slots: summed here rather than in one script."""
         return sum(c or 0 for c in self.counts(counter_keys))
 
-    def total_or_none(self, counter_keys: Sequence[str]) -> int | None:
+    def total_or_none(self, counter_keys: Sequence[Cell]) -> int | None:
         """``total``, or None while the cluster does not answer for every slot (a node
         restarting, a failover under way)."""
         try:

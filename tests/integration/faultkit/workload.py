@@ -19,6 +19,10 @@ WIRE_OFFSETS = ("+05:45", "-04:00", "+13:45", "-09:30", "+01:00")
 MAX_USERS_PER_DEVICE = 40  # so no device-day holds more than 40 users: user counts are exact
 
 
+Cell = tuple[str, str]
+"""A hash key and field: a device-day's activity (docs/key-schema.md)."""
+
+
 @dataclass(frozen=True)
 class DeviceDay:
     device: DeviceKey
@@ -27,12 +31,13 @@ class DeviceDay:
     users: int
 
     @property
-    def counter_key(self) -> str:
-        return keys.day_counter(self.device[1], self.day)
+    def counter_key(self) -> Cell:
+        """Where the day's activity is: its device-month key and the day's field."""
+        return (keys.device_month(self.device[1], self.day), str(self.day.day))
 
     @property
-    def users_key(self) -> str:
-        return keys.day_users(self.device[1], self.day)
+    def month_key(self) -> str:
+        return keys.device_month(self.device[1], self.day)
 
 
 @dataclass
@@ -80,7 +85,7 @@ class Workload:
             ]
         return self._cells
 
-    def counter_keys(self) -> list[str]:
+    def counter_keys(self) -> list[Cell]:
         return [c.counter_key for c in self.cells()]
 
     @property
