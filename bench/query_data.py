@@ -264,18 +264,29 @@ async def register(redis: Redis, dataset: Dataset) -> str:
 
 
 async def redis_key_bytes(redis: Redis, dataset: Dataset, devices: int) -> tuple[int, int]:
-    """``MEMORY USAGE`` summed over the day keys (counter and users) of the first ``devices``
-    devices, and the number of their device-days: the keys' own bytes, without the keyspace's
-    hash tables and expiry entries that ``used_memory`` also counts."""
+    """``MEMORY USAGE`` summed over the keys of the first ``devices`` devices (meta, device-months
+    and any wide month's day users keys), and the number of their device-days: the keys' own
+    bytes, without the keyspace's hash tables and expiry entries that ``used_memory`` also
+    counts."""
     total, device_days = 0, 0
     for device in dataset.devices[:devices]:
+        days = [dataset.day(d) for d in range(DAYS)]
+        months = list(dict.fromkeys(keys.device_month(device.device_id, day) for day in days))
         async with redis.pipeline(transaction=False) as pipe:
-            for d in range(DAYS):
-                pipe.memory_usage(keys.day_counter(device.device_id, dataset.day(d)), samples=0)
-                pipe.memory_usage(keys.day_users(device.device_id, dataset.day(d)), samples=0)
+            pipe.memory_usage(keys.device_meta(device.device_id), samples=0)
+            for month in months:
+                pipe.memory_usage(month, samples=0)
+                pipe.hkeys(month)
+            for day in days:
+                pipe.memory_usage(keys.day_users(device.device_id, day), samples=0)
             sizes = await pipe.execute()
-        total += sum(s or 0 for s in sizes)
-        device_days += sum(1 for s in sizes[::2] if s)
+        meta, per_month, per_day = (
+            sizes[0],
+            sizes[1 : 1 + 2 * len(months)],
+            sizes[1 + 2 * len(months) :],
+        )
+        total += (meta or 0) + sum(s or 0 for s in per_month[::2]) + sum(s or 0 for s in per_day)
+        device_days += sum(1 for fields in per_month[1::2] for f in fields if f.isdigit())
     return total, device_days
 
 
@@ -297,7 +308,8 @@ async def load_redis_and_pg(
 
         processor = BatchProcessor(
             Registry(redis),
-            Writer(redis),
+            # The device keys alone: the fleet keys are measured apart (bench/fleet.py).
+            Writer(redis, fleet=False),
             send,
             clock=lambda: datetime.now(UTC),
             default_timezone="UTC",

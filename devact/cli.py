@@ -1,4 +1,5 @@
-"""The `devact` command: worker, api, client, token, inspect, produce (docs/operations.md)."""
+"""The `devact` command: worker, api, client, token, inspect, migrate, produce
+(docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import typer
+from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from state.connection import open_store
 from state.errors import StateError
 from state.inspect import inspect_client, inspect_device, retention_days_back
+from state.migrate import Migrated
+from state.migrate import migrate as migrate_layout
 from state.registry import Registry, validate_timezone
 from state.settings import StoreSettings
 
@@ -212,6 +217,26 @@ def inspect(
             await redis.aclose()
 
     typer.echo(orjson.dumps(asyncio.run(run()), option=orjson.OPT_INDENT_2).decode())
+
+
+@app.command()
+def migrate() -> None:
+    """Move a Redis written before device-months (two keys a device-day) to their layout, in
+    place: resumable and idempotent. Stop the workers first (docs/operations.md#upgrading)."""
+    settings = StoreSettings()
+
+    async def run(advance: Callable[[int], None]) -> Migrated:
+        redis = open_store(settings)
+        try:
+            return await migrate_layout(redis, advance)
+        finally:
+            await redis.aclose()
+
+    columns = (TextColumn("{task.description}"), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("device-days moved", total=None)
+        done = asyncio.run(run(lambda n: bar.advance(task, n)))
+    typer.echo(f"moved {done.days} device-days into their device-months ({done.months} calls)")
 
 
 @app.command()

@@ -6,12 +6,17 @@ that slot. Ids are stored lower-case; dates are local days of the client's timez
 
 Keys (one line each: key, type, what it holds):
 
-- ``da:{d:<device>}:meta`` hash: ``client`` = the owning client id.
-- ``da:{d:<device>}:<YYYY-MM-DD>`` hash: ``n`` = activity count of the local day; ``o<p>`` = the
-  highest offset of Kafka partition p applied to it (replays at or below it are skipped).
-- ``da:{d:<device>}:<YYYY-MM-DD>:u`` set or HyperLogLog: the users of the local day, as 64-bit
-  hashes of their ids (``state/encoding.py``): an exact set (an intset) up to 500 users, then a
-  HyperLogLog of the same hashes. ``TYPE`` tells which (``set`` or ``string``).
+- ``da:{d:<device>}:meta`` hash: ``client`` = the owning client id; ``o<p>`` = the highest offset
+  of Kafka partition p applied to the device (replays at or below it are skipped).
+- ``da:{d:<device>}:<YYYY-MM>`` hash, a device-month (a listpack of a few hundred bytes):
+  ``<d>`` = activity of local day d of the month; ``u0``..``u7`` = the month's users, 8-byte
+  hashes (``state/encoding.py``) in order of first activity, 8 to a field; ``<d>u`` = the users
+  of day d, a bitmap over them; ``w`` = ``1`` once the month had more than 64 users, its days'
+  users then in day keys as below, ``<d>h`` = ``1`` once day d's is a HyperLogLog
+  (apply_device.lua).
+- ``da:{d:<device>}:<YYYY-MM-DD>:u`` set or HyperLogLog, in a wide month only: the users of the
+  local day, as 64-bit hashes in decimal: an exact set (an intset) up to 500 users, then a
+  HyperLogLog of the same hashes.
 - ``da:{d:<device>}:scratch``: a temporary HyperLogLog that a read script creates and deletes.
 - ``da:{c:<client>}:index`` hash: ``<device id>`` = the device's index in the client's vectors
   and records (0, 1, 2, ... by first activity); ``~`` = 80 zero bytes that keep the hash a hash
@@ -41,8 +46,9 @@ Keys (one line each: key, type, what it holds):
   that died in the middle of one, it expires after a day.
 - ``da:token:<sha256 hex of the token>`` hash: ``clients`` (ids, or ``*``), ``name``.
 
-Day keys expire (EXPIREAT) when their day leaves the retention window; the meta key with the
-device's newest day. Clients, device sets and tokens do not expire.
+A device-month expires when its last day leaves the retention window (an hour later at most);
+the meta key with the device's newest month; a client's day keys with their day. Clients,
+device sets and tokens do not expire.
 """
 
 from __future__ import annotations

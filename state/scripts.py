@@ -25,6 +25,11 @@ def _with_lib(name: str) -> str:
     return _source("lib_days") + "\n" + _source(name)
 
 
+def _with_months(name: str) -> str:
+    """A script that writes device-months: after lib_days.lua and lib_months.lua."""
+    return _source("lib_days") + "\n" + _source("lib_months") + "\n" + _source(name)
+
+
 @dataclass(frozen=True, slots=True)
 class Scripts:
     apply_device: AsyncScript
@@ -34,18 +39,20 @@ class Scripts:
     read_users: AsyncScript
     read_device_counts: AsyncScript
     read_device_users: AsyncScript
+    migrate_month: AsyncScript
 
     @classmethod
     def register(cls, redis: Redis | RedisCluster) -> Scripts:
         """Bind the scripts to ``redis``; they are sent by SHA and loaded on first NOSCRIPT."""
         return cls(
-            apply_device=redis.register_script(_with_lib("apply_device")),
+            apply_device=redis.register_script(_with_months("apply_device")),
             apply_client=redis.register_script(_with_lib("apply_client")),
             advance_applied=redis.register_script(_source("advance_applied")),
             read_counts=redis.register_script(_source("read_counts")),
             read_users=redis.register_script(_source("read_users")),
             read_device_counts=redis.register_script(_source("read_device_counts")),
             read_device_users=redis.register_script(_with_lib("read_device_users")),
+            migrate_month=redis.register_script(_with_months("migrate_month")),
         )
 
     async def load(self, redis: Redis | RedisCluster) -> None:
@@ -58,6 +65,7 @@ class Scripts:
             self.read_users,
             self.read_device_counts,
             self.read_device_users,
+            self.migrate_month,
         ):
             await redis.script_load(script.script)
 
