@@ -8,7 +8,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from devact.services.process import ServiceError
+from devact.services.process import ServiceError, free_port, port_is_free
 from devact.services.redis import RedisServer, ensure_redis_installed
 
 log = logging.getLogger(__name__)
@@ -16,6 +16,16 @@ log = logging.getLogger(__name__)
 PRIMARIES = 3
 REPLICAS_PER_PRIMARY = 1
 READY_DEADLINE_S = 30.0
+
+
+def consecutive_free_ports(count: int) -> int:
+    """The first of ``count`` free consecutive ports whose cluster bus ports (+10000) are free."""
+    while True:
+        first = free_port()
+        if first + count + 10_000 < 65_536 and all(
+            port_is_free(p) and port_is_free(p + 10_000) for p in range(first, first + count)
+        ):
+            return first
 
 
 class LocalRedisCluster:

@@ -12,15 +12,8 @@
 local scratch = KEYS[1]
 local month_count = tonumber(ARGV[1])
 
-local POPCOUNT = {}
-for byte = 0, 255 do
-  local n, v = 0, byte
-  while v > 0 do
-    n = n + v % 2
-    v = math.floor(v / 2)
-  end
-  POPCOUNT[byte] = n
-end
+local POPCOUNT = {[0] = 0}
+for byte = 1, 255 do POPCOUNT[byte] = POPCOUNT[math.floor(byte / 2)] + byte % 2 end
 
 local function popcount(bitmap)
   local n = 0
@@ -43,6 +36,27 @@ local function bitmap_or(x, y)
   return table.concat(out)
 end
 
+-- Each day of the range: its bitmap (a string, in a dictionary month, whose position is in
+-- month_of), {set = key}, {sketch = key}, or false (nobody).
+local days, month_of = {}, {}
+-- Per dictionary month, its fields, and once a bucket needs its users, its dictionary.
+local month_fields, dictionaries = {}, {}
+
+-- A month's dictionary: its users' 8-byte hashes, in order.
+local function dictionary_of(m)
+  if dictionaries[m] == nil then
+    local out = {}
+    for f = 0, 7 do
+      local part = month_fields[m]['u' .. f]
+      if part then
+        for at = 1, #part, 8 do out[#out + 1] = string.sub(part, at, at + 7) end
+      end
+    end
+    dictionaries[m] = out
+  end
+  return dictionaries[m]
+end
+
 local function members_of(bitmap, dictionary)
   local out = {}
   for at = 1, #bitmap do
@@ -56,39 +70,27 @@ local function members_of(bitmap, dictionary)
   return out
 end
 
--- Each day of the range: {bits, month} (a dictionary month), {set = key}, {sketch = key}, or
--- false (nobody).
-local days, dictionaries = {}, {}
+-- A month's whole hash in one HGETALL: a listpack is searched end to end for each field an
+-- HMGET names, so one pass over it costs less than naming two fields a day.
 for m = 1, month_count do
   local first, count = tonumber(ARGV[2 * m]), tonumber(ARGV[2 * m + 1])
-  local fields = {'w', 'u0', 'u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7'}
+  local all = redis.call('HGETALL', KEYS[1 + m])
+  local fields = {}
+  for i = 1, #all, 2 do fields[all[i]] = all[i + 1] end
+  local wide = fields.w ~= nil
+  if not wide then month_fields[m] = fields end
   for d = first, first + count - 1 do
-    fields[#fields + 1] = d .. 'u'
-    fields[#fields + 1] = d .. 'h'
-  end
-  local found = redis.call('HMGET', KEYS[1 + m], unpack(fields))
-  local wide = found[1] ~= false
-  if not wide then
-    local dictionary = {}
-    for f = 2, 9 do
-      local part = found[f]
-      if part then
-        for at = 1, #part, 8 do dictionary[#dictionary + 1] = string.sub(part, at, at + 7) end
-      end
-    end
-    dictionaries[m] = dictionary
-  end
-  for i = 0, count - 1 do
     local day = false
-    if wide then
-      local key = KEYS[1 + m] .. string.format('-%02d:u', first + i)
-      if found[11 + 2 * i] then
-        day = {sketch = key}
-      else
-        day = {set = key}
+    if not wide then
+      local bits = fields[d .. 'u']
+      if bits then
+        day = bits
+        month_of[#days + 1] = m
       end
-    elseif found[10 + 2 * i] then
-      day = {bits = found[10 + 2 * i], month = m}
+    elseif fields[d .. 'h'] then
+      day = {sketch = KEYS[1 + m] .. string.format('-%02d:u', d)}
+    elseif fields[tostring(d)] then
+      day = {set = KEYS[1 + m] .. string.format('-%02d:u', d)}
     end
     days[#days + 1] = day
   end
@@ -96,7 +98,7 @@ end
 
 local function one_day(day)
   if not day then return 0 end
-  if day.bits then return popcount(day.bits) end
+  if type(day) == 'string' then return popcount(day) end
   if day.set then return redis.call('SCARD', day.set) end
   return redis.call('PFCOUNT', day.sketch)
 end
@@ -105,14 +107,16 @@ local function several_days(first, last)
   local sketches, month, bits, same_month = {}, nil, '', true
   for k = first, last do
     local day = days[k]
-    if day then
-      if day.sketch then sketches[#sketches + 1] = day.sketch end
-      if not day.bits or (month ~= nil and month ~= day.month) then
+    if type(day) == 'string' then
+      if month ~= nil and month ~= month_of[k] then
         same_month = false
       elseif same_month then
-        month = day.month
-        bits = bitmap_or(bits, day.bits)
+        month = month_of[k]
+        bits = bitmap_or(bits, day)
       end
+    elseif day then
+      same_month = false
+      if day.sketch then sketches[#sketches + 1] = day.sketch end
     end
   end
   if same_month then return popcount(bits) end
@@ -120,13 +124,13 @@ local function several_days(first, last)
   -- hashes, a dictionary 8-byte ones: where both meet, the dictionary's are turned decimal.
   local decimal = #sketches > 0
   for k = first, last do
-    if days[k] and days[k].set then decimal = true end
+    if type(days[k]) == 'table' and days[k].set then decimal = true end
   end
   local users = {}
   for k = first, last do
     local day = days[k]
-    if day and day.bits then
-      local list = members_of(day.bits, dictionaries[day.month])
+    if type(day) == 'string' then
+      local list = members_of(day, dictionary_of(month_of[k]))
       if decimal then
         for i, user in ipairs(list) do list[i] = to_decimal(user) end
       end

@@ -29,8 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from devact.services.process import port_is_free
-from devact.services.redis_cluster import LocalRedisCluster
+from devact.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -478,16 +477,6 @@ def new_run(
             print(run.tails())
         run.close()
     ensure_services(own_stack)
-
-
-def consecutive_free_ports(count: int) -> int:
-    """The first of ``count`` free consecutive ports whose cluster bus ports (+10000) are free."""
-    while True:
-        first = free_port()
-        if first + count + 10_000 < 65_536 and all(
-            port_is_free(p) and port_is_free(p + 10_000) for p in range(first, first + count)
-        ):
-            return first
 
 
 @pytest.fixture(scope="session")

@@ -684,9 +684,9 @@ def test_inspect_prints_json_naming_the_device(pipeline: Pipeline) -> None:
         found = json.loads(out)
         assert found["device"]["owner"] == client
         (shown,) = [d for d in found["days"] if d["date"] == day.isoformat()]
-        for metric, field in (("activity-count", "activity_count"), ("user-count", "user_count")):
+        for metric, name in (("activity-count", "activity_count"), ("user-count", "user_count")):
             (point,) = pipeline.oracle.series((client, device), day, day, metric, "daily")
-            assert shown[field] == point["value"], (metric, shown)
+            assert shown[name] == point["value"], (metric, shown)
 
 
 def test_user_count_is_exact_for_a_busy_kiosk(pipeline: Pipeline) -> None:
