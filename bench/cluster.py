@@ -197,4 +197,3 @@ async def run(redis_url: str, run_dir: Path, quick: bool) -> dict[str, Any]:
             await store.aclose()
         cluster.stop()
     return results
-
