@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -155,6 +156,8 @@ class RedisProbe:
             for key, kind, expire, value in zip(chunk, kinds, meta[1::2], values, strict=True):
                 if key.startswith("da:{c:") and key.endswith((":index", ":a", ":du")):
                     value = self._by_device(key, value)
+                elif key.startswith("da:{d:") and _MONTH.fullmatch(key.rsplit(":", 1)[1]):
+                    value = _device_month_by_user(value)
                 elif kind == "hash":
                     value = sorted(value.items())
                 elif kind == "set":
@@ -199,6 +202,27 @@ def digest_difference(before: Mapping[str, Any], after: Mapping[str, Any], limit
         f"  changed: {k}\n    before {before[k]}\n    after  {after[k]}" for k in changed[:limit]
     ]
     return "\n".join(lines)
+
+
+_MONTH = re.compile(r"\d{4}-\d{2}")
+
+
+def _device_month_by_user(fields: Mapping[bytes, bytes]) -> list[Any]:
+    """A device-month with each day's users named by hash rather than by their place in the
+    month's dictionary: the place follows the order in which users first reached the month,
+    which a replay cut into other batches need not repeat; each day's users must be the same.
+    Decoded from the bytes (docs/key-schema.md), without the product's code."""
+    dictionary = b"".join(fields.get(f"u{n}".encode(), b"") for n in range(8))
+    users = [dictionary[i : i + 8] for i in range(0, len(dictionary), 8)]
+    out = []
+    for field, value in sorted(fields.items()):
+        name = field.decode()
+        if name.endswith("u") and name[:-1].isdigit():
+            bits = [i for i in range(len(value) * 8) if value[i // 8] >> (i % 8) & 1]
+            out.append((name, sorted(users[i] for i in bits)))
+        elif not (name.startswith("u") and name[1:].isdigit()):
+            out.append((name, value))
+    return out
 
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
