@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from devact.services import Endpoints, LocalStack, free_port
 from state import keys
+from state.cluster_writer import new_writer
+from state.connection import Store
 from stream.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,7 +130,7 @@ class Progress:
 
 
 async def wait_applied(
-    redis: Redis,
+    redis: Store,
     topic: str,
     end_offsets: Mapping[int, int],
     deadline_s: float,
@@ -137,15 +139,20 @@ async def wait_applied(
     """Poll the applied positions of ``topic`` until every partition reached its end offset.
 
     The positions are written by state/ in the same Redis transaction as the counters they
-    cover, so "position at end" means "Redis holds every event".
+    cover, so "position at end" means "Redis holds every event". On a Redis Cluster they are
+    read as the worker reads them (the lowest any primary holds, state/cluster_writer.py).
     """
     partitions = sorted(end_offsets)
     position_keys = [keys.applied(topic, p) for p in partitions]
     total = sum(end_offsets.values())
     first: tuple[float, int] | None = None
     limit = time.monotonic() + deadline_s
+    cluster = new_writer(redis) if isinstance(redis, RedisCluster) else None
     while True:
-        values = await redis.mget(position_keys)
+        if cluster is not None:
+            values = list((await cluster.applied_positions(topic, partitions)).values())
+        else:
+            values = await redis.mget(position_keys)
         now = time.monotonic()
         applied = sum(int(v) + 1 for v in values if v is not None)
         if first is None and applied:

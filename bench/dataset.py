@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 
 from state import keys
+from state.connection import Store
 from state.registry import Registry
 
 TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney")
@@ -99,13 +99,13 @@ async def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, by
         await producer.stop()
 
 
-async def register_clients(redis: Redis, clients: dict[str, str], now: datetime) -> None:
+async def register_clients(redis: Store, clients: dict[str, str], now: datetime) -> None:
     registry = Registry(redis)
     for client_id, timezone in clients.items():
         await registry.add_client(client_id, timezone, "bench", now)
 
 
-async def verify(redis: Redis, data: Dataset, now: datetime, sample: int, seed: int) -> int:
+async def verify(redis: Store, data: Dataset, now: datetime, sample: int, seed: int) -> int:
     """Compare the activity Redis counted for ``sample`` devices with the oracle; raises on any
     difference. Returns the number of devices checked."""
     rng = random.Random(seed)
@@ -116,7 +116,7 @@ async def verify(redis: Redis, data: Dataset, now: datetime, sample: int, seed: 
     async with redis.pipeline(transaction=False) as pipe:
         for device in devices:
             for day in days:
-                pipe.hget(keys.day_counter(device, day), "n")
+                pipe.hget(keys.device_month(device, day), str(day.day))
         counts = await pipe.execute()
     wrong = []
     for n, device in enumerate(devices):

@@ -12,6 +12,7 @@ not finish", with the events it applied by then, and the run goes on with the ne
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from bench.common import (
     VENV_BIN,
@@ -35,6 +37,9 @@ from bench.common import (
 )
 from bench.dataset import Dataset, generate, produce, register_clients, verify
 from devact.services import Endpoints
+from devact.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
+from state.connection import Store, connect_cluster
+from state.settings import StoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +59,15 @@ class Contender:
     batched: bool
     env: tuple[tuple[str, str], ...] = ()
     """Extra environment of its processes."""
+    cluster: bool = False
+    """Run against a local Redis Cluster (three primaries, a replica each) instead."""
 
     def commands(
-        self, endpoints: Endpoints, topic: str, run_dir: Path
+        self, endpoints: Endpoints, topic: str, run_dir: Path, redis_url: str
     ) -> list[tuple[str, list[str], dict[str, str]]]:
         group = f"bench-{self.key}"
         env = {**worker_env(endpoints, topic, group, run_dir), **dict(self.env)}
+        env["DEVACT_REDIS_URL"] = redis_url
         if self.key == "ingest_raw_eps":
             module = "bench.raw_loop"
         elif self.key == "ingest_quix_eps":
@@ -71,7 +79,7 @@ class Contender:
                 for n in range(self.processes)
             ]
         argv = [sys.executable, "-m", module, "--bootstrap", endpoints.kafka_bootstrap]
-        argv += ["--redis-url", endpoints.redis_url, "--topic", topic, "--group", group]
+        argv += ["--redis-url", redis_url, "--topic", topic, "--group", group]
         return [(self.key, argv, env)]
 
 
@@ -88,6 +96,14 @@ CONTENDERS = (
     Contender("ingest_quix_eps", "Quix Streams app, 1 process", 1, batched=False),
     Contender("ingest_2w_eps", "devact worker (Faust), 2 processes", 2, batched=False),
     Contender("ingest_batched_eps", "devact worker, arrays of 100", 1, batched=True),
+    Contender(
+        "cluster_ingest_eps",
+        "devact worker (Faust), 1 process, on a Redis Cluster of 3 primaries",
+        1,
+        batched=False,
+        env=(("DEVACT_REDIS_CLUSTER", "1"),),
+        cluster=True,
+    ),
 )
 
 
@@ -115,32 +131,58 @@ async def run(
 
     results: dict[str, object] = {"ingest_events": events}
     runs = []
-    redis = Redis.from_url(endpoints.redis_url)
-    try:
-        by_key = {c.key: c for c in CONTENDERS}
-        for contender in [by_key[k] for k in only] if only else CONTENDERS:
-            topic, data = topics[contender.batched]
-            figures = await _race(
-                contender, redis, endpoints, topic, data, ends[topic], run_dir, now
-            )
-            if figures["finished"]:
-                log.info("ingest: %s: %.0f events/s", contender.label, figures["eps"])
-                results[contender.key] = round(figures["eps"])
-            else:
-                log.error(
-                    "ingest: %s did not finish: %d of %d events applied in %.0f s",
-                    contender.label, figures["events_applied"], data.events, RUN_DEADLINE_S,
-                )  # fmt: skip
-                results[contender.key] = DID_NOT_FINISH
-                results[f"{contender.key.removesuffix('_eps')}_events_applied"] = figures[
-                    "events_applied"
-                ]
-            runs.append({"key": contender.key, "label": contender.label, **figures})
-    finally:
-        await redis.aclose()
+    by_key = {c.key: c for c in CONTENDERS}
+    chosen = [by_key[k] for k in only] if only else list(CONTENDERS)
+    with contextlib.ExitStack() as stack:
+        stores: dict[bool, tuple[Store, str]] = {
+            False: (Redis.from_url(endpoints.redis_url), endpoints.redis_url)
+        }
+        if any(c.cluster for c in chosen):
+            cluster = LocalRedisCluster(run_dir / "ingest-cluster", consecutive_free_ports(6))
+            cluster.start()
+            stack.callback(cluster.stop)
+            stores[True] = (connect_cluster(StoreSettings(redis_url=cluster.url)), cluster.url)
+        try:
+            runs = await _races(chosen, stores, endpoints, topics, ends, run_dir, now, results)
+        finally:
+            for store, _ in stores.values():
+                await store.aclose()
     results["ingest_runs"] = runs
     results.update(_fleet_cost(runs))
     return results
+
+
+async def _races(
+    chosen: list[Contender],
+    stores: dict[bool, tuple[Store, str]],
+    endpoints: Endpoints,
+    topics: dict[bool, tuple[str, Dataset]],
+    ends: dict[str, dict[int, int]],
+    run_dir: Path,
+    now: datetime,
+    results: dict[str, object],
+) -> list[dict[str, Any]]:
+    runs = []
+    for contender in chosen:
+        topic, data = topics[contender.batched]
+        store, url = stores[contender.cluster]
+        figures = await _race(
+            contender, store, url, endpoints, topic, data, ends[topic], run_dir, now
+        )
+        if figures["finished"]:
+            log.info("ingest: %s: %.0f events/s", contender.label, figures["eps"])
+            results[contender.key] = round(figures["eps"])
+        else:
+            log.error(
+                "ingest: %s did not finish: %d of %d events applied in %.0f s",
+                contender.label, figures["events_applied"], data.events, RUN_DEADLINE_S,
+            )  # fmt: skip
+            results[contender.key] = DID_NOT_FINISH
+            results[f"{contender.key.removesuffix('_eps')}_events_applied"] = figures[
+                "events_applied"
+            ]
+        runs.append({"key": contender.key, "label": contender.label, **figures})
+    return runs
 
 
 def _fleet_cost(runs: list[dict[str, Any]]) -> dict[str, float]:
@@ -159,7 +201,8 @@ def _fleet_cost(runs: list[dict[str, Any]]) -> dict[str, float]:
 
 async def _race(
     contender: Contender,
-    redis: Redis,
+    redis: Store,
+    redis_url: str,
     endpoints: Endpoints,
     topic: str,
     data: Dataset,
@@ -169,9 +212,9 @@ async def _race(
 ) -> dict[str, Any]:
     await redis.flushall()
     await register_clients(redis, data.clients, now)
-    commands = contender.commands(endpoints, topic, run_dir)
-    redis_pid = int((await redis.info("server"))["process_id"])
-    redis_cpu = _process_cpu_s(redis_pid)
+    commands = contender.commands(endpoints, topic, run_dir, redis_url)
+    redis_pids = await _redis_pids(redis)
+    redis_cpu = sum(_process_cpu_s(pid) for pid in redis_pids)
     launched = time.monotonic()
     per_message = data.events / sum(ends.values())
     with children(*commands, logs=run_dir / "logs") as procs:
@@ -189,7 +232,7 @@ async def _race(
                 "redis_cpu_us_per_event": None,
             }
         cpu = _cpu_seconds(procs)
-        redis_cpu = _process_cpu_s(redis_pid) - redis_cpu
+        redis_cpu = sum(_process_cpu_s(pid) for pid in redis_pids) - redis_cpu
     await verify(redis, data, now, VERIFY_SAMPLE, seed=7)
     counted = (progress.messages - progress.messages_at_first) * per_message
     elapsed = progress.done_s - progress.first_s
@@ -203,6 +246,14 @@ async def _race(
         "cpu_us_per_event": round(cpu / data.events * 1e6, 1),
         "redis_cpu_us_per_event": round(redis_cpu / data.events * 1e6, 1),
     }
+
+
+async def _redis_pids(redis: Store) -> list[int]:
+    """The Redis server processes: one, or every node of a cluster (replicas replicate)."""
+    if isinstance(redis, RedisCluster):
+        info = await redis.info("server", target_nodes=RedisCluster.ALL_NODES)
+        return [int(node_info["process_id"]) for node_info in info.values()]
+    return [int((await redis.info("server"))["process_id"])]
 
 
 def _cpu_seconds(procs: list[Child]) -> float:
