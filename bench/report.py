@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import subprocess
+import textwrap
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -131,8 +132,8 @@ def _charts(results: dict[str, Any], out: Path) -> list[str]:
     made = []
     runs = [r for r in results.get("ingest_runs") or [] if r.get("finished", True)]
     if runs:
-        fig, ax = plt.subplots(figsize=(8, 3.6))
-        labels = [r["label"] for r in runs]
+        fig, ax = plt.subplots(figsize=(9, 1.6 + 0.45 * len(runs)))
+        labels = [textwrap.fill(r["label"], 36) for r in runs]
         ax.barh(labels, [r["eps"] for r in runs], color="#3b6ea5")
         for n, r in enumerate(runs):
             ax.text(r["eps"], n, f" {r['eps']:,.0f}", va="center", fontsize=8)

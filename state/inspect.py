@@ -11,6 +11,7 @@ from redis.client import NEVER_DECODE
 from state import fleet, keys
 from state.connection import Store
 from state.dates import Bucket
+from state.reader import SeriesPlan
 from state.scripts import Scripts
 
 
@@ -20,8 +21,6 @@ async def inspect_device(
     """The device's owner, applied offsets and registry entries, and every day of ``days`` (a
     run of consecutive days) that holds data: its month key, activity count, distinct users,
     how they are kept (the month's dictionary, a set, a HyperLogLog) and seconds to expiry."""
-    from state.reader import SeriesPlan  # the reader's month spans, without an import cycle
-
     plan = SeriesPlan.of([Bucket(d, d) for d in days])
     months = list(dict.fromkeys(keys.device_month(device_id, d) for d in days))
     read_users = Scripts.register(redis).read_device_users

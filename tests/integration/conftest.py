@@ -172,12 +172,13 @@ async def _consume_all(
 
 
 def run_with_redis(services: Any, body: Callable[[Redis], Awaitable[T]]) -> T:
-    """Run ``body`` with a state/ client of the session's Redis, in a fresh event loop."""
-    from state.connection import connect
+    """Run ``body`` with a state/ client of the session's Redis (or Redis Cluster, as
+    ``services`` names one: ``state.connection.open_store``), in a fresh event loop."""
+    from state.connection import open_store
     from state.settings import StoreSettings
 
     async def main() -> T:
-        redis = connect(StoreSettings(redis_url=services.redis_url))
+        redis: Any = open_store(StoreSettings(redis_url=services.redis_url))
         try:
             return await body(redis)
         finally:

@@ -26,12 +26,13 @@ from redis.asyncio import Redis
 
 from state import keys
 from state.batch import Contribution, DayBatch, DeviceBatch
+from state.cluster_writer import new_writer
 from state.dates import Bucket
 from state.encoding import EXACT_USERS_LIMIT, user_member
 from state.migrate import LEGACY_DAY_PATTERN
 from state.reader import Reader, SeriesQuery
 from state.registry import Registry
-from state.writer import Positions, Writer
+from state.writer import Positions
 
 from .conftest import devact_executable
 from .conftest import run_with_redis as run
@@ -248,7 +249,7 @@ def test_after_migrate_the_offsets_guard_the_device(
     """Every event again through today's writer: all of them are skipped as applied."""
 
     async def replay(redis: Redis) -> tuple[int, int]:
-        writer = Writer(redis, fleet=False)
+        writer = new_writer(redis, fleet=False)
         results = (await writer.apply(data.batches, Positions("", {}))).devices
         return sum(r.applied for r in results), sum(r.skipped for r in results)
 
