@@ -27,13 +27,14 @@ import pytest
 from redis.asyncio import Redis
 
 from state.batch import Contribution, DayBatch, DeviceBatch
-from state.connection import connect
+from state.cluster_writer import new_writer
+from state.connection import open_store
 from state.dates import Granularity, buckets
 from state.encoding import EXACT_USERS_LIMIT
 from state.reader import Reader, SeriesQuery
 from state.registry import Registry
 from state.settings import StoreSettings
-from state.writer import Positions, Writer
+from state.writer import Positions
 from tests.integration.conftest import show
 
 SEED = 20_260_105
@@ -169,7 +170,7 @@ def expected_rows(scenario: Scenario, answers: Sequence[int]) -> list[Row]:
 
 
 async def measure(redis: Redis) -> list[Row]:
-    writer, reader, registry = Writer(redis), Reader(redis), Registry(redis)
+    writer, reader, registry = new_writer(redis), Reader(redis), Registry(redis)
     rows: list[Row] = []
     for scenario in scenarios():
         client, device = str(uuid.uuid4()), str(uuid.uuid4())
@@ -201,7 +202,7 @@ def rows(
     services: Any, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> list[Row]:
     async def main() -> list[Row]:
-        redis = connect(
+        redis = open_store(
             StoreSettings(redis_url=services.redis_url, redis_timeout_s=REDIS_TIMEOUT_S)
         )
         try:

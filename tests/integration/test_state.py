@@ -13,10 +13,11 @@ from redis.client import NEVER_DECODE
 
 from state import keys
 from state.batch import Contribution, DayBatch, DeviceBatch
+from state.cluster_writer import new_writer
 from state.dates import Bucket
 from state.reader import Reader, SeriesQuery
 from state.registry import Registry
-from state.writer import Positions, Span, Writer
+from state.writer import Positions, Span
 
 from .conftest import run_with_redis as run
 
@@ -66,7 +67,7 @@ def test_a_batch_is_counted_per_day_and_users_are_distinct_per_bucket(services: 
 
     async def body(redis: Redis) -> tuple[list[Any], list[int], list[int], list[int]]:
         results = (
-            await Writer(redis).apply([batch(client, device, day_events)], NO_POSITIONS)
+            await new_writer(redis).apply([batch(client, device, day_events)], NO_POSITIONS)
         ).devices
         daily = [Bucket(d, d) for d in (D1, D2, D3)]
         whole = [Bucket(D1, D3)]
@@ -91,7 +92,7 @@ def test_replaying_a_batch_changes_nothing(services: Any) -> None:
     events = {D1: [Contribution(2, 10, 3, "ann"), Contribution(2, 11, 4, "bob")]}
 
     async def body(redis: Redis) -> tuple[int, int, list[int]]:
-        writer = Writer(redis)
+        writer = new_writer(redis)
         await writer.apply([batch(client, device, events)], NO_POSITIONS)
         again = (await writer.apply([batch(client, device, events)], NO_POSITIONS)).devices[0]
         return (
@@ -118,7 +119,7 @@ def test_an_overlapping_replay_applies_only_the_new_offsets(services: Any) -> No
     other_partition = {D1: [Contribution(3, 50, 80, None)]}  # a lower offset, another partition
 
     async def body(redis: Redis) -> list[int]:
-        writer = Writer(redis)
+        writer = new_writer(redis)
         await writer.apply([batch(client, device, first)], NO_POSITIONS)
         await writer.apply([batch(client, device, replay)], NO_POSITIONS)
         await writer.apply([batch(client, device, other_partition)], NO_POSITIONS)
@@ -134,7 +135,7 @@ def test_elements_of_one_array_message_share_an_offset_and_all_count(services: A
     }
 
     async def body(redis: Redis) -> tuple[list[int], list[int]]:
-        await Writer(redis).apply([batch(client, device, events)], NO_POSITIONS)
+        await new_writer(redis).apply([batch(client, device, events)], NO_POSITIONS)
         return (
             await series(redis, device, "activity-count", [Bucket(D1, D1)]),
             await series(redis, device, "user-count", [Bucket(D1, D1)]),
@@ -147,7 +148,7 @@ def test_a_device_of_another_client_is_refused_and_unchanged(services: Any) -> N
     owner, intruder, device = new_id(), new_id(), new_id()
 
     async def body(redis: Redis) -> tuple[Any, list[int], bool]:
-        writer = Writer(redis)
+        writer = new_writer(redis)
         await writer.apply(
             [batch(owner, device, {D1: [Contribution(0, 1, 5, "ann")]})], NO_POSITIONS
         )
@@ -178,7 +179,7 @@ def test_a_month_key_expires_with_its_last_day_and_the_device_with_its_newest_mo
         b.days[D1] = DayBatch(early, [Contribution(0, 1, 1, "ann")])
         b.days[D2] = DayBatch(early + 86_400, [Contribution(0, 2, 1, "ann")])
         b.days[december] = DayBatch(late, [Contribution(0, 3, 1, "ann")])
-        await Writer(redis).apply([b], NO_POSITIONS)
+        await new_writer(redis).apply([b], NO_POSITIONS)
         return (
             await redis.expiretime(keys.device_month(device, D1)),
             await redis.expiretime(keys.device_month(device, december)),
@@ -197,7 +198,7 @@ def test_a_shared_device_keeps_its_users_in_the_month_dictionary(services: Any) 
     days = {D1: _users("u", 9, 0), D2: _users("u", 3, 100) + _users("v", 2, 200)}
 
     async def body(redis: Redis) -> tuple[dict[str, bytes], int, list[int], list[int]]:
-        await Writer(redis).apply([batch(client, device, days)], NO_POSITIONS)
+        await new_writer(redis).apply([batch(client, device, days)], NO_POSITIONS)
         raw = await redis.execute_command(
             "HGETALL", keys.device_month(device, D1), **{NEVER_DECODE: True}
         )
@@ -228,7 +229,7 @@ def test_a_wide_month_holds_the_users_in_the_users_sets_decimal_form(services: A
 
     async def body(redis: Redis) -> set[str]:
         contributions = [Contribution(0, n, 1, name) for n, name in enumerate(names)]
-        await Writer(redis).apply([batch(client, device, {D1: contributions})], NO_POSITIONS)
+        await new_writer(redis).apply([batch(client, device, {D1: contributions})], NO_POSITIONS)
         return set(await redis.smembers(keys.day_users(device, D1)))
 
     # What state/encoding.py's user_member stores: the signed 64-bit BLAKE2b, in decimal.
@@ -245,7 +246,7 @@ def test_a_month_past_its_dictionary_turns_wide_and_stays_exact(services: Any) -
     second = {D2: _users("a", 5, 200), D3: _users("c", 30, 300)}  # 90 users in the month
 
     async def body(redis: Redis) -> tuple[dict[str, str], list[str], list[int], list[int]]:
-        writer = Writer(redis)
+        writer = new_writer(redis)
         await writer.apply([batch(client, device, first)], NO_POSITIONS)
         await writer.apply([batch(client, device, second)], NO_POSITIONS)
         fields = await redis.hgetall(keys.device_month(device, D1))
@@ -307,7 +308,7 @@ def test_a_day_of_500_users_stays_an_exact_set(services: Any) -> None:
     day2 = _users("u", 250, 1000) + _users("v", 7, 2000)  # 250 seen on day 1, 7 new
 
     async def body(redis: Redis) -> tuple[str, list[int], list[int]]:
-        await Writer(redis).apply([batch(client, device, {D1: day1, D2: day2})], NO_POSITIONS)
+        await new_writer(redis).apply([batch(client, device, {D1: day1, D2: day2})], NO_POSITIONS)
         kind = await redis.type(keys.day_users(device, D1))
         daily = await series(redis, device, "user-count", [Bucket(D1, D1), Bucket(D2, D2)])
         return kind, daily, await series(redis, device, "user-count", [Bucket(D1, D2)])
@@ -324,7 +325,7 @@ def test_a_day_past_500_users_becomes_a_sketch_within_2_percent(services: Any) -
     small = _users("small", 10, 10_000)
 
     async def body(redis: Redis) -> tuple[str, list[int], list[int]]:
-        await Writer(redis).apply([batch(client, device, {D1: big, D2: small})], NO_POSITIONS)
+        await new_writer(redis).apply([batch(client, device, {D1: big, D2: small})], NO_POSITIONS)
         kind = await redis.type(keys.day_users(device, D1))
         daily = await series(redis, device, "user-count", [Bucket(D1, D1), Bucket(D2, D2)])
         mixed = await series(redis, device, "user-count", [Bucket(D1, D2)])
@@ -341,8 +342,8 @@ def test_a_day_past_500_users_becomes_a_sketch_within_2_percent(services: Any) -
 def test_applied_position_advances_only_when_a_batch_continues_it(services: Any) -> None:
     topic = f"t-{new_id()}"
 
-    async def body(redis: Redis) -> list[tuple[dict[int, int | None], str | None]]:
-        writer, seen = Writer(redis), []
+    async def body(redis: Redis) -> list[tuple[dict[int, int | None], int | None]]:
+        writer, seen = new_writer(redis), []
         for span in (
             Span(0, 9),  # nothing stored yet, starts at the beginning: advances to 9
             Span(10, 19),  # continues: 19
@@ -351,13 +352,13 @@ def test_applied_position_advances_only_when_a_batch_continues_it(services: Any)
             Span(25, 27, force=True),  # the caller knows nothing readable lies before 25: 27
         ):
             result = await writer.apply([], Positions(topic, {3: span}))
-            seen.append((result.previous, await redis.get(keys.applied(topic, 3))))
+            seen.append((result.previous, (await writer.applied_positions(topic, [3]))[3]))
         return seen
 
     assert run(services, body) == [
-        ({3: None}, "9"),
-        ({3: 9}, "19"),
-        ({3: 19}, "19"),
-        ({3: 19}, "19"),
-        ({3: 19}, "27"),
+        ({3: None}, 9),
+        ({3: 9}, 19),
+        ({3: 19}, 19),
+        ({3: 19}, 19),
+        ({3: 19}, 27),
     ]
