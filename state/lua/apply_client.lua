@@ -146,7 +146,7 @@ for d = 1, day_count do
       local names = {}
       for u = 1, user_count do names[u] = ARGV[a + 1 + u] end
       -- Not "new": a call left undecided may have added users to a day it did not create.
-      add_users(aggregate, users, names, false, found[2], expire_at, exact_limit)
+      add_users(aggregate, 'h', users, names, false, found[2], expire_at, exact_limit)
     end
     if not found[1] then redis.call('EXPIREAT', aggregate, expire_at) end
   end

@@ -1,4 +1,5 @@
--- Shared by the scripts that apply heartbeats to a day (apply_device.lua, apply_client.lua):
+-- Helpers shared by the scripts that write days and read device-months (apply_device.lua,
+-- apply_client.lua, migrate_month.lua, read_device_users.lua, lib_months.lua):
 -- state/scripts.py puts this file in front of each of them.
 
 -- HMGET of any number of fields, in chunks: Lua's unpack() is limited by the C stack.
@@ -28,9 +29,12 @@ local function each_chunk(command, key, names)
 end
 
 -- Add user hashes to a day's users key, turning the exact set into a sketch when it outgrows
--- the limit. Hashes stay strings: Lua numbers are doubles and would lose 64-bit precision.
--- A new day has a new users key: it gets its expiry, and needs no SCARD while it is small.
-local function add_users(counter, users, names, new_day, sketch, expire_at, exact_limit)
+-- the limit, and then setting ``flag_field`` of the hash ``flag_key`` to '1' (its readers and
+-- writers learn from it that the key is a HyperLogLog). Hashes stay strings: Lua numbers are
+-- doubles and would lose 64-bit precision. A new day has a new users key: it gets its expiry,
+-- and needs no SCARD while it is small.
+local function add_users(flag_key, flag_field, users, names, new_day, sketch, expire_at,
+                         exact_limit)
   if sketch then
     each_chunk('PFADD', users, names)
     return
@@ -49,8 +53,23 @@ local function add_users(counter, users, names, new_day, sketch, expire_at, exac
     redis.call('DEL', users)
     each_chunk('PFADD', users, members)
     redis.call('EXPIREAT', users, expire_at)
-    redis.call('HSET', counter, 'h', '1')
+    redis.call('HSET', flag_key, flag_field, '1')
   end
+end
+
+-- The places of a bitmap's set bits, from 0: bit i is bit i % 8 (least significant first) of
+-- byte i // 8, as a device-month's day bitmaps hold its users.
+local function bitmap_places(bitmap)
+  local out = {}
+  for at = 1, #bitmap do
+    local byte, i = string.byte(bitmap, at), (at - 1) * 8
+    while byte > 0 do
+      if byte % 2 == 1 then out[#out + 1] = i end
+      byte = math.floor(byte / 2)
+      i = i + 1
+    end
+  end
+  return out
 end
 
 

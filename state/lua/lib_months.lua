@@ -16,15 +16,7 @@ end
 -- Each user of a bitmap, in decimal, as the dictionary ``members`` names them.
 local function bitmap_members(bitmap, members)
   local out = {}
-  for at = 1, #bitmap do
-    local byte = string.byte(bitmap, at)
-    local i = (at - 1) * 8
-    while byte > 0 do
-      if byte % 2 == 1 then out[#out + 1] = to_decimal(members[i + 1]) end
-      byte = math.floor(byte / 2)
-      i = i + 1
-    end
-  end
+  for n, i in ipairs(bitmap_places(bitmap)) do out[n] = to_decimal(members[i + 1]) end
   return out
 end
 
@@ -32,28 +24,13 @@ local function day_users_key(month_key, dom)
   return month_key .. string.format('-%02d:u', tonumber(dom))
 end
 
--- Add names to a wide month's day users key: an exact set, then a HyperLogLog past the limit.
-local function add_wide(month_key, dom, names, sketch, expire_at, exact_limit, write)
-  local users = day_users_key(month_key, dom)
+-- Add names (8-byte hashes) to a wide month's day users key, in the sets' decimal form: an
+-- exact set, then a HyperLogLog past the limit, flagged by the month's '<d>h'.
+local function add_wide(month_key, dom, names, sketch, expire_at, exact_limit)
   local decimal = {}
   for i, name in ipairs(names) do decimal[i] = to_decimal(name) end
-  names = decimal
-  if sketch then
-    each_chunk('PFADD', users, names)
-    return
-  end
-  local added = each_chunk('SADD', users, names)
-  if added == 0 then return end
-  local size = redis.call('SCARD', users)
-  if size == added then redis.call('EXPIREAT', users, expire_at) end
-  if size > exact_limit then
-    local members = redis.call('SMEMBERS', users)
-    redis.call('DEL', users)
-    each_chunk('PFADD', users, members)
-    redis.call('EXPIREAT', users, expire_at)
-    write[#write + 1] = dom .. 'h'
-    write[#write + 1] = '1'
-  end
+  add_users(month_key, dom .. 'h', day_users_key(month_key, dom), decimal, false, sketch,
+            expire_at, exact_limit)
 end
 
 -- The month outgrew its dictionary: every day's bitmap becomes that day's users set.
@@ -143,7 +120,7 @@ local function apply_month(month_key, expire_at, list, exact_limit, force_wide)
       write[#write + 1] = '1'
     elseif #day.names > 0 then
       if wide then
-        add_wide(month_key, day.dom, day.names, sketch, expire_at, exact_limit, write)
+        add_wide(month_key, day.dom, day.names, sketch, expire_at, exact_limit)
       else
         local bits = bitmap or ''
         for _, name in ipairs(day.names) do bits = bit_set(bits, index[name]) end

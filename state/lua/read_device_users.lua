@@ -59,14 +59,7 @@ end
 
 local function members_of(bitmap, dictionary)
   local out = {}
-  for at = 1, #bitmap do
-    local byte, i = string.byte(bitmap, at), (at - 1) * 8
-    while byte > 0 do
-      if byte % 2 == 1 then out[#out + 1] = dictionary[i + 1] end
-      byte = math.floor(byte / 2)
-      i = i + 1
-    end
-  end
+  for n, i in ipairs(bitmap_places(bitmap)) do out[n] = dictionary[i + 1] end
   return out
 end
 
