@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from state import keys
 from state.connection import Store
-from state.errors import UnknownTimezone
+from state.errors import UnknownTimezone, unavailable_on_failure
 
 TOKEN_PREFIX = "da_"
 
@@ -95,13 +95,14 @@ class Registry:
         """The timezone of each client; unknown clients are registered with ``default`` first
         (docs/contract.md: their heartbeats are counted, never dropped)."""
         ids = sorted(set(client_ids))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for client_id in ids:
-                pipe.hsetnx(keys.client(client_id), "timezone", default)
-                pipe.hsetnx(keys.client(client_id), "created_at", now.isoformat())
-                pipe.sadd(keys.CLIENTS, client_id)
-                pipe.hget(keys.client(client_id), "timezone")
-            replies = await pipe.execute()
+        with unavailable_on_failure():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for client_id in ids:
+                    pipe.hsetnx(keys.client(client_id), "timezone", default)
+                    pipe.hsetnx(keys.client(client_id), "created_at", now.isoformat())
+                    pipe.sadd(keys.CLIENTS, client_id)
+                    pipe.hget(keys.client(client_id), "timezone")
+                replies = await pipe.execute()
         return dict(zip(ids, replies[3::4], strict=True))
 
     async def create_token(self, clients: Iterable[str], all_clients: bool, name: str) -> str:

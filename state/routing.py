@@ -8,8 +8,6 @@ groups at once, and puts the replies back in order. Redirects are the library's 
 new owner; an ``ASK`` (a slot being migrated) sends ``ASKING`` and the command to the node named,
 once, without changing the map. A command that was redirected was not executed, so sending it
 again is safe for anything.
-
-Groundwork for Redis Cluster support (docs/scaling.md): the product does not use it yet.
 """
 
 from __future__ import annotations
@@ -137,6 +135,16 @@ def _node_named(cluster: RedisCluster, host: str, port: int) -> ClusterNode:
 
 
 _ASKING = resp.command("ASKING")
+_PING = resp.command("PING")
+
+
+async def answers(node: ClusterNode) -> bool:
+    """Whether ``node`` answers a ``PING`` within its connections' timeout."""
+    try:
+        (reply,) = await _exchange(node, [_PING], False, [False])
+    except (*_UNREACHABLE, RedisError):
+        return False
+    return not isinstance(reply, Exception)
 
 
 async def _exchange(

@@ -32,6 +32,10 @@ class ApplyResult:
     """Events found already applied (a replay); they change nothing."""
     owner: str | None = None
     """Set when the device belongs to another client: nothing of the batch was applied."""
+    deferred: bool = False
+    """Its node could not be reached (a Redis Cluster primary down): nothing was applied, and
+    the partitions' positions on that node stay behind, so the events are read again and
+    applied once it is back (state/cluster_writer.py)."""
 
     @property
     def rejected(self) -> bool:
@@ -120,6 +124,9 @@ class ApplyProgress:
     finer: set[str] = field(default_factory=set)
     """The clients whose aggregate call was partly replayed: it goes again as one segment per
     offset (state/fleet.py)."""
+    down_slots: set[int] = field(default_factory=set)
+    """On a Redis Cluster, the slots whose commands this batch deferred (their primary could
+    not be reached); it only grows until the batch restarts (state/cluster_writer.py)."""
 
     def restart(self) -> None:
         """Forget everything: Redis lost writes, the batch is applied again from its start."""
@@ -128,6 +135,7 @@ class ApplyProgress:
         self.devices.clear()
         self.previous = None
         self.finer.clear()
+        self.down_slots.clear()
 
 
 SCRIPTS_PER_TRIP = 256
@@ -183,8 +191,18 @@ def _call_keys(calls: Sequence[ClientCall], cuts: list[range]) -> list[list[str]
 
 def _nothing_sent_back(trip: int, replies: list[Any], progress: ApplyProgress) -> None:
     """Calls of one segment per offset decide every segment (apply_client.lua)."""
-    if any(int(r) for r in replies):
+    if any(r is not DEFERRED and int(r) for r in replies):
         raise RuntimeError("a one-offset segment was left undecided")
+
+
+class _Deferred:
+    """The reply of a command not sent: its Redis Cluster primary could not be reached."""
+
+    def __repr__(self) -> str:
+        return "DEFERRED"
+
+
+DEFERRED = _Deferred()
 
 
 class _ScriptsMissing(Exception):
@@ -277,6 +295,12 @@ class Writer:
         ]
         await self._stream(device_trips, device_keys, 0, progress, self._record_devices)
         done = len(device_trips)
+        if self._holding(progress):
+            # Some devices' results are not known: the clients' calls wait for the re-read
+            # that applies those devices (state/cluster_writer.py).
+            if progress.previous is None:
+                await self._last_trip(packed, positions, progress, progress.trips_done)
+            return
         calls = packed.clients
         refused = {i for i, r in enumerate(progress.devices) if r.rejected}
         sha = self._scripts.apply_client.sha
@@ -286,7 +310,7 @@ class Writer:
 
         def record_clients(trip: int, replies: list[Any], progress: ApplyProgress) -> None:
             for call, undecided in zip((calls[i] for i in client_cuts[trip]), replies, strict=True):
-                if int(undecided):
+                if undecided is not DEFERRED and int(undecided):
                     progress.finer.add(call.client_id)
 
         client_trips = [[calls[i].command for i in trip] for trip in client_cuts]
@@ -342,10 +366,20 @@ class Writer:
         commands.append(resp.command("SET", self._marker, marker, "PX", _MARKER_TTL_MS))
         return commands
 
+    def _holding(self, progress: ApplyProgress) -> bool:
+        """Whether the clients' aggregate calls wait (never on one Redis)."""
+        return False
+
+    def leaving_out(self) -> bool:
+        """Whether a part of the store is left out, unreachable (never on one Redis)."""
+        return False
+
     @staticmethod
     def _record_devices(trip: int, replies: list[Any], progress: ApplyProgress) -> None:
         progress.devices += [
-            ApplyResult(applied=int(r[1]), skipped=int(r[2]))
+            ApplyResult(deferred=True)
+            if r is DEFERRED
+            else ApplyResult(applied=int(r[1]), skipped=int(r[2]))
             if int(r[0]) == 1
             else ApplyResult(owner=str(r[1]))
             for r in replies
@@ -409,7 +443,9 @@ class Writer:
         return {
             (b.client_id, b.device_id)
             for b, r in zip(batches, results, strict=True)
-            if not r.rejected and (b.client_id, b.device_id) not in self._known_devices
+            if not r.rejected
+            and not r.deferred
+            and (b.client_id, b.device_id) not in self._known_devices
         }
 
     def _remember(self, devices: set[tuple[str, str]]) -> None:

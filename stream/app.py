@@ -32,6 +32,9 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_IDLE_CATCH_UP_S = 1.0
+"""How long the worker waits for a batch before it applies, by itself, events that wait for a
+Redis Cluster primary that was unreachable (``BatchProcessor.catch_up``)."""
 _DLQ_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """The dead-letter topic (when the worker creates it) and the producer accept messages this
 large, so a rejected event as big as the heartbeats topic allows still fits with its headers."""
@@ -92,10 +95,27 @@ def create_app(settings: WorkerSettings) -> faust.App:
             worker's CPU and Redis's then work at the same time). Applying stays strictly one
             batch after the other, which the effectively-once check in state/ relies on."""
             applying: asyncio.Task[None] | None = None
+            delivered: dict[int, int] = {}  # per partition, the last offset taken
+            generation = None
             try:
                 while not self.should_stop:
-                    records = await channel.take(settings.batch_max, settings.batch_max_bytes)
+                    try:
+                        records = await asyncio.wait_for(
+                            channel.take(settings.batch_max, settings.batch_max_bytes),
+                            _IDLE_CATCH_UP_S,
+                        )
+                    except TimeoutError:
+                        if applying is not None:
+                            await applying
+                            applying = None
+                        if app.consumer_generation_id == generation:
+                            await self._processor.catch_up(source.get_topic_name(), delivered)
+                        continue
+                    if app.consumer_generation_id != generation:
+                        generation, delivered = app.consumer_generation_id, {}
                     batch = channel.messages(records)
+                    for message in batch:
+                        delivered[message.partition] = message.offset
                     prepared = await self._processor.prepare_until_done(batch, self._stopping)
                     if applying is not None:
                         await applying  # raises CancelledError when it gave up (stopping)

@@ -67,6 +67,9 @@ class BatchOutcome:
     applied: int
     skipped: int
     dead_letters: int
+    deferred: int = 0
+    """Events of devices whose Redis Cluster primary could not be reached: applied later, when
+    the gap repair reads them again (state/cluster_writer.py)."""
 
 
 class BatchProcessor:
@@ -89,6 +92,9 @@ class BatchProcessor:
         self._reread = reread
         self._zones: dict[str, tuple[str, datetime]] = {}
         """Client timezones with the time they must be read again."""
+        self.waiting = False
+        """Events were deferred (a Redis Cluster primary could not be reached) and not yet
+        applied: :meth:`catch_up` applies them once it is back, even with no new batch."""
 
     async def process_until_done(
         self, messages: Sequence[Message], stopping: Callable[[], bool] = lambda: False
@@ -157,6 +163,22 @@ class BatchProcessor:
             await self._send([to_record(letter) for letter in letters])
         return outcome
 
+    async def catch_up(self, topic: str, delivered: dict[int, int]) -> None:
+        """When events wait (:attr:`waiting`), apply what Redis lacks up to ``delivered`` (per
+        partition, the last offset applied by this worker): the gap repair a new batch would
+        run, for when none comes. Called between batches, never during one."""
+        if not self.waiting or not delivered:
+            return
+        self.waiting = False
+        spans = {p: Span(offset + 1, offset, after=offset) for p, offset in delivered.items()}
+        try:
+            await self._fill_gaps(Positions(topic, spans))
+        except Exception as exc:  # tried again at the next idle moment, or by the next batch
+            log.warning("catching up deferred events failed (%s); trying again later", exc)
+            self.waiting = True
+            return
+        self.waiting = self.waiting or self._writer.leaving_out()
+
     async def _apply(
         self,
         plan: Plan,
@@ -176,7 +198,13 @@ class BatchProcessor:
             applied=sum(r.applied for r in batch.devices),
             skipped=sum(r.skipped for r in batch.devices),
             dead_letters=len(letters),
+            deferred=sum(
+                len(members)
+                for result, members in zip(batch.devices, plan.members, strict=True)
+                if result.deferred
+            ),
         )
+        self.waiting = self.waiting or outcome.deferred > 0
         return outcome, letters
 
     async def _fill_gaps(self, positions: Positions) -> set[int]:
@@ -185,7 +213,9 @@ class BatchProcessor:
         A batch that does not continue Redis's applied position means Redis lost writes (a
         restart that replayed an AOF missing its last second, a failover, a FLUSHALL). The
         missing range is read again by a reader of its own and applied; what Redis still holds
-        is skipped, and its dead letters, sent the first time, are not sent again.
+        is skipped, and its dead letters, sent the first time, are not sent again, except
+        ``device_client_mismatch``: a device deferred on a Redis Cluster node that was down
+        is judged here for the first time, so those are sent (at least once).
         """
         stored = await self._writer.applied_positions(positions.topic, sorted(positions.spans))
         gaps: set[int] = set()
@@ -203,7 +233,14 @@ class BatchProcessor:
                 first, last = chunk[0], chunk[-1]
                 spans = {partition: Span(first.offset, last.offset, forced, first.previous)}
                 prepared = await self.prepare(chunk)
-                await self._apply(prepared.plan, prepared.packed, Positions(positions.topic, spans))
+                _, letters = await self._apply(
+                    prepared.plan, prepared.packed, Positions(positions.topic, spans)
+                )
+                # A device's owner is only known once its script ran: when it was deferred (its
+                # cluster node was down), this is the first time. Sent at least once, then.
+                owners = [r for r in letters if r.rejection.reason == "device_client_mismatch"]
+                if owners:
+                    await self._send([to_record(letter) for letter in owners])
                 forced = False
             gaps.add(partition)
         return gaps
@@ -213,8 +250,16 @@ class BatchProcessor:
         unknown clients registered there with the default timezone on first sight)."""
         stale = {n for n in names if n not in self._zones or self._zones[n][1] <= now}
         if stale:
-            fresh = await self._registry.timezones(stale, self._default_timezone, now)
             expires = now + ZONE_CACHE
+            try:
+                fresh = await self._registry.timezones(stale, self._default_timezone, now)
+            except StoreUnavailable as exc:
+                if not stale <= self._zones.keys():
+                    raise
+                # Known clients keep their timezone until the registry answers again (on a
+                # Redis Cluster, one node down must not stop the devices on the others).
+                log.warning("client timezones unavailable (%s): using those known", exc)
+                fresh = {n: self._zones[n][0] for n in stale}
             self._zones.update({n: (tz, expires) for n, tz in fresh.items()})
         return {n: self._zones[n][0] for n in names}
 

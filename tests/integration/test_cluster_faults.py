@@ -3,6 +3,7 @@ each): every device-day ends exact against the oracle of the events (docs/scalin
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,13 +21,13 @@ from devact.services.redis import RedisServer
 from devact.services.redis_cluster import LocalRedisCluster
 from state import keys
 
-from .conftest import consecutive_free_ports, poll_until
+from .conftest import Message, consecutive_free_ports, poll_until
 from .faultkit.checks import cell_differences, client_differences, wait_until_total
 from .faultkit.kafka import produce
 from .faultkit.pipeline import Run, create_token, register_clients
 from .faultkit.probe import ClusterProbe
 from .faultkit.processes import Api
-from .faultkit.workload import build_workload
+from .faultkit.workload import Workload, build_workload
 
 SEED = 9_100
 CATCH_UP_S = 240.0
@@ -264,3 +265,89 @@ def test_a_frozen_primary_answers_503_quickly_for_its_devices_and_the_others_sti
         api.close()
         probe.close()
         run.close()
+
+
+def _part(workload: Workload, messages: list[Message]) -> Workload:
+    """The workload of some of ``workload``'s messages: their events, and their oracle."""
+    events = []
+    for message in messages:
+        body = json.loads(message.value)
+        events += body if isinstance(body, list) else [body]
+    part = Workload(workload.seed, workload.timezones, workload.devices, workload.pools,
+                    workload.now)  # fmt: skip
+    part.events, part.messages = events, list(messages)
+    return part
+
+
+def _replica_of(cluster: LocalRedisCluster, primary: RedisServer) -> RedisServer:
+    for node in cluster.nodes:
+        info = redis.Redis(port=node.port, socket_timeout=2, decode_responses=True)
+        try:
+            replication = info.info("replication")
+        finally:
+            info.close()
+        if replication.get("role") == "slave" and int(replication["master_port"]) == primary.port:
+            return node
+    raise AssertionError(f"no replica of {primary.port}")
+
+
+def test_a_whole_shard_down_pauses_only_its_devices_and_ends_exact(
+    cluster: LocalRedisCluster, services: Any, tmp_path: Path
+) -> None:
+    """A primary and its replica both SIGKILLed while events flow, so nobody serves their
+    slots: the worker goes on with the other primaries, whose devices reach the oracle's
+    counts while the shard is down; once the shard is started again, with nothing more to
+    read, the worker goes back by itself for what its devices missed (re-read from Kafka),
+    and every device-day and every client aggregate ends exact."""
+    workload = build_workload(SEED + 4, events=8_000, devices=60, days=10)
+    run = _run(cluster, services, tmp_path, "cluster-shard")
+    probe = ClusterProbe(cluster.url)
+    try:
+        register_clients(run.redis_url, workload.timezones)
+        third = len(workload.messages) // 3
+        produce(run.bootstrap, run.topic, workload.messages[:third])
+        worker = run.worker("cw-s")
+        worker.start()
+        cells = workload.cells()
+        poll_until(lambda: probe.total([c.counter_key for c in cells]) > 0 or None,
+                   timeout_s=CATCH_UP_S, what="the worker counting")  # fmt: skip
+        victim = next(
+            node
+            for node in (_primary_of(cluster, keys.device_meta(d)) for _, d in workload.devices)
+            if node.port != cluster.nodes[0].port
+        )
+        on_victim = {d for _, d in workload.devices
+                     if _primary_of(cluster, keys.device_meta(d)).port == victim.port}  # fmt: skip
+        assert on_victim
+        assert len(on_victim) < len(workload.devices)
+        replica = _replica_of(cluster, victim)
+        _kill(replica)  # first, so that it cannot take the primary's place
+        _kill(victim)
+        produce(run.bootstrap, run.topic, workload.messages[third : 2 * third])
+        sent = _part(workload, workload.messages[: 2 * third])
+        elsewhere = [c for c in sent.cells() if c.device[1] not in on_victim]
+
+        def others_exact() -> bool | None:
+            counts = probe.counts([c.counter_key for c in elsewhere])
+            users = probe.device_day_users([c.counter_key for c in elsewhere])
+            return (
+                all(
+                    (n or 0, size) == (c.activity, c.users)
+                    for c, n, (_, size) in zip(elsewhere, counts, users, strict=True)
+                )
+                or None
+            )
+
+        poll_until(others_exact, timeout_s=CATCH_UP_S,
+                   what="the devices of the primaries still up counted while the shard is down",
+                   diagnostics=run.tails)  # fmt: skip
+        assert "unreachable" in worker.log.read_text()
+        produce(run.bootstrap, run.topic, workload.messages[2 * third :])
+        victim.start()
+        replica.start()
+        wait_until_total(probe, workload, run, timeout_s=CATCH_UP_S)
+        _check_exact(probe, workload)
+    finally:
+        probe.close()
+        run.close()
+        cluster.start()  # every node up and the cluster ok again, for the next test
