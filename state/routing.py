@@ -75,6 +75,7 @@ async def send_routed(
             # must learn the new map from the nodes still there.
             await _refresh_map(cluster)
         pending = []
+        moved = False
         for (_, indexes, _), found in zip(sends, answers, strict=True):
             if isinstance(found, BaseException):  # the node's commands: its failure, each
                 for index in indexes:
@@ -84,10 +85,16 @@ async def send_routed(
                 if isinstance(reply, MovedError):
                     await manager.move_slot(reply)
                     pending.append((index, None))
+                    moved = True
                 elif isinstance(reply, AskError):
                     pending.append((index, _node_named(cluster, reply.host, reply.port)))
                 else:
                     replies[index] = reply
+        if moved:
+            # A slot moved (a failover, a resharding): its neighbours most likely too. The
+            # library's move_slot fixed the one slot; the whole map is asked for again, so the
+            # next round trip does not learn the rest one redirect at a time.
+            await _refresh_map(cluster)
         if not pending:
             return replies
     raise TooManyRedirects(f"{len(pending)} commands still redirected after {REDIRECTS} tries")

@@ -83,7 +83,10 @@ class RedisServer:
             argv += [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(self.data_dir / "nodes.conf"),
-                "--cluster-node-timeout", "2000",
+                # A node silent this long is failed over to its replica. Short, for quick
+                # failovers in tests; not so short that a busy node on a loaded 2-core machine
+                # is taken for dead (2 s was: the accuracy suite's largest days did it).
+                "--cluster-node-timeout", "5000",
                 # The other primaries keep serving their slots while one is down or failing
                 # over (the default answers CLUSTERDOWN for every key then).
                 "--cluster-require-full-coverage", "no",
