@@ -353,17 +353,20 @@ class Stack:
         )
 
     def applied_positions(self, partitions: int) -> dict[int, int | None]:
-        """Per partition of the topic, the applied position the worker keeps in Redis."""
-        from redis import Redis
+        """Per partition of the topic, the applied position the worker keeps in Redis (on a
+        cluster, the lowest its primaries hold), read as the worker reads it."""
+        from state.cluster_writer import new_writer
+        from state.connection import open_store
+        from state.settings import StoreSettings
 
-        from state import keys
+        async def read() -> dict[int, int | None]:
+            redis = open_store(StoreSettings(redis_url=self.env["DEVACT_REDIS_URL"]))
+            try:
+                return await new_writer(redis).applied_positions(self.topic, range(partitions))
+            finally:
+                await redis.aclose()
 
-        client = Redis.from_url(self.env["DEVACT_REDIS_URL"], decode_responses=True)
-        try:
-            values = client.mget([keys.applied(self.topic, p) for p in range(partitions)])
-        finally:
-            client.close()
-        return {p: None if v is None else int(v) for p, v in enumerate(values)}
+        return asyncio.run(read())
 
     # --- HTTP ------------------------------------------------------------------------------
 
