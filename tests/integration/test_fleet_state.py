@@ -14,9 +14,10 @@ from redis.client import NEVER_DECODE
 
 from state import keys
 from state.batch import Contribution, DayBatch, DeviceBatch
+from state.cluster_writer import new_writer
 from state.encoding import EXACT_USERS_LIMIT
 from state.fleet import FILLER
-from state.writer import ApplyProgress, Positions, Span, Writer
+from state.writer import ApplyProgress, Positions, Span
 
 from .conftest import run_with_redis as run
 
@@ -68,7 +69,7 @@ def test_a_client_day_sums_its_devices_and_counts_a_user_on_two_devices_once(
     batches[1].days[D2] = batches.pop().days[D2]
 
     async def body(redis: Redis) -> tuple[Any, Any]:
-        await Writer(redis).apply(batches, Positions("t", {}))
+        await new_writer(redis).apply(batches, Positions("t", {}))
         return await aggregate(redis, client, D1), await aggregate(redis, client, D2)
 
     (day1, users1), (day2, users2) = run(services, body)
@@ -102,7 +103,7 @@ def test_replaying_a_batch_changes_no_aggregate(services: Any) -> None:
         return list(by_device.values())
 
     async def body(redis: Redis) -> tuple[Any, Any]:
-        writer = Writer(redis)
+        writer = new_writer(redis)
         await writer.apply(batches(events[:120]), Positions("t", {}))
         await writer.apply(batches(events[120:]), Positions("t", {}))
         once = await aggregate(redis, client, D1)
@@ -124,7 +125,7 @@ def test_a_device_of_another_client_adds_nothing_to_the_claimer(services: Any) -
     owner, claimer, shared = new_id(), new_id(), new_id()
 
     async def body(redis: Redis) -> tuple[Any, bool]:
-        writer = Writer(redis)
+        writer = new_writer(redis)
         await writer.apply(
             [device(owner, shared, {D1: [Contribution(0, 1, 5, "ann")]})], Positions("t", {})
         )
@@ -155,7 +156,7 @@ def test_a_busy_client_day_keeps_an_estimate_past_the_exact_limit(services: Any)
     ]
 
     async def body(redis: Redis) -> tuple[Any, str]:
-        await Writer(redis).apply(devices, Positions("t", {}))
+        await new_writer(redis).apply(devices, Positions("t", {}))
         return await aggregate(redis, client, D1), await redis.type(
             keys.client_day_users(client, D1)
         )
@@ -173,7 +174,7 @@ def test_a_client_with_thousands_of_devices_in_one_batch_is_applied_whole(servic
     devices = [device(client, new_id(), {D1: [Contribution(0, n, 2, None)]}) for n in range(count)]
 
     async def body(redis: Redis) -> dict[str, str]:
-        await Writer(redis).apply(devices, Positions("t", {}))
+        await new_writer(redis).apply(devices, Positions("t", {}))
         fields, _ = await aggregate(redis, client, D1)
         return fields
 
@@ -197,7 +198,7 @@ def test_a_partly_replayed_day_is_sent_again_one_offset_at_a_time(services: Any)
     ]
 
     async def body(redis: Redis) -> tuple[Any, Any, ApplyProgress]:
-        writer = Writer(redis)
+        writer = new_writer(redis)
         await writer.apply(first, Positions("t", {}))
         progress = ApplyProgress()
         await writer.apply_packed(writer.pack(straddling), Positions("t", {}), progress)
