@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from devact.ops import dlq_app, status
 from state.connection import open_store
 from state.errors import StateError
 from state.inspect import inspect_client, inspect_device, retention_days_back
@@ -32,6 +33,8 @@ client_app = typer.Typer(help="Register and list clients.")
 token_app = typer.Typer(help="Create and revoke API tokens.")
 app.add_typer(client_app, name="client")
 app.add_typer(token_app, name="token")
+app.add_typer(dlq_app, name="dlq")
+app.command()(status)
 
 
 class Compression(StrEnum):

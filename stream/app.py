@@ -21,6 +21,8 @@ from stream import unreadable
 from stream.batching import BatchingApp
 from stream.dlq import DeadLetterRecord
 from stream.health import HealthServer
+from stream.lag import GroupOffsets
+from stream.metrics import WorkerMetrics
 from stream.processor import BatchProcessor, Prepared
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
@@ -32,6 +34,8 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_LAG_TIMEOUT_S = 2.0
+"""How long a scrape waits for Kafka's offsets."""
 _IDLE_CATCH_UP_S = 1.0
 """How long the worker waits for a batch before it applies, by itself, events that wait for a
 Redis Cluster primary that was unreachable (``BatchProcessor.catch_up``)."""
@@ -79,6 +83,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
 
         def __post_init__(self) -> None:
             self._redis = open_store(settings)
+            self._metrics = WorkerMetrics()
+            self._offsets = GroupOffsets(settings.kafka_bootstrap, settings.app_id, settings.topic)
             self._processor = BatchProcessor(
                 registry=Registry(self._redis),
                 writer=new_writer(self._redis, fleet=settings.fleet_aggregates),
@@ -87,6 +93,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 default_timezone=settings.default_timezone,
                 retention_days=settings.retention_days,
                 reread=partition_reader(settings.kafka_bootstrap),
+                metrics=self._metrics,
             )
 
         @mode.Service.task
@@ -133,21 +140,40 @@ def create_app(settings: WorkerSettings) -> faust.App:
 
         async def on_start(self) -> None:
             self._health = HealthServer(
-                settings.worker_metrics_host, settings.worker_metrics_port, self._problems
-            )
+                settings.worker_metrics_host, settings.worker_metrics_port, self._problems,
+                self._scrape,
+            )  # fmt: skip
             await self._health.start()
 
         async def on_stop(self) -> None:
             await self._health.stop()
+            await self._offsets.close()
             await self._redis.aclose()
+
+        async def _scrape(self) -> bytes:
+            """The metrics, the group's lag read from Kafka first (kept as it was when Kafka
+            does not answer in time)."""
+            try:
+                async with asyncio.timeout(_LAG_TIMEOUT_S):
+                    partitions = await self._offsets.read()
+                self._metrics.offsets(settings.topic, partitions)
+            except Exception as exc:  # a scrape must answer whatever Kafka does
+                log.warning("consumer lag not read from Kafka: %s", exc or type(exc).__name__)
+            self._metrics.redis_up.set(0 if await self._redis_problem() else 1)
+            return self._metrics.render()
+
+        async def _redis_problem(self) -> str | None:
+            try:
+                await self._redis.ping()
+            except (RedisError, OSError) as exc:
+                return f"Redis unreachable: {exc}"
+            return None
 
         async def _problems(self) -> list[str]:
             """Why the worker cannot do all of its work now (empty: ready)."""
             problems = [h.report.describe() for h in getattr(app.consumer, "held", {}).values()]
-            try:
-                await self._redis.ping()
-            except (RedisError, OSError) as exc:
-                problems.append(f"Redis unreachable: {exc}")
+            if redis := await self._redis_problem():
+                problems.append(redis)
             return problems
 
     return app

@@ -1,8 +1,13 @@
-"""Dead-letter records: the original bytes, the original key, and why, in headers."""
+"""Dead-letter records: the original bytes, the original key, and why, in headers; and reading
+them back (``devact dlq``, ``devact status``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream.model import original_bytes
 from stream.plan import DeadLetter
@@ -27,3 +32,64 @@ def to_record(letter: DeadLetter) -> DeadLetterRecord:
     if letter.index is not None:
         headers.append(("element", str(letter.index).encode()))
     return DeadLetterRecord(m.key, original_bytes(m.value, letter.index), headers)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    """A dead letter as the dead-letter topic holds it."""
+
+    partition: int
+    offset: int
+    timestamp: datetime
+    key: bytes | None
+    value: bytes
+    reason: str
+    detail: str
+    source: str
+    """``topic/partition/offset`` of the heartbeats message it came from."""
+    field: str | None = None
+    element: int | None = None
+    """Its index in the source message, when that was an array."""
+
+
+def _stored(record: Any) -> StoredDeadLetter:
+    headers = {name: value.decode("utf-8", "replace") for name, value in record.headers or ()}
+    element = headers.get("element")
+    return StoredDeadLetter(
+        partition=record.partition,
+        offset=record.offset,
+        timestamp=datetime.fromtimestamp(record.timestamp / 1000, UTC),
+        key=record.key,
+        value=record.value or b"",
+        reason=headers.get("reason", "?"),
+        detail=headers.get("detail", ""),
+        source=headers.get("source", ""),
+        field=headers.get("field"),
+        element=int(element) if element is not None and element.isdigit() else None,
+    )
+
+
+async def read_dead_letters(bootstrap: str, topic: str) -> list[StoredDeadLetter]:
+    """Every dead letter the topic holds now, partition by partition, in offset order (a
+    consumer of no group: reading them moves nothing)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        found: list[StoredDeadLetter] = []
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=5000)
+                found += [_stored(r) for r in batch.get(tp, []) if r.offset < ends[tp]]
+        return found
+    finally:
+        await consumer.stop()

@@ -1,5 +1,6 @@
 """The worker's health endpoints: ``/healthz`` (the process is up) and ``/readyz`` (it can do
-its work), served on ``DEVACT_WORKER_METRICS_PORT`` (0: not served).
+its work), and its Prometheus ``/metrics`` (stream/metrics.py), served on
+``DEVACT_WORKER_METRICS_PORT`` (0: not served).
 
 Ready means: Redis answers a PING within its timeout, and no partition is held at a record
 batch the worker cannot read (stream/unreadable.py). A held partition makes the worker not
@@ -19,6 +20,7 @@ from aiohttp import web
 log = logging.getLogger(__name__)
 
 Problems = Callable[[], Awaitable[list[str]]]
+Scrape = Callable[[], Awaitable[bytes]]
 
 
 def _json(body: object, status: int) -> web.Response:
@@ -28,10 +30,11 @@ def _json(body: object, status: int) -> web.Response:
 class HealthServer:
     """A tiny HTTP server (aiohttp, which Faust already runs on) for probes."""
 
-    def __init__(self, host: str, port: int, problems: Problems) -> None:
+    def __init__(self, host: str, port: int, problems: Problems, scrape: Scrape) -> None:
         self._host = host
         self._port = port
         self._problems = problems
+        self._scrape = scrape
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -40,13 +43,15 @@ class HealthServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         try:
             await web.TCPSite(runner, self._host, self._port).start()
         except OSError as exc:
             # Counting matters more than probes: say so loudly and go on without them.
-            log.error("Cannot serve /healthz and /readyz on %s:%d: %s", self._host, self._port, exc)
+            log.error("Cannot serve /healthz, /readyz and /metrics on %s:%d: %s",
+                      self._host, self._port, exc)  # fmt: skip
             await runner.cleanup()
             return
         self._runner = runner
@@ -59,6 +64,10 @@ class HealthServer:
 
     async def _healthz(self, _: web.Request) -> web.Response:
         return _json({"status": "ok"}, 200)
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = await self._scrape()
+        return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
     async def _readyz(self, _: web.Request) -> web.Response:
         problems = await self._problems()

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from state.errors import LostWrites, StoreUnavailable
 from state.registry import Registry
 from state.writer import ApplyProgress, PackedBatch, Positions, Span, Writer
 from stream.dlq import DeadLetterRecord, to_record
-from stream.model import Rejection
+from stream.model import Reason, Rejection
 from stream.plan import (
     DeadLetter,
     Judged,
@@ -27,6 +28,9 @@ from stream.plan import (
     decode_batch,
     plan_batch,
 )
+
+if TYPE_CHECKING:
+    from stream.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,10 @@ class BatchOutcome:
     deferred: int = 0
     """Events of devices whose Redis Cluster primary could not be reached: applied later, when
     the gap repair reads them again (state/cluster_writer.py)."""
+    reasons: tuple[Reason, ...] = ()
+    """The dead letters' reasons, one per dead letter."""
+    generated: tuple[datetime, ...] = ()
+    """When each event counted now was generated."""
 
 
 class BatchProcessor:
@@ -82,6 +90,7 @@ class BatchProcessor:
         default_timezone: str,
         retention_days: int,
         reread: Reread,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._registry = registry
         self._writer = writer
@@ -90,6 +99,7 @@ class BatchProcessor:
         self._default_timezone = default_timezone
         self._retention_days = retention_days
         self._reread = reread
+        self._metrics = metrics
         self._zones: dict[str, tuple[str, datetime]] = {}
         """Client timezones with the time they must be read again."""
         self.waiting = False
@@ -114,13 +124,33 @@ class BatchProcessor:
         self, messages: Sequence[Message], stopping: Callable[[], bool] = lambda: False
     ) -> Prepared:
         """:meth:`prepare`, retried like :meth:`process_until_done` (it may read timezones)."""
-        return await _until_done(lambda: self.prepare(messages), stopping)
+        return await _until_done(lambda: self.prepare(messages), stopping, self._failed)
 
     async def apply_until_done(
         self, prepared: Prepared, stopping: Callable[[], bool] = lambda: False
     ) -> BatchOutcome:
         """:meth:`apply`, retried like :meth:`process_until_done`."""
-        return await _until_done(lambda: self.apply(prepared), stopping)
+        started = time.monotonic()
+        outcome = await _until_done(lambda: self.apply(prepared), stopping, self._failed)
+        if self._metrics is not None:
+            topic = prepared.positions.topic
+            self._metrics.batch(
+                messages=len(prepared.messages),
+                events=sum(map(len, prepared.plan.members)) + len(prepared.plan.dead_letters),
+                applied=outcome.applied,
+                duplicates=outcome.skipped,
+                deferred=outcome.deferred,
+                reasons=outcome.reasons,
+                seconds=time.monotonic() - started,
+                generated=outcome.generated,
+                now=self._clock(),
+                last_offsets={(topic, p): s.last for p, s in prepared.positions.spans.items()},
+            )
+        return outcome
+
+    def _failed(self) -> None:
+        if self._metrics is not None:
+            self._metrics.redis_failed()
 
     async def process(self, messages: Sequence[Message]) -> BatchOutcome:
         """Process a batch completely: every event is applied or dead-lettered on return."""
@@ -203,6 +233,13 @@ class BatchProcessor:
                 for result, members in zip(batch.devices, plan.members, strict=True)
                 if result.deferred
             ),
+            reasons=tuple(letter.rejection.reason for letter in letters),
+            generated=tuple(
+                j.element.verdict.generated_at  # type: ignore[union-attr]
+                for result, members in zip(batch.devices, plan.members, strict=True)
+                if result.applied
+                for j in members[len(members) - result.applied :]
+            ),
         )
         self.waiting = self.waiting or outcome.deferred > 0
         return outcome, letters
@@ -233,9 +270,11 @@ class BatchProcessor:
                 first, last = chunk[0], chunk[-1]
                 spans = {partition: Span(first.offset, last.offset, forced, first.previous)}
                 prepared = await self.prepare(chunk)
-                _, letters = await self._apply(
+                outcome, letters = await self._apply(
                     prepared.plan, prepared.packed, Positions(positions.topic, spans)
                 )
+                if self._metrics is not None:
+                    self._metrics.gap_repaired(outcome.applied)
                 # A device's owner is only known once its script ran: when it was deferred (its
                 # cluster node was down), this is the first time. Sent at least once, then.
                 owners = [r for r in letters if r.rejection.reason == "device_client_mismatch"]
@@ -264,18 +303,24 @@ class BatchProcessor:
         return {n: self._zones[n][0] for n in names}
 
 
-async def _until_done(step: Callable[[], Awaitable[T]], stopping: Callable[[], bool]) -> T:
-    """Run ``step`` until it succeeds, with backoff; give up (CancelledError) when stopping."""
+async def _until_done(
+    step: Callable[[], Awaitable[T]], stopping: Callable[[], bool], failed: Callable[[], None]
+) -> T:
+    """Run ``step`` until it succeeds, with backoff; give up (CancelledError) when stopping.
+    ``failed`` is told of every failure."""
     delay = _BACKOFF_FIRST_S
     while True:
         try:
             return await step()
         except StoreUnavailable as exc:
+            failed()
             log.warning("Redis unavailable (%s); retrying the batch in %.1f s", exc, delay)
         except LostWrites as exc:
+            failed()
             log.warning("Redis lost writes of this batch (%s): applying it again", exc)
             continue
         except Exception:
+            failed()
             log.exception("Batch failed; retrying in %.1f s", delay)
         if stopping():
             # The batch stays unacknowledged and is delivered again after the restart.

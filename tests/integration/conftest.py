@@ -251,8 +251,20 @@ class Stack:
             log.close()
         return crashed
 
+    def stop_process(self, name: str) -> None:
+        """SIGTERM one process (``worker``, ``api``) and wait for it to exit."""
+        process = self._processes.pop(name)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=STOP_TIMEOUT_S)
+        self._logs.pop(name).close()
+
+    def start_worker(self) -> None:
+        """Start the worker again (after ``stop_process("worker")``), with ``env`` as it is now;
+        its log goes on in the same file."""
+        self._spawn("worker", ["worker"])
+
     def _spawn(self, name: str, args: list[str]) -> None:
-        log = (self.workdir / f"{name}.log").open("wb")
+        log = (self.workdir / f"{name}.log").open("ab")
         self._logs[name] = log
         self._processes[name] = subprocess.Popen(
             [devact_executable(), *args],
