@@ -12,6 +12,7 @@ from api.errors import install_error_handlers
 from api.head import HeadAsGet
 from api.live import LiveHub
 from api.metrics import ApiMetrics, MetricsMiddleware
+from api.request_id import RequestIdMiddleware
 from api.routes import STATIC, router
 from api.settings import ApiSettings
 from state.connection import open_store
@@ -41,6 +42,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.state.metrics = ApiMetrics()
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(HeadAsGet)  # outermost: HEAD is GET to everything inside
+    app.add_middleware(RequestIdMiddleware)  # around even that: every answer carries the id
     install_error_handlers(app)
     app.include_router(router)
     # The page's script, styles and the vendored chart library: everything it loads.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from bench.common import waiting
 from devact.services import Endpoints
 from state.connection import connect
 from state.encoding import EXACT_USERS_LIMIT
@@ -20,7 +21,7 @@ async def run(endpoints: Endpoints) -> dict[str, object]:
     redis = connect(StoreSettings(redis_url=endpoints.redis_url, redis_timeout_s=REDIS_TIMEOUT_S))
     try:
         await redis.flushall()
-        rows = await measure(redis)
+        rows = await waiting("accuracy: user-count error table", measure(redis))
     finally:
         await redis.aclose()
     estimated = [r for r in rows if not r.must_be_exact]

@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from devact.progress import Meter
 from devact.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 from state.batch import Contribution, DayBatch, DeviceBatch
 from state.cluster_writer import new_writer
@@ -105,17 +106,22 @@ async def _used_memory(nodes: Sequence[Redis]) -> list[int]:
     return [int((await n.info("memory"))["used_memory"]) for n in nodes]
 
 
-async def _load(store: Store, fleet: Fleet, device_days: int) -> float:
+async def _load(store: Store, fleet: Fleet, device_days: int, description: str) -> float:
     """Apply ``device_days`` more; returns heartbeats per second."""
     writer = new_writer(store, fleet=False)
-    before = fleet.heartbeats
-    started = time.perf_counter()
-    for batches in fleet.grow(device_days):
-        await writer.apply(batches, Positions("bench-cluster", {}))
-    return (fleet.heartbeats - before) / (time.perf_counter() - started)
+    before, days_before = fleet.heartbeats, fleet.device_days
+    with Meter(description, device_days, "device-days") as loaded:
+        started = time.perf_counter()
+        for batches in fleet.grow(device_days):
+            await writer.apply(batches, Positions("bench-cluster", {}))
+            # A script is a device's whole history: one report for about 25,000 device-days.
+            loaded.update(min(device_days, fleet.device_days - days_before))
+        return (fleet.heartbeats - before) / (time.perf_counter() - started)
 
 
-async def _series_times(store: Store, fleet: Fleet, token: str) -> dict[str, float]:
+async def _series_times(
+    store: Store, fleet: Fleet, token: str, description: str
+) -> dict[str, float]:
     reader, rng = Reader(store), random.Random(7)
     plan = series_plan(fleet.today - timedelta(days=89), fleet.today, "daily")
     out: dict[str, float] = {}
@@ -123,13 +129,15 @@ async def _series_times(store: Store, fleet: Fleet, token: str) -> dict[str, flo
         query = SeriesQuery(metric, plan)  # type: ignore[arg-type]
         await reader.device_view(token, fleet.client, fleet.devices[0], query)  # scripts loaded
         samples = []
-        for _ in range(REQUESTS):
-            device = rng.choice(fleet.devices)
-            started = time.perf_counter()
-            view = await reader.device_view(token, fleet.client, device, query)
-            samples.append((time.perf_counter() - started) * 1000)
-            assert view.device_owner == fleet.client
-            assert view.values is not None
+        with Meter(f"{description}, {metric}", REQUESTS, "requests") as asked:
+            for _ in range(REQUESTS):
+                device = rng.choice(fleet.devices)
+                started = time.perf_counter()
+                view = await reader.device_view(token, fleet.client, device, query)
+                samples.append((time.perf_counter() - started) * 1000)
+                asked.advance()
+                assert view.device_owner == fleet.client
+                assert view.values is not None
         name = "activity" if metric == "activity-count" else "users"
         out[f"{name}_p50_ms"] = _percentile(samples, 50)
         out[f"{name}_p99_ms"] = _percentile(samples, 99)
@@ -149,8 +157,8 @@ async def _single(redis_url: str, small: int) -> dict[str, Any]:
         await store.flushall()
         fleet = Fleet(datetime.now(UTC).date())
         token = await _register(store, fleet)
-        rate = await _load(store, fleet, small)
-        times = await _series_times(store, fleet, token)
+        rate = await _load(store, fleet, small, "cluster: loading one Redis")
+        times = await _series_times(store, fleet, token, "cluster: series on one Redis")
         await store.flushall()
     finally:
         await store.aclose()
@@ -161,7 +169,8 @@ async def run(redis_url: str, run_dir: Path, quick: bool) -> dict[str, Any]:
     small, large = (10_000, 100_000) if quick else (100_000, 5_000_000)
     results: dict[str, Any] = await _single(redis_url, small)
     cluster = LocalRedisCluster(run_dir / "cluster", consecutive_free_ports(6))
-    cluster.start()
+    with Meter("cluster: starting a Redis Cluster"):
+        cluster.start()
     store: RedisCluster | None = None
     nodes: list[Redis] = []
     try:
@@ -174,10 +183,11 @@ async def run(redis_url: str, run_dir: Path, quick: bool) -> dict[str, Any]:
         token = await _register(store, fleet)
         base = await _used_memory(nodes)
         for size, label in ((small, "small"), (large, "large")):
-            log.info("cluster: loading up to %d device-days", size)
-            rate = await _load(store, fleet, size - fleet.device_days)
+            rate = await _load(
+                store, fleet, size - fleet.device_days, f"cluster: loading the {label} size"
+            )
             used = await _used_memory(nodes)
-            times = await _series_times(store, fleet, token)
+            times = await _series_times(store, fleet, token, f"cluster: series at the {label} size")
             grown = sum(used) - sum(base)
             results[f"cluster_{label}_device_days"] = fleet.device_days
             results[f"cluster_{label}_bytes_per_device_day"] = round(grown / fleet.device_days, 1)

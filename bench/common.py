@@ -10,18 +10,21 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio.cluster import RedisCluster
 
+from devact.progress import REFRESH_S, Meter
 from devact.services import Endpoints, LocalStack, free_port
 from state import keys
 from state.cluster_writer import new_writer
@@ -33,14 +36,37 @@ VENV_BIN = Path(sys.executable).parent
 POLL_S = 0.02
 """Progress polling interval: the resolution of every ingest and freshness figure."""
 
+T = TypeVar("T")
+
 
 @contextlib.contextmanager
 def local_stack(run_dir: Path) -> Iterator[Endpoints]:
     stack = LocalStack(run_dir / "services", free_port(), free_port())
     try:
-        yield stack.start()
+        with Meter("bench: starting Kafka and Redis"):
+            endpoints = stack.start()
+        yield endpoints
     finally:
         stack.stop()
+
+
+async def waiting(description: str, work: Awaitable[T], seconds: float | None = None) -> T:
+    """Await ``work`` under a meter of the time it takes: a bar of ``seconds`` when its length
+    is known (a wrk run), else the time spent so far. The meter wakes a few times a second."""
+    task = asyncio.ensure_future(work)
+    total = None if seconds is None else math.ceil(seconds)
+    started = time.monotonic()
+    with Meter(description, total, "s" if total else "", rate=False) as meter:
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=REFRESH_S)
+                if total is None:
+                    meter.poll()
+                else:
+                    meter.update(min(total, int(time.monotonic() - started)))
+        finally:
+            task.cancel()  # when this wait is cancelled; a done task ignores it
+        return task.result()
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
@@ -135,8 +161,10 @@ async def wait_applied(
     end_offsets: Mapping[int, int],
     deadline_s: float,
     alive: list[Child] | None = None,
+    label: str = "",
 ) -> Progress:
-    """Poll the applied positions of ``topic`` until every partition reached its end offset.
+    """Poll the applied positions of ``topic`` until every partition reached its end offset,
+    showing them as messages applied under ``label`` (default: the topic).
 
     The positions are written by state/ in the same Redis transaction as the counters they
     cover, so "position at end" means "Redis holds every event". On a Redis Cluster they are
@@ -148,22 +176,24 @@ async def wait_applied(
     first: tuple[float, int] | None = None
     limit = time.monotonic() + deadline_s
     cluster = new_writer(redis) if isinstance(redis, RedisCluster) else None
-    while True:
-        if cluster is not None:
-            values = list((await cluster.applied_positions(topic, partitions)).values())
-        else:
-            values = await redis.mget(position_keys)
-        now = time.monotonic()
-        applied = sum(int(v) + 1 for v in values if v is not None)
-        if first is None and applied:
-            first = (now, applied)
-        if applied >= total and first is not None:
-            return Progress(first[0], now, first[1], total)
-        if now > limit:
-            raise NotFinished(topic, applied, total)
-        for child in alive or []:
-            child.check_alive()
-        await asyncio.sleep(POLL_S)
+    with Meter(label or topic, total, "messages applied") as meter:
+        while True:
+            if cluster is not None:
+                values = list((await cluster.applied_positions(topic, partitions)).values())
+            else:
+                values = await redis.mget(position_keys)
+            now = time.monotonic()
+            applied = sum(int(v) + 1 for v in values if v is not None)
+            if first is None and applied:
+                first = (now, applied)
+            meter.update(applied)  # reaches the display a few times a second at most
+            if applied >= total and first is not None:
+                return Progress(first[0], now, first[1], total)
+            if now > limit:
+                raise NotFinished(topic, applied, total)
+            for child in alive or []:
+                child.check_alive()
+            await asyncio.sleep(POLL_S)
 
 
 def peer_settings(argv: Sequence[str] | None, prog: str, description: str) -> WorkerSettings:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -25,6 +25,12 @@ from state.registry import Registry
 TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney")
 _NAMESPACE = uuid.UUID("3f0f8a52-6c5e-4c1b-9d0a-8a1f4b7e2c55")
 DAYS = 30
+PROGRESS_EVERY = 10_000
+"""Heartbeats generated between two progress reports."""
+
+
+def _no_progress(n: int) -> None:
+    pass
 
 
 @dataclass
@@ -38,9 +44,17 @@ class Dataset:
     client_of_device: dict[str, str] = field(default_factory=dict)
 
 
-def generate(events: int, devices: int, per_message: int, now: datetime, seed: int) -> Dataset:
+def generate(
+    events: int,
+    devices: int,
+    per_message: int,
+    now: datetime,
+    seed: int,
+    progress: Callable[[int], None] = _no_progress,
+) -> Dataset:
     """``events`` heartbeats of ``devices`` devices, ``per_message`` per Kafka message (one
-    heartbeat alone, or a JSON array of them as a gateway sends, docs/events.md)."""
+    heartbeat alone, or a JSON array of them as a gateway sends, docs/events.md); ``progress``
+    is told of them ``PROGRESS_EVERY`` at a time."""
     rng = random.Random(seed)
     clients = {
         str(uuid.uuid5(_NAMESPACE, f"client/{n}")): TIMEZONES[n % len(TIMEZONES)] for n in range(20)
@@ -54,7 +68,9 @@ def generate(events: int, devices: int, per_message: int, now: datetime, seed: i
     activity = dict.fromkeys(device_ids, 0)
     batch: list[dict[str, object]] = []
     messages: list[tuple[bytes, bytes]] = []
-    for _ in range(events):
+    for n in range(1, events + 1):
+        if n % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
         device = device_ids[rng.randrange(devices)]
         count = rng.randint(0, 40)
         at = start + timedelta(seconds=rng.uniform(0, span_s))
@@ -73,6 +89,7 @@ def generate(events: int, devices: int, per_message: int, now: datetime, seed: i
             batch = []
     if batch:
         messages.append(_encode(batch))
+    progress(events % PROGRESS_EVERY)
     return Dataset(clients, messages, events, activity, owner)
 
 
@@ -81,8 +98,14 @@ def _encode(batch: list[dict[str, object]]) -> tuple[bytes, bytes]:
     return key, orjson.dumps(batch[0] if len(batch) == 1 else batch)
 
 
-async def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
-    """Send every message and wait for the broker's acknowledgement of all."""
+async def produce(
+    bootstrap: str,
+    topic: str,
+    messages: Sequence[tuple[bytes, bytes]],
+    progress: Callable[[int], None] = _no_progress,
+) -> None:
+    """Send every message and wait for the broker's acknowledgement of all; ``progress`` is
+    told of each acknowledged part."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20, acks="all"
     )
@@ -93,8 +116,10 @@ async def produce(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, by
             pending.append(await producer.send(topic, value, key=key))
             if len(pending) >= 20_000:
                 await asyncio.gather(*pending)
+                progress(len(pending))
                 pending = []
         await asyncio.gather(*pending)
+        progress(len(pending))
     finally:
         await producer.stop()
 

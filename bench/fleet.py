@@ -19,7 +19,7 @@ import random
 import statistics
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import orjson
 from redis.asyncio import Redis
 
 from bench.query_load import api_server, serving
+from devact.progress import Meter
 from state import keys
 from state.batch import Contribution, DayBatch, DeviceBatch
 from state.connection import connect
@@ -91,31 +92,36 @@ async def _load(redis: Redis, client: str, devices: list[str], today: date) -> i
     rng = random.Random(101)
     pending: list[DeviceBatch] = []
     device_days = 0
-    for batch in _device_days(rng, devices, client, today, 0):
-        pending.append(batch)
-        device_days += len(batch.days)
-        if len(pending) == DEVICES_PER_WRITE:
+    with Meter("fleet: loading", len(devices), "devices") as loaded:
+        for batch in _device_days(rng, devices, client, today, 0):
+            pending.append(batch)
+            device_days += len(batch.days)
+            if len(pending) == DEVICES_PER_WRITE:
+                await writer.apply(pending, Positions("bench.fleet", {}))
+                loaded.advance(len(pending))
+                pending = []
+        if pending:
             await writer.apply(pending, Positions("bench.fleet", {}))
-            pending = []
-    if pending:
-        await writer.apply(pending, Positions("bench.fleet", {}))
+            loaded.advance(len(pending))
     return device_days
 
 
 async def _timed(
-    http: httpx.AsyncClient, path: str, params: dict[str, str]
+    http: httpx.AsyncClient, path: str, params: dict[str, str], progress: Callable[[int], None]
 ) -> tuple[float, list[float]]:
     """The first request's time (the API reads and remembers the client's devices then), and
-    the ``REQUESTS`` after it."""
+    the ``REQUESTS`` after it; ``progress`` is told of each request, outside its timing."""
     started = time.perf_counter()
     (await http.get(path, params=params)).raise_for_status()
     first = (time.perf_counter() - started) * 1000
+    progress(1)
     samples = []
     for _ in range(REQUESTS):
         started = time.perf_counter()
         response = await http.get(path, params=params)
         samples.append((time.perf_counter() - started) * 1000)
         response.raise_for_status()
+        progress(1)
     return first, samples
 
 
@@ -131,17 +137,19 @@ async def _live_delays(
         async for line in lines:  # today's point first
             if line.startswith("data:"):
                 break
-        for n in range(LIVE_PROBES):
-            batch = DeviceBatch(client, device)
-            batch.days[today] = DayBatch(
-                day_expires_at(today, UTC_ZONE, 400), [Contribution(1, n, 1, None)]
-            )
-            started = time.perf_counter()
-            await writer.apply([batch], Positions("bench.fleet.live", {}))
-            async for line in lines:
-                if line.startswith("data:"):
-                    delays.append((time.perf_counter() - started) * 1000)
-                    break
+        with Meter("fleet: live delay", LIVE_PROBES, "probes") as probed:
+            for n in range(LIVE_PROBES):
+                batch = DeviceBatch(client, device)
+                batch.days[today] = DayBatch(
+                    day_expires_at(today, UTC_ZONE, 400), [Contribution(1, n, 1, None)]
+                )
+                started = time.perf_counter()
+                await writer.apply([batch], Positions("bench.fleet.live", {}))
+                async for line in lines:
+                    if line.startswith("data:"):
+                        delays.append((time.perf_counter() - started) * 1000)
+                        break
+                probed.advance()
     return delays
 
 
@@ -184,7 +192,9 @@ async def run(redis_url: str, run_dir: Path, quick: bool) -> dict[str, Any]:
                 ("fleet_users_series", series, "user-count"),
             ):
                 try:
-                    first, samples = await _timed(http, path, {**span, "metric": metric})
+                    with Meter(f"fleet: {name}", REQUESTS + 1, "requests") as asked:
+                        params = {**span, "metric": metric}
+                        first, samples = await _timed(http, path, params, asked.advance)
                 except httpx.HTTPStatusError as failed:  # e.g. a 503: Redis took too long
                     log.error("fleet: %s did not finish: %s", name, failed)
                     results[f"{name}_p99_ms"] = "did not finish"

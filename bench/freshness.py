@@ -19,11 +19,12 @@ from pathlib import Path
 import httpx
 from redis.asyncio import Redis
 
-from bench.common import VENV_BIN, children, create_topic, worker_env
+from bench.common import VENV_BIN, children, create_topic, waiting, worker_env
+from devact.progress import Meter
 from devact.services import Endpoints, free_port
 from state.registry import Registry
 from stream.generator import HeartbeatGenerator
-from stream.producer import Publisher, publish_at_rate
+from stream.producer import Publisher, publish_at_rate, scheduled
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,10 @@ async def run(endpoints: Endpoints, run_dir: Path, quick: bool, now: datetime) -
         ):
             await _wait_ready(http)
             # The first probe also waits out the worker's group join; it is not counted.
-            await _probe(http, publisher, PROBE_DEADLINE_S * 2)
+            await waiting(
+                "freshness: first probe (the worker joins its group)",
+                _probe(http, publisher, PROBE_DEADLINE_S * 2),
+            )
             sent_rate, latencies = await _measure(http, publisher, duration_s)
     latencies.sort()
     return {
@@ -80,13 +84,16 @@ async def _measure(
 ) -> tuple[float, list[float]]:
     """The rate the load was sent at, and each probe's latency."""
     generator = HeartbeatGenerator({str(uuid.UUID(int=n + 1)): "UTC" for n in range(20)}, 50)
-    load = asyncio.create_task(publish_at_rate(publisher, generator.live, RATE, duration_s))
-    probes: list[asyncio.Task[float]] = []
-    started = time.monotonic()
-    while not load.done():  # the load ends after duration_s, or later if it fell behind
-        probes.append(asyncio.create_task(_probe(http, publisher, PROBE_DEADLINE_S)))
-        await asyncio.sleep(max(0.0, started + len(probes) / PROBES_PER_S - time.monotonic()))
-    await load
+    with Meter("freshness: load", scheduled(RATE, duration_s), "heartbeats") as sent:
+        load = asyncio.create_task(
+            publish_at_rate(publisher, generator.live, RATE, duration_s, sent.advance)
+        )
+        probes: list[asyncio.Task[float]] = []
+        started = time.monotonic()
+        while not load.done():  # the load ends after duration_s, or later if it fell behind
+            probes.append(asyncio.create_task(_probe(http, publisher, PROBE_DEADLINE_S)))
+            await asyncio.sleep(max(0.0, started + len(probes) / PROBES_PER_S - time.monotonic()))
+        await load
     elapsed = time.monotonic() - started
     log.info(
         "freshness: %d heartbeats sent in %.1f s, %d probes", publisher.sent, elapsed, len(probes)

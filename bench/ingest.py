@@ -36,6 +36,7 @@ from bench.common import (
     worker_env,
 )
 from bench.dataset import Dataset, generate, produce, register_clients, verify
+from devact.progress import Meter
 from devact.services import Endpoints
 from devact.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 from state.connection import Store, connect_cluster
@@ -116,12 +117,16 @@ async def run(
 ) -> dict[str, object]:
     events = 100_000 if quick else 1_000_000
     started = time.monotonic()
-    single = generate(events, 10_000, 1, now, seed=4)
-    batched = generate(events, 10_000, BATCHED_PER_MESSAGE, now, seed=4)
+    with Meter("ingest: generating", 2 * events, "heartbeats") as generated:
+        single = generate(events, 10_000, 1, now, seed=4, progress=generated.advance)
+        batched = generate(
+            events, 10_000, BATCHED_PER_MESSAGE, now, seed=4, progress=generated.advance
+        )
     topics = {False: ("bench.ingest", single), True: ("bench.ingest.batched", batched)}
     for topic, data in topics.values():
         await create_topic(endpoints.kafka_bootstrap, topic, PARTITIONS)
-        await produce(endpoints.kafka_bootstrap, topic, data.messages)
+        with Meter(f"ingest: producing {topic}", len(data.messages), "messages") as sent:
+            await produce(endpoints.kafka_bootstrap, topic, data.messages, sent.advance)
     log.info(
         "ingest: %d events generated and produced in %.1f s", events, time.monotonic() - started
     )
@@ -139,7 +144,8 @@ async def run(
         }
         if any(c.cluster for c in chosen):
             cluster = LocalRedisCluster(run_dir / "ingest-cluster", consecutive_free_ports(6))
-            cluster.start()
+            with Meter("ingest: starting a Redis Cluster"):
+                cluster.start()
             stack.callback(cluster.stop)
             stores[True] = (connect_cluster(StoreSettings(redis_url=cluster.url)), cluster.url)
         try:
@@ -219,7 +225,9 @@ async def _race(
     per_message = data.events / sum(ends.values())
     with children(*commands, logs=run_dir / "logs") as procs:
         try:
-            progress = await wait_applied(redis, topic, ends, RUN_DEADLINE_S, alive=procs)
+            progress = await wait_applied(
+                redis, topic, ends, RUN_DEADLINE_S, alive=procs, label=contender.key
+            )
         except NotFinished as late:
             return {
                 "finished": False,

@@ -33,6 +33,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from bench.common import waiting
 from bench.postgres import PostgresServer
 from bench.query_data import (
     BenchError,
@@ -197,7 +198,7 @@ async def run(redis_url: str, run_dir: Path, quick: bool) -> dict[str, object]:
     devices_file = _write_devices(run_dir, dataset)
     postgres = PostgresServer(run_dir, free_port())
     try:
-        await asyncio.to_thread(postgres.start)
+        await waiting("query: starting PostgreSQL", asyncio.to_thread(postgres.start))
         token, results = await load_redis_and_pg(redis_url, postgres.dsn, dataset)
         ctx = Context(mode, dataset, redis_url, postgres, token, devices_file, run_dir)
         results.update(await measure_queries(ctx))

@@ -9,7 +9,7 @@ import random
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -19,7 +19,9 @@ import asyncpg  # type: ignore[import-untyped]
 import orjson
 from redis.asyncio import Redis
 
+from bench.common import waiting
 from bench.sql_api import INDEX, SCHEMA
+from devact.progress import Meter
 from state import keys
 from state.connection import connect
 from state.registry import Registry
@@ -191,7 +193,8 @@ class Loader:
         self._records: list[Record] = []
         self.stats = LoadStats()
 
-    async def load(self, dataset: Dataset) -> LoadStats:
+    async def load(self, dataset: Dataset, progress: Callable[[int], None]) -> LoadStats:
+        """Every day of the data set; ``progress`` is told of each day loaded."""
         grid = SlotGrid()
         histories = [DeviceHistory(dataset, n) for n in range(len(dataset.devices))]
         for d in range(DAYS):
@@ -208,6 +211,7 @@ class Loader:
             self._records += records
             self.stats.generate_s += time.perf_counter() - started
             await self._flush(final=d == DAYS - 1)
+            progress(1)
         return self.stats
 
     def _add_device_day(
@@ -244,6 +248,11 @@ class Loader:
             await self._pg.copy_records_to_table("heartbeats", records=self._records)
             self.stats.pg_s += time.perf_counter() - started
             self._records = []
+
+
+async def _index(pg: Any) -> None:
+    await pg.execute(INDEX)
+    await pg.execute("ANALYZE heartbeats")
 
 
 async def _no_reread(
@@ -317,14 +326,14 @@ async def load_redis_and_pg(
             reread=_no_reread,
         )
         used_before = int((await redis.info("memory"))["used_memory"])
-        stats = await Loader(processor, pg).load(dataset)
+        with Meter("query: loading Redis and PostgreSQL", DAYS, "days") as loaded:
+            stats = await Loader(processor, pg).load(dataset, loaded.advance)
         used = int((await redis.info("memory"))["used_memory"]) - used_before
         if dead:
             raise BenchError(f"{len(dead)} dead letters, e.g. {dead[0]!r:.300}")
         key_bytes, key_device_days = await redis_key_bytes(redis, dataset, SAMPLED_DEVICES)
         started = time.perf_counter()
-        await pg.execute(INDEX)
-        await pg.execute("ANALYZE heartbeats")
+        await waiting("query: indexing PostgreSQL", _index(pg))
         stats.pg_s += time.perf_counter() - started
         pg_total = int(await pg.fetchval("SELECT pg_total_relation_size('heartbeats')"))
         pg_table = int(await pg.fetchval("SELECT pg_table_size('heartbeats')"))

@@ -21,6 +21,7 @@ import httpx
 import orjson
 from redis.asyncio import Redis
 
+from bench.common import waiting
 from bench.postgres import PostgresServer
 from bench.query_data import BenchError
 from bench.sql_api import DSN_ENV
@@ -192,6 +193,19 @@ async def drive(
     store_cpu: Callable[[], Awaitable[float]],
 ) -> WrkResult:
     """Warm up, then measure: req/s, latency, and the CPU of wrk, the server and its store."""
+    return await waiting(
+        f"query: wrk against {server.name}, {env['BENCH_MIX']}",
+        _drive(server, env, mode, store_cpu),
+        seconds=mode.warmup_s + mode.duration_s,
+    )
+
+
+async def _drive(
+    server: HttpServer,
+    env: dict[str, str],
+    mode: Mode,
+    store_cpu: Callable[[], Awaitable[float]],
+) -> WrkResult:
     assert server.process is not None
     await asyncio.to_thread(_wrk, server.url, env, mode.warmup_s)
     server_before, store_before = _tree_cpu_s(server.process.pid), await store_cpu()

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
@@ -14,13 +13,12 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import typer
-from rich.console import Console
-from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from devact.ops import dlq_app, status
 from state.connection import open_store
 from state.errors import StateError
 from state.inspect import inspect_client, inspect_device, retention_days_back
+from state.logs import LogFormatError, configure_logging
 from state.migrate import Migrated
 from state.migrate import migrate as migrate_layout
 from state.registry import Registry, validate_timezone
@@ -52,9 +50,12 @@ DEMO_DEVICE = "f1e2d3c4-b5a6-7890-abcd-ef1234567890"
 
 
 def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    """Text, or JSON lines with ``DEVACT_LOG_FORMAT=json`` (devact/logs.py)."""
+    try:
+        configure_logging(level)
+    except LogFormatError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _with_redis(action: Callable[[Registry], Awaitable[T]]) -> T:
@@ -78,7 +79,9 @@ def worker() -> None:
     from stream.settings import WorkerSettings
     from stream.worker import run_worker
 
-    run_worker(WorkerSettings())
+    settings = WorkerSettings()
+    _setup_logging(settings.log_level)
+    run_worker(settings)
 
 
 @app.command()
@@ -89,9 +92,10 @@ def replay(
     ] = None,
 ) -> None:
     """Re-read the heartbeats topic into Redis; what Redis already holds is left unchanged."""
-    from stream.replay import TopicNotFound
+    from devact.progress import Meter
     from stream.replay import replay as run_replay
     from stream.settings import WorkerSettings
+    from stream.topics import TopicNotFound
     from stream.unreadable import UnreadableBatch
 
     _setup_logging()
@@ -105,7 +109,8 @@ def replay(
             raise typer.Exit(2) from None
         start = start if start.tzinfo else start.replace(tzinfo=UTC)
     try:
-        summary = asyncio.run(run_replay(settings, start))
+        with Meter("replay", unit="messages") as replayed:
+            summary = asyncio.run(run_replay(settings, start, replayed.update))
     except (TopicNotFound, UnreadableBatch) as exc:
         # An unreadable batch stops the replay there: everything before it is applied, and
         # nothing after it is skipped silently (docs/operations.md says what to do).
@@ -226,6 +231,9 @@ def inspect(
 def migrate() -> None:
     """Move a Redis written before device-months (two keys a device-day) to their layout, in
     place: resumable and idempotent. Stop the workers first (docs/operations.md#upgrading)."""
+    from devact.progress import Meter
+
+    _setup_logging()  # off a terminal, progress comes as log lines
     settings = StoreSettings()
 
     async def run(advance: Callable[[int], None]) -> Migrated:
@@ -235,10 +243,8 @@ def migrate() -> None:
         finally:
             await redis.aclose()
 
-    columns = (TextColumn("{task.description}"), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
-        task = bar.add_task("device-days moved", total=None)
-        done = asyncio.run(run(lambda n: bar.advance(task, n)))
+    with Meter("migrate", unit="device-days moved") as moved:
+        done = asyncio.run(run(moved.advance))
     typer.echo(f"moved {done.days} device-days into their device-months ({done.months} calls)")
 
 
@@ -264,8 +270,9 @@ def produce(
     ] = False,
 ) -> None:
     """Generate realistic heartbeats (working hours, quiet weekends) into the topic."""
+    from devact.progress import Meter
     from stream.generator import HeartbeatGenerator
-    from stream.producer import Publisher, publish_at_rate
+    from stream.producer import Publisher, publish_at_rate, scheduled
     from stream.settings import WorkerSettings
 
     _setup_logging()
@@ -289,9 +296,11 @@ def produce(
                 # History ends yesterday; today's data comes from the live traffic below.
                 yesterday = today - timedelta(days=1)
                 first = today - timedelta(days=history_days)
-                await pub.publish(generator.history(first, yesterday, 96))
-                logging.getLogger(__name__).info("history sent: %d heartbeats", pub.sent)
-            await publish_at_rate(pub, generator.live, rate, duration)
+                # The generator draws how many a device-day gets: no total before the end.
+                with Meter("produce (history)", unit="heartbeats") as sent:
+                    await pub.publish(generator.history(first, yesterday, 96), sent.advance)
+            with Meter("produce", scheduled(rate, duration), "heartbeats") as sent:
+                await publish_at_rate(pub, generator.live, rate, duration, sent.advance)
 
     asyncio.run(run())
 

@@ -14,11 +14,12 @@ A part that does not answer is reported as such (``"error"``), never as zero.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -169,20 +170,22 @@ def _address(redis: Redis) -> str:
 
 
 async def _readiness(status: Status, api_url: str, worker_urls: list[str]) -> None:
-    async with httpx.AsyncClient(timeout=_HTTP_TIMEOUT_S) as http:
+    timeout = aiohttp.ClientTimeout(total=_HTTP_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
         found = await asyncio.gather(*(_ready(http, url) for url in [api_url, *worker_urls]))
     status.api, status.workers = found[0], list(found[1:])
 
 
-async def _ready(http: httpx.AsyncClient, url: str) -> Readiness:
+async def _ready(http: aiohttp.ClientSession, url: str) -> Readiness:
     try:
-        response = await http.get(url.rstrip("/") + "/readyz")
-    except httpx.HTTPError as exc:
+        async with http.get(url.rstrip("/") + "/readyz") as response:
+            code, text = response.status, await response.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
         return Readiness(url, False, [f"unreachable: {exc or type(exc).__name__}"])
     try:
-        problems = list(response.json().get("problems", []))
-    except ValueError:
+        problems = list(json.loads(text).get("problems", []))
+    except (ValueError, AttributeError):
         problems = []
-    if response.status_code != 200 and not problems:
-        problems = [f"HTTP {response.status_code}: {response.text[:200]}"]
-    return Readiness(url, response.status_code == 200, problems)
+    if code != 200 and not problems:
+        problems = [f"HTTP {code}: {text[:200]}"]
+    return Readiness(url, code == 200, problems)

@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream.model import original_bytes
 from stream.plan import DeadLetter
+from stream.topics import TopicNotFound, topic_partitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,19 +73,18 @@ def _stored(record: Any) -> StoredDeadLetter:
 async def read_dead_letters(bootstrap: str, topic: str) -> list[StoredDeadLetter]:
     """Every dead letter the topic holds now, partition by partition, in offset order (a
     consumer of no group: reading them moves nothing)."""
+    try:
+        partitions = await topic_partitions(bootstrap, topic)
+    except TopicNotFound:
+        return []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return []
+        tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
+        for tp, start in (await consumer.beginning_offsets(tps)).items():
+            consumer.seek(tp, start)  # seek_to_beginning after end_offsets stayed at the end
         found: list[StoredDeadLetter] = []
         for tp in tps:
             while await consumer.position(tp) < ends[tp]:

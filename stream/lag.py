@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from stream.replay import TopicNotFound
+from stream.topics import partitions_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +50,8 @@ class GroupOffsets:
             await self._admin.start()
             await self._consumer.start()
             self._started = True
-        partitions = self._consumer.partitions_for_topic(self.topic)
-        if not partitions:
-            await self._consumer.topics()  # a metadata refresh; the topic may be new
-            partitions = self._consumer.partitions_for_topic(self.topic)
-        if not partitions:
-            raise TopicNotFound(f"topic {self.topic} does not exist")
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        partitions = await partitions_of(self._admin, self.topic)
+        tps = [TopicPartition(self.topic, p) for p in partitions]
         committed = await self._admin.list_consumer_group_offsets(self._group, partitions=tps)
         starts = await self._consumer.beginning_offsets(tps)
         ends = await self._consumer.end_offsets(tps)

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from state.errors import LostWrites, StoreUnavailable
+from state.logs import log_fields
 from state.registry import Registry
 from state.writer import ApplyProgress, PackedBatch, Positions, Span, Writer
 from stream.dlq import DeadLetterRecord, to_record
@@ -129,9 +130,13 @@ class BatchProcessor:
     async def apply_until_done(
         self, prepared: Prepared, stopping: Callable[[], bool] = lambda: False
     ) -> BatchOutcome:
-        """:meth:`apply`, retried like :meth:`process_until_done`."""
+        """:meth:`apply`, retried like :meth:`process_until_done`; what it logs names the
+        batch's partitions and offsets (``log_fields``)."""
         started = time.monotonic()
-        outcome = await _until_done(lambda: self.apply(prepared), stopping, self._failed)
+        spans = prepared.positions.spans
+        where = " ".join(f"{p}:{s.first}-{s.last}" for p, s in sorted(spans.items()))
+        with log_fields(topic=prepared.positions.topic, offsets=where):
+            outcome = await _until_done(lambda: self.apply(prepared), stopping, self._failed)
         if self._metrics is not None:
             topic = prepared.positions.topic
             self._metrics.batch(

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
-log = logging.getLogger(__name__)
-
 Event = dict[str, object]
+Progress = Callable[[int], None]
+"""Told how many more events were sent."""
+PROGRESS_EVERY = 1000
+"""Events between two reports of a long ``publish``: a report is never made per event."""
+TICK_S = 0.05
+"""``publish_at_rate`` sends a tick's share of events every 50 ms."""
+
+
+def _no_progress(sent: int) -> None:
+    pass
 
 
 def encode(events: list[Event]) -> tuple[bytes, bytes]:
@@ -52,18 +59,26 @@ class Publisher:
     async def __aexit__(self, *_: object) -> None:
         await self._producer.stop()
 
-    async def publish(self, events: Iterable[Event]) -> None:
-        """Send all events, waiting for the broker to acknowledge every one."""
+    async def publish(self, events: Iterable[Event], progress: Progress = _no_progress) -> None:
+        """Send all events, waiting for the broker to acknowledge every one. ``progress`` hears
+        of them as they are handed to the producer, ``PROGRESS_EVERY`` at a time, and of the
+        rest once all are acknowledged."""
         pending: list[asyncio.Future[object]] = []
         chunk: list[Event] = []
+        reported = self.sent
         for event in events:
             chunk.append(event)
             if len(chunk) == self._per_message:
                 pending.append(await self._send(chunk))
                 chunk = []
+                if self.sent - reported >= PROGRESS_EVERY:
+                    progress(self.sent - reported)
+                    reported = self.sent
         if chunk:
             pending.append(await self._send(chunk))
         await asyncio.gather(*pending)
+        if self.sent > reported:
+            progress(self.sent - reported)
 
     async def _send(self, chunk: list[Event]) -> asyncio.Future[object]:
         key, value = encode(chunk)
@@ -77,17 +92,28 @@ async def publish_at_rate(
     next_event: Callable[[datetime], Event],
     rate: float,
     duration_s: float | None,
+    progress: Progress = _no_progress,
 ) -> None:
-    """Emit ``rate`` events per second, in ticks of 50 ms, until ``duration_s`` (or forever)."""
-    tick_s = 0.05
+    """Emit ``rate`` events per second, in ticks of 50 ms, until ``duration_s`` (or forever);
+    ``progress`` hears of each tick's events once acknowledged."""
     started = time.monotonic()
-    ticks, due = 0, 0.0
-    while duration_s is None or ticks * tick_s < duration_s:
-        ticks += 1
-        due += rate * tick_s
-        count, due = int(due), due - int(due)
+    for ticks, count in enumerate(_tick_counts(rate, duration_s), start=1):
         now = datetime.now(UTC)
-        await publisher.publish(next_event(now) for _ in range(count))
-        if ticks % 200 == 0:  # every 10 s
-            log.info("sent %d heartbeats", publisher.sent)
-        await asyncio.sleep(max(0.0, started + ticks * tick_s - time.monotonic()))
+        await publisher.publish((next_event(now) for _ in range(count)), progress)
+        await asyncio.sleep(max(0.0, started + ticks * TICK_S - time.monotonic()))
+
+
+def scheduled(rate: float, duration_s: float | None) -> int | None:
+    """How many events ``publish_at_rate`` sends at ``rate`` over ``duration_s``; None when it
+    runs until stopped."""
+    return None if duration_s is None else sum(_tick_counts(rate, duration_s))
+
+
+def _tick_counts(rate: float, duration_s: float | None) -> Iterator[int]:
+    """Events of each tick: ``rate`` a second, a tick's fraction of an event carried over."""
+    ticks, due = 0, 0.0
+    while duration_s is None or ticks * TICK_S < duration_s:
+        ticks += 1
+        due += rate * TICK_S
+        count, due = int(due), due - int(due)
+        yield count

@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from stream.dlq import StoredDeadLetter, read_dead_letters
+from stream.topics import TopicNotFound, topic_partitions
 
 REDRIVEN_HEADER = "redriven_from"
 """Header of a message sent back: ``<dlq topic>/<partition>/<offset>`` of its dead letter."""
@@ -113,19 +114,20 @@ async def _send(
 
 async def _read_marks(bootstrap: str, topic: str) -> set[bytes]:
     """The keys of the committed marks (none when the topic does not exist yet)."""
+    try:
+        partitions = await topic_partitions(bootstrap, topic)
+    except TopicNotFound:
+        return set()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
     )
     await consumer.start()
     try:
-        await consumer.topics()
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            return set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)  # read_committed: the last stable offset
-        await consumer.seek_to_beginning(*tps)
+        for tp, start in (await consumer.beginning_offsets(tps)).items():
+            consumer.seek(tp, start)  # seek_to_beginning after end_offsets stayed at the end
         found: set[bytes] = set()
         for tp in tps:
             while await consumer.position(tp) < ends[tp]:

@@ -10,13 +10,11 @@ It writes no dead letters: the DLQ already holds those events.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from state.cluster_writer import new_writer
 from state.connection import open_store
@@ -27,10 +25,17 @@ from stream.plan import Continuity, Message
 from stream.processor import BatchProcessor, slices
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
+from stream.topics import topic_partitions
 
 log = logging.getLogger(__name__)
 
-_PROGRESS_EVERY_S = 1.0
+Progress = Callable[[int, int], None]
+"""Told, after the seek and after each fetch, how many messages are replayed and of how many:
+offsets, as the total counts them (an aborted transaction's or a marker's offset counts too)."""
+
+
+def _no_progress(done: int, total: int) -> None:
+    pass
 
 
 @dataclass(slots=True)
@@ -41,7 +46,9 @@ class ReplaySummary:
     rejected: int = 0
 
 
-async def replay(settings: WorkerSettings, since: datetime | None = None) -> ReplaySummary:
+async def replay(
+    settings: WorkerSettings, since: datetime | None = None, progress: Progress = _no_progress
+) -> ReplaySummary:
     unreadable.install()
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -78,7 +85,8 @@ async def replay(settings: WorkerSettings, since: datetime | None = None) -> Rep
         remaining = {tp for tp in partitions if starts[tp] < ends[tp]}
         total = sum(max(0, ends[tp] - starts[tp]) for tp in partitions)
         log.info("replaying %d messages of %d partitions", total, len(partitions))
-        started = last_report = time.monotonic()
+        read = dict.fromkeys(partitions, 0)
+        progress(0, total)
         while remaining:
             batches = await consumer.getmany(*remaining, timeout_ms=1000, max_records=5000)
             held = unreadable.take_all(settings.topic)
@@ -99,37 +107,15 @@ async def replay(settings: WorkerSettings, since: datetime | None = None) -> Rep
             if held:  # what came before it is applied; nothing after it is skipped
                 raise unreadable.UnreadableBatch(held[0])
             for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
+                position = await consumer.position(tp)
+                read[tp] = min(position, ends[tp]) - starts[tp]
+                if position >= ends[tp]:
                     remaining.discard(tp)
-            if time.monotonic() - last_report >= _PROGRESS_EVERY_S:
-                last_report = time.monotonic()
-                rate = summary.messages / max(last_report - started, 1e-9)
-                log.info(
-                    "replayed %d/%d messages (%.0f%%), %.0f msg/s",
-                    summary.messages, total, 100 * summary.messages / max(total, 1), rate,
-                )  # fmt: skip
+            progress(sum(read.values()), total)
     finally:
         await consumer.stop()
         await redis.aclose()
     return summary
-
-
-class TopicNotFound(Exception):
-    pass
-
-
-async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
-    """The partition numbers of ``topic``, from the cluster's metadata."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    for entry in described:
-        if entry["topic"] == topic and entry["error_code"] == 0 and entry["partitions"]:
-            return sorted(p["partition"] for p in entry["partitions"])
-    raise TopicNotFound(f"topic {topic} does not exist")
 
 
 async def _seek_start(

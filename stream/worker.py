@@ -7,6 +7,7 @@ import gc
 
 import faust
 
+from state.logs import configure_logging, log_format, logging_config
 from stream.app import create_app, ensure_topics
 from stream.settings import WorkerSettings
 
@@ -25,9 +26,29 @@ def tune_gc() -> None:
 
 def run_worker(settings: WorkerSettings) -> None:
     """Block until the worker is stopped (SIGTERM or SIGINT)."""
+    # Before anything logs (creating the topics does), and a bad DEVACT_LOG_FORMAT stops here.
+    configure_logging(settings.log_level)
     settings.worker_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings))
     app = create_app(settings)
     tune_gc()
-    worker = faust.Worker(app, loglevel=settings.log_level)
-    worker.execute_from_commandline()
+    create_worker(app, settings.log_level).execute_from_commandline()
+
+
+def create_worker(app: faust.App, log_level: str) -> faust.Worker:
+    """Faust's worker, logging as DEVACT_LOG_FORMAT says.
+
+    Faust (through mode) installs the root logger's handlers itself when it starts. For text we
+    leave it its own readable format; for JSON we hand it our configuration, keep it from
+    writing to the terminal itself (``quiet``: its "OK ^" line), and drop its progress spinner,
+    whose characters and cursor escapes would go between the JSON lines. What is still printed
+    reaches the log as records: Faust redirects stdout and stderr to the ``mode.redirect``
+    logger once it is running.
+    """
+    if log_format() == "text":
+        return faust.Worker(app, loglevel=log_level)
+    worker = faust.Worker(
+        app, loglevel=log_level, logging_config=logging_config(log_level, "json"), quiet=True
+    )
+    worker.spinner = None
+    return worker

@@ -27,6 +27,7 @@ from aiokafka.structs import OffsetAndMetadata
 from prometheus_client.parser import text_string_to_metric_families
 
 from state import keys
+from stream.topics import topic_partitions
 from tests.integration.conftest import (
     Message,
     Stack,
@@ -82,19 +83,19 @@ def run_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def status(stack: Stack, *extra: str) -> tuple[int, dict[str, Any]]:
-    done = run_cli(stack, "status", "--json", *extra)
+    worker = f"http://127.0.0.1:{stack.env['DEVACT_WORKER_METRICS_PORT']}"
+    done = run_cli(stack, "status", "--json", "--api", stack.base_url, "--worker", worker, *extra)
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)
 
 
 def end_offsets(stack: Stack) -> dict[int, int]:
     async def read() -> dict[int, int]:
+        tps = [TopicPartition(stack.topic, p)
+               for p in await topic_partitions(stack.kafka_bootstrap, stack.topic)]  # fmt: skip
         consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
         await consumer.start()
         try:
-            await consumer.topics()
-            tps = [TopicPartition(stack.topic, p)
-                   for p in consumer.partitions_for_topic(stack.topic) or ()]  # fmt: skip
             return {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
         finally:
             await consumer.stop()
@@ -108,11 +109,10 @@ def reset_group(stack: Stack) -> None:
     async def reset() -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap,
                                     group_id=stack.app_id, enable_auto_commit=False)  # fmt: skip
+        tps = [TopicPartition(stack.topic, p)
+               for p in await topic_partitions(stack.kafka_bootstrap, stack.topic)]  # fmt: skip
         await consumer.start()
         try:
-            await consumer.topics()
-            tps = [TopicPartition(stack.topic, p)
-                   for p in consumer.partitions_for_topic(stack.topic) or ()]  # fmt: skip
             consumer.assign(tps)
             await consumer.commit({tp: OffsetAndMetadata(0, "") for tp in tps})
         finally:
@@ -255,27 +255,43 @@ def test_status_reports_partitions_dead_letters_redis_and_readiness(observed: Ob
     assert found["errors"] == []
 
 
-def test_lag_rises_while_the_worker_is_stopped_and_returns_to_zero(observed: Observed) -> None:
+@dataclass
+class Lagged:
+    code: int
+    """``devact status --max-lag 0`` while the worker was stopped."""
+    status: dict[str, Any]
+    code_at_limit: int
+    """The same with ``--max-lag`` at the lag."""
+    applied_after: float
+
+
+@pytest.fixture(scope="module")
+def lagged(observed: Observed) -> Lagged:
+    """The worker stopped, ``LATER`` heartbeats produced, then the worker started again."""
     stack, s = observed.stack, observed.scenario
     stack.stop_process("worker")
     later = [heartbeat_message(s.event(s.devices["main"], total_activity_count=1))
              for _ in range(LATER)]  # fmt: skip
     stack.produce(later)
     code, found = status(stack, "--max-lag", "0")
-    assert found["lag"] == LATER
-    assert code == 1
-    assert run_cli(stack, "status", "--json", "--max-lag", str(LATER)).returncode == 0
-    assert [w["ready"] for w in found["workers"]] == [False]  # stopped: unreachable
+    at_limit = status(stack, "--max-lag", str(LATER))[0]
     stack.start_worker()
-    poll_until(
-        lambda: (value(scrape(observed.port), "devact_worker_events_total", outcome="applied")
-                 == LATER) or None,
-        timeout_s=TIMEOUT_S, what="the later heartbeats applied after the restart",
-    )  # fmt: skip
     poll_until(lambda: lag_is_zero(observed.port), timeout_s=TIMEOUT_S, what="the lag back at 0")
+    applied = value(scrape(observed.port), "devact_worker_events_total", outcome="applied")
+    return Lagged(code, found, at_limit, applied)
 
 
-def test_a_replay_from_the_start_counts_every_event_as_a_duplicate(observed: Observed) -> None:
+def test_lag_rises_while_the_worker_is_stopped_and_returns_to_zero(lagged: Lagged) -> None:
+    assert lagged.status["lag"] == LATER
+    assert lagged.code == 1
+    assert lagged.code_at_limit == 0
+    assert [w["ready"] for w in lagged.status["workers"]] == [False]  # stopped: unreachable
+    assert lagged.applied_after == LATER  # the new process counts from 0
+
+
+@pytest.fixture(scope="module")
+def replayed(observed: Observed, lagged: Lagged) -> Samples:
+    """The group's offsets reset to the start, the worker started again: every event again."""
     stack = observed.stack
     stack.stop_process("worker")
     reset_group(stack)
@@ -286,9 +302,15 @@ def test_a_replay_from_the_start_counts_every_event_as_a_duplicate(observed: Obs
                  == expected) or None,
         timeout_s=TIMEOUT_S, what="every event seen again as a duplicate",
     )  # fmt: skip
-    now = scrape(observed.port)
-    assert value(now, "devact_worker_events_total", outcome="applied") == 0
-    assert value(now, "devact_worker_events_total", outcome="dead_letter") == len(mix.INVALID_CASES)
+    poll_until(lambda: lag_is_zero(observed.port), timeout_s=TIMEOUT_S, what="the lag at 0")
+    return scrape(observed.port)
+
+
+def test_a_replay_from_the_start_counts_every_event_as_a_duplicate(replayed: Samples) -> None:
+    assert value(replayed, "devact_worker_events_total", outcome="applied") == 0
+    assert value(replayed, "devact_worker_events_total", outcome="dead_letter") == len(
+        mix.INVALID_CASES
+    )
 
 
 def dlq_list(stack: Stack, *args: str) -> list[dict[str, Any]]:
@@ -297,7 +319,9 @@ def dlq_list(stack: Stack, *args: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
 
-def test_dlq_list_shows_each_dead_letter_with_its_reason_and_source(observed: Observed) -> None:
+def test_dlq_list_shows_each_dead_letter_with_its_reason_and_source(
+    observed: Observed, replayed: Samples
+) -> None:
     stack = observed.stack
     letters = dlq_list(stack)
     # Two passes over the mix so far: the first, and the replay from the start.
@@ -321,7 +345,7 @@ def test_dlq_list_shows_each_dead_letter_with_its_reason_and_source(observed: Ob
 
 
 def test_a_redriven_dead_letter_valid_now_is_counted_once_however_often(
-    observed: Observed,
+    observed: Observed, replayed: Samples
 ) -> None:
     stack, s = observed.stack, observed.scenario
     case = observed.scenario.cases["older_than_retention"]
@@ -357,18 +381,19 @@ def test_a_redriven_dead_letter_valid_now_is_counted_once_however_often(
     poll_until(lambda: stored() == expected or None, timeout_s=TIMEOUT_S,
                what="the redriven heartbeat counted")  # fmt: skip
     after = end_offsets(stack)
-
-    def caught_up() -> bool | None:
-        partitions = status(stack)[1]["partitions"]
-        return all(p["committed"] == after[p["partition"]] for p in partitions) or None
-
-    poll_until(caught_up, timeout_s=TIMEOUT_S, what="the worker past everything sent back")
-    assert stored() == expected
     sent = read_range(stack, before, after)
     assert len(sent) == 1
     (record,) = sent
     assert json.loads(record.value) == event
     assert record.key == case.message.key
+
+    def applied_past_it() -> bool | None:
+        partitions = {p["partition"]: p for p in status(stack)[1]["partitions"]}
+        return (partitions[record.partition]["applied"] or -1) >= record.offset or None
+
+    # Once the worker has applied the message sent back, nothing else is left to count.
+    poll_until(applied_past_it, timeout_s=TIMEOUT_S, what="the worker past the message sent back")
+    assert stored() == expected
     origin = dict(record.headers)["redriven_from"].decode()
     assert origin.startswith(f"{stack.dlq_topic}/")
 

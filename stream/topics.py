@@ -1,0 +1,28 @@
+"""What Kafka's metadata says of a topic."""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+class TopicNotFound(Exception):
+    pass
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
+    """The partition numbers of ``topic``, from the cluster's metadata."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return await partitions_of(admin, topic)
+    finally:
+        await admin.close()
+
+
+async def partitions_of(admin: AIOKafkaAdminClient, topic: str) -> list[int]:
+    """``topic_partitions`` with an admin client already started."""
+    described = await admin.describe_topics([topic])
+    for entry in described:
+        if entry["topic"] == topic and entry["error_code"] == 0 and entry["partitions"]:
+            return sorted(p["partition"] for p in entry["partitions"])
+    raise TopicNotFound(f"topic {topic} does not exist")
