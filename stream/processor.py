@@ -267,8 +267,8 @@ class BatchProcessor:
             if span.first <= start or (found is not None and span.after == found):
                 continue  # it continues what Redis holds (across offsets nothing can read)
             log.warning(
-                "%s[%d]: batch starts at %d but Redis has applied only up to %s: re-reading",
-                positions.topic, partition, span.first, found,
+                "%s[%d]: Redis has applied only up to %s, not up to %d: re-reading",
+                positions.topic, partition, found, span.first - 1,
             )  # fmt: skip
             forced = True  # the first message read is the first the log still holds
             async for chunk in self._reread(positions.topic, partition, start, span.first):

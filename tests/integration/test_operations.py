@@ -27,6 +27,8 @@ from aiokafka.structs import OffsetAndMetadata
 from prometheus_client.parser import text_string_to_metric_families
 
 from state import keys
+from state.connection import is_cluster
+from state.settings import StoreSettings
 from stream.topics import topic_partitions
 from tests.integration.conftest import (
     Message,
@@ -70,6 +72,14 @@ def total(samples: Samples, name: str) -> float:
 
 def by_label(samples: Samples, name: str, label: str) -> dict[str, float]:
     return {dict(k)[label]: v for (n, k), v in samples.items() if n == name and v}
+
+
+def sync_redis(stack: Stack) -> Any:
+    """A client of the stack's Redis, or of its cluster (routed by the library)."""
+    url = stack.env["DEVACT_REDIS_URL"]
+    if is_cluster(StoreSettings(redis_url=url)):
+        return redis.RedisCluster.from_url(url)
+    return redis.Redis.from_url(url)
 
 
 def lag_is_zero(port: int) -> bool | None:
@@ -241,9 +251,12 @@ def test_status_reports_partitions_dead_letters_redis_and_readiness(observed: Ob
     assert found["lag"] == 0
     reasons = dict(sorted(observed.reasons.items()))
     assert found["dead_letters"] == {"total": len(mix.INVALID_CASES), "by_reason": reasons}
-    client = redis.Redis.from_url(observed.stack.env["DEVACT_REDIS_URL"])
+    client = sync_redis(observed.stack)
     try:
-        keys_now = client.dbsize()
+        if isinstance(client, redis.RedisCluster):
+            keys_now = sum(client.dbsize(target_nodes=n) for n in client.get_primaries())
+        else:
+            keys_now = client.dbsize()
     finally:
         client.close()
     nodes = found["redis"]["nodes"]
@@ -371,7 +384,7 @@ def test_a_redriven_dead_letter_valid_now_is_counted_once_however_often(
     assert "1 matching ones were sent back before" in again.stdout
 
     def stored() -> int | None:
-        client = redis.Redis.from_url(stack.env["DEVACT_REDIS_URL"])
+        client = sync_redis(stack)
         try:
             found = client.hget(keys.device_month(key[1], day), str(day.day))
         finally:
