@@ -88,7 +88,8 @@ def lag_is_zero(port: int) -> bool | None:
 
 
 def run_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([devact_executable(), *args], env=stack.env, capture_output=True,
+    wide = {**stack.env, "COLUMNS": "200"}  # tables unwrapped, as on a wide terminal
+    return subprocess.run([devact_executable(), *args], env=wide, capture_output=True,
                           text=True, timeout=120, check=False)  # fmt: skip
 
 
@@ -432,3 +433,19 @@ def read_range(stack: Stack, first: dict[int, int], last: dict[int, int]) -> lis
             await consumer.stop()
 
     return asyncio.run(read())
+
+
+def test_the_screens_for_people_show_the_same(observed: Observed, replayed: Samples) -> None:
+    stack = observed.stack
+    worker = f"http://127.0.0.1:{stack.env['DEVACT_WORKER_METRICS_PORT']}"
+    shown = run_cli(stack, "status", "--api", stack.base_url, "--worker", worker)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{stack.topic} (group {stack.app_id})" in shown.stdout
+    assert f"dead letters: {2 * len(mix.INVALID_CASES)} (" in shown.stdout
+    assert f"api {stack.base_url}: ready" in shown.stdout
+    listed = run_cli(stack, "dlq", "list", "--reason", "empty_array")
+    assert listed.returncode == 0, listed.stderr
+    total = 2 * len(mix.INVALID_CASES)
+    assert listed.stdout.rstrip().endswith(f"{2 * observed.reasons['empty_array']} of {total} "
+                                           "dead letters")  # fmt: skip
+    assert "empty_array" in listed.stdout
