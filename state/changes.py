@@ -50,6 +50,6 @@ async def changed_devices(redis: Store) -> AsyncIterator[set[str] | None]:
             log.warning("change subscription lost (%s); again in %.1f s", exc, delay)
             lost = True
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
         await asyncio.sleep(delay)
         delay = min(2 * delay, _RETRY_MAX_S)

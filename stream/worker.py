@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from pathlib import Path
 
 import faust
 
@@ -28,11 +29,23 @@ def run_worker(settings: WorkerSettings) -> None:
     """Block until the worker is stopped (SIGTERM or SIGINT)."""
     # Before anything logs (creating the topics does), and a bad DEVACT_LOG_FORMAT stops here.
     configure_logging(settings.log_level)
-    settings.worker_dir.mkdir(parents=True, exist_ok=True)
+    prepare_worker_dir(settings.worker_dir)
     asyncio.run(ensure_topics(settings))
     app = create_app(settings)
     tune_gc()
     create_worker(app, settings.log_level).execute_from_commandline()
+
+
+def prepare_worker_dir(path: Path) -> None:
+    """Create Faust's data directory, or stop with what to set: the image runs the worker as
+    an unprivileged user in a directory it cannot write (Dockerfile, DEVACT_WORKER_DIR)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SystemExit(
+            f"cannot create the worker directory {str(path)!r} ({exc.strerror}): "
+            "set DEVACT_WORKER_DIR to a directory this user may write"
+        ) from exc
 
 
 def create_worker(app: faust.App, log_level: str) -> faust.Worker:
