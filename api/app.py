@@ -8,14 +8,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from api.auth import Authenticator
 from api.errors import install_error_handlers
 from api.head import HeadAsGet
 from api.live import LiveHub
 from api.metrics import ApiMetrics, MetricsMiddleware
+from api.overload import InFlightLimit
 from api.request_id import RequestIdMiddleware
 from api.routes import STATIC, router
 from api.settings import ApiSettings
 from state.connection import open_store
+from state.gate import Gate
 from state.reader import Reader
 
 
@@ -23,8 +26,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = open_store(settings)
-        app.state.reader = Reader(redis)
-        app.state.live = LiveHub(redis)
+        gate = Gate(settings.redis_max_connections, settings.redis_queue_timeout_s)
+        app.state.reader = Reader(redis, gate)
+        app.state.auth = Authenticator(app.state.reader, settings.auth_cache_s)
+        app.state.live = LiveHub(
+            redis,
+            app.state.reader,
+            settings.live_max_streams,
+            settings.live_max_streams_per_token,
+            on_count=app.state.metrics.live_streams.set,
+        )
         app.state.live.start()
         try:
             yield
@@ -40,6 +51,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
+    # Innermost first: a request refused for overload is still counted, timed and given its id.
+    app.add_middleware(InFlightLimit, limit=settings.max_in_flight, metrics=app.state.metrics)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(HeadAsGet)  # outermost: HEAD is GET to everything inside
     app.add_middleware(RequestIdMiddleware)  # around even that: every answer carries the id

@@ -12,6 +12,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import HTTPBearer
 from starlette.requests import HTTPConnection
 
+from api.auth import Authenticator
 from api.errors import Unauthorized
 from api.settings import ApiSettings
 from state.reader import Reader
@@ -43,6 +44,11 @@ async def get_reader(request: Request) -> Reader:
     return reader
 
 
+async def get_auth(request: Request) -> Authenticator:
+    auth: Authenticator = request.app.state.auth
+    return auth
+
+
 def app_settings(request: HTTPConnection) -> ApiSettings:
     """The app's settings, for a route that reads them directly: each dependency costs a route
     some 15 microseconds of FastAPI's bookkeeping per request, and settings are never swapped."""
@@ -51,4 +57,5 @@ def app_settings(request: HTTPConnection) -> ApiSettings:
 
 
 ReaderDep = Annotated[Reader, Depends(get_reader)]
+AuthDep = Annotated[Authenticator, Depends(get_auth)]
 TokenDep = Annotated[str, Security(_bearer)]

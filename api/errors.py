@@ -57,6 +57,13 @@ class MethodNotAllowed(ApiError):
     status, code = 405, "method_not_allowed"
 
 
+class TooManyRequests(ApiError):
+    status, code = 429, "too_many_requests"
+
+    def __init__(self, message: str, details: dict[str, Any], retry_after_s: int) -> None:
+        super().__init__(message, details, headers={"Retry-After": str(retry_after_s)})
+
+
 class Unavailable(ApiError):
     status, code = 503, "unavailable"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -23,6 +23,18 @@ class ApiMetrics:
             "Time to answer a request, by route",
             ["route"],
             buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.live_streams = Gauge(
+            "devact_api_live_streams",
+            "Live streams open in this process",
+            registry=self.registry,
+        )
+        self.refused = Counter(
+            "devact_api_refused",
+            "Requests refused unread because a limit was reached: overload (503, the in-flight "
+            "limit), live_streams (429, a cap on open live streams)",
+            ["limit"],
             registry=self.registry,
         )
         self._series: dict[tuple[str, int], tuple[Counter, Histogram]] = {}

@@ -10,12 +10,11 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sse_starlette import EventSourceResponse
 
-from api.deps import ReaderDep, TokenDep, app_settings
-from api.errors import Forbidden, InvalidParameter, NotFound, Unauthorized
+from api.deps import AuthDep, ReaderDep, TokenDep, app_settings
+from api.errors import InvalidParameter, NotFound, Unauthorized
 from api.head import HEAD_SCOPE_KEY
-from api.live import KEEPALIVE_S, live_points
+from api.live import LiveHub, LiveResponse, live_points
 from api.params import (
     ActivityParams,
     RankingParams,
@@ -26,7 +25,6 @@ from api.params import (
 from api.ranking import RANKING_QUERY, ranking_body
 from api.series import SeriesRequest
 from state.reader import DeviceView, Metric
-from state.registry import TokenGrant
 
 router = APIRouter()
 P = TypeVar("P")
@@ -37,7 +35,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, str]] = {
     401: {"description": "Missing, unknown or revoked token"},
     403: {"description": "The token has no access to this client"},
     404: {"description": "Unknown client or device"},
-    503: {"description": "The data store is unavailable"},
+    503: {"description": "The data store is unavailable, or this server is at its limit"},
 }
 
 
@@ -165,27 +163,21 @@ def _parse(request: Request, device_id: str | None) -> ActivityParams | InvalidP
     )
 
 
-def _check_device_request(
-    view: DeviceView, params: P | InvalidParameter, client_id: str, device_id: str
-) -> P:
-    """The checks of a device route, in the contract's order (docs/api.md): 401, 403, then a
-    parameter error (400), then an unknown client or device (404)."""
-    client, device = client_id.lower(), device_id.lower()
-    _check_access(view.grant, client, client_id)
+def _valid(params: P | InvalidParameter) -> P:
+    """The parameters, or their 400: checked once the token is (docs/api.md: 401, 403, 400,
+    404), and before anything is read."""
     if isinstance(params, InvalidParameter):
         raise params
+    return params
+
+
+def _check_found(view: DeviceView, client_id: str, device_id: str) -> None:
+    """A device route's 404s: an unknown client, or a device that is not the client's."""
+    client, device = client_id.lower(), device_id.lower()
     if not view.client_exists:
         raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
     if view.device_owner != client:
         raise NotFound(f"Unknown device for this client: {device}", {"device_id": device_id})
-    return params
-
-
-def _check_access(grant: TokenGrant | None, client: str, client_id: str) -> None:
-    if grant is None:
-        raise Unauthorized("Unknown or revoked token")
-    if not grant.allows(client):
-        raise Forbidden(f"This token has no access to client {client}", {"client_id": client_id})
 
 
 @router.get(
@@ -194,18 +186,18 @@ def _check_access(grant: TokenGrant | None, client: str, client_id: str) -> None
     responses={**ERROR_RESPONSES, 200: _example(SERIES_EXAMPLE)},
     openapi_extra={"parameters": _documented_parameters(device=True)},
 )
-async def device_activity(request: Request, token: TokenDep, reader: ReaderDep) -> Response:
+async def device_activity(
+    request: Request, token: TokenDep, auth: AuthDep, reader: ReaderDep
+) -> Response:
     # The path and query parameters are read here, not declared to FastAPI: they are plain
     # strings that parse_activity_params checks, and FastAPI's per-parameter machinery cost more
     # than the rest of the route (about 90 microseconds a request). openapi_extra documents them.
     client_id, device_id = request.path_params["client_id"], request.path_params["device_id"]
-    params = _parse(request, device_id)
     client, device = client_id.lower(), device_id.lower()
-    wanted = SeriesRequest(params) if isinstance(params, ActivityParams) else None
-    query, extra = (wanted.queries[0], wanted.queries[1:]) if wanted is not None else (None, [])
-    view = await reader.device_view(token, client, device, query, extra)
-    _check_device_request(view, params, client_id, device_id)
-    assert wanted is not None
+    await auth.authorize(token, client, client_id)
+    wanted = SeriesRequest(_valid(_parse(request, device_id)))
+    view = await reader.device_view(client, device, wanted.queries[0], wanted.queries[1:])
+    _check_found(view, client_id, device_id)
     assert view.values is not None
     return _json(wanted.body([view.values, *view.extra]))
 
@@ -216,18 +208,16 @@ async def device_activity(request: Request, token: TokenDep, reader: ReaderDep) 
     responses={**ERROR_RESPONSES, 200: _example(SERIES_EXAMPLE)},
     openapi_extra={"parameters": _documented_parameters(device=False)},
 )
-async def client_activity(request: Request, token: TokenDep, reader: ReaderDep) -> Response:
+async def client_activity(
+    request: Request, token: TokenDep, auth: AuthDep, reader: ReaderDep
+) -> Response:
     client_id = request.path_params["client_id"]
-    params = _parse(request, None)
     client = client_id.lower()
-    wanted = SeriesRequest(params) if isinstance(params, ActivityParams) else None
-    view = await reader.client_view(token, client, wanted.queries if wanted is not None else [])
-    _check_access(view.grant, client, client_id)
-    if isinstance(params, InvalidParameter):
-        raise params
+    await auth.authorize(token, client, client_id)
+    wanted = SeriesRequest(_valid(_parse(request, None)))
+    view = await reader.client_view(client, wanted.queries)
     if not view.client_exists:
         raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
-    assert wanted is not None
     return _json(wanted.body(view.values))
 
 
@@ -237,26 +227,25 @@ async def client_activity(request: Request, token: TokenDep, reader: ReaderDep) 
     responses={**ERROR_RESPONSES, 200: _example(RANKING_EXAMPLE)},
     openapi_extra={"parameters": _ranking_parameters()},
 )
-async def device_ranking(request: Request, token: TokenDep, reader: ReaderDep) -> Response:
+async def device_ranking(
+    request: Request, token: TokenDep, auth: AuthDep, reader: ReaderDep
+) -> Response:
     client_id = request.path_params["client_id"]
-    args = request.query_params
-    params = parse_ranking_params(
-        client_id,
-        args.get("metric"),
-        args.get("start_date"),
-        args.get("end_date"),
-        args.get("order"),
-        args.get("limit"),
-        app_settings(request).max_range_days,
-    )
     client = client_id.lower()
-    if isinstance(params, RankingParams):
-        view = await reader.ranking_view(token, client, params.metric, params.plan)
-    else:
-        view = await reader.ranking_view(token, client, "activity-count", None)
-    _check_access(view.grant, client, client_id)
-    if isinstance(params, InvalidParameter):
-        raise params
+    await auth.authorize(token, client, client_id)
+    args = request.query_params
+    params: RankingParams = _valid(
+        parse_ranking_params(
+            client_id,
+            args.get("metric"),
+            args.get("start_date"),
+            args.get("end_date"),
+            args.get("order"),
+            args.get("limit"),
+            app_settings(request).max_range_days,
+        )
+    )
+    view = await reader.ranking_view(client, params.metric, params.plan)
     if not view.client_exists:
         raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
     return _json(ranking_body(params, view.devices, view.values))
@@ -276,19 +265,28 @@ async def device_ranking(request: Request, token: TokenDep, reader: ReaderDep) -
     },
     openapi_extra={"parameters": _live_parameters()},
 )
-async def device_live(request: Request, token: TokenDep, reader: ReaderDep) -> Response:
+async def device_live(
+    request: Request, token: TokenDep, auth: AuthDep, reader: ReaderDep
+) -> Response:
     client_id, device_id = request.path_params["client_id"], request.path_params["device_id"]
-    params = parse_live_params(client_id, device_id, request.query_params.get("metric"))
     client, device = client_id.lower(), device_id.lower()
-    view = await reader.device_view(token, client, device, None)
-    metric: Metric = _check_device_request(view, params, client_id, device_id)
+    await auth.authorize(token, client, client_id)
+    metric: Metric = _valid(
+        parse_live_params(client_id, device_id, request.query_params.get("metric"))
+    )
+    view = await reader.device_view(client, device, None)
+    _check_found(view, client_id, device_id)
     if request.scope.get(HEAD_SCOPE_KEY):
         return Response(media_type="text/event-stream")
-    zone = await reader.client_timezone(client) or app_settings(request).default_timezone
-    points = live_points(
-        reader, request.app.state.live, token, client, device, metric, ZoneInfo(zone)
-    )
-    return EventSourceResponse(points, ping=KEEPALIVE_S)
+    hub: LiveHub = request.app.state.live
+    release = hub.admit(token)  # 429 beyond the process's or the token's cap
+    try:
+        zone = await reader.client_timezone(client) or app_settings(request).default_timezone
+    except BaseException:
+        release()
+        raise
+    points = live_points(hub, reader, auth, token, client, device, metric, ZoneInfo(zone))
+    return LiveResponse(points, release)
 
 
 @router.get(
@@ -306,10 +304,11 @@ async def device_live(request: Request, token: TokenDep, reader: ReaderDep) -> R
         503: ERROR_RESPONSES[503],
     },
 )
-async def clients(token: TokenDep, reader: ReaderDep) -> Response:
-    grant, visible = await reader.clients_view(token)
+async def clients(token: TokenDep, auth: AuthDep, reader: ReaderDep) -> Response:
+    grant = await auth.grant(token)
     if grant is None:
         raise Unauthorized("Unknown or revoked token")
+    visible = await reader.clients_of(grant)
     return _json(
         {
             "clients": [

@@ -127,13 +127,13 @@ async def _series_times(
     out: dict[str, float] = {}
     for metric in ("activity-count", "user-count"):
         query = SeriesQuery(metric, plan)  # type: ignore[arg-type]
-        await reader.device_view(token, fleet.client, fleet.devices[0], query)  # scripts loaded
+        await reader.device_view(fleet.client, fleet.devices[0], query)  # scripts loaded
         samples = []
         with Meter(f"{description}, {metric}", REQUESTS, "requests") as asked:
             for _ in range(REQUESTS):
                 device = rng.choice(fleet.devices)
                 started = time.perf_counter()
-                view = await reader.device_view(token, fleet.client, device, query)
+                view = await reader.device_view(fleet.client, device, query)
                 samples.append((time.perf_counter() - started) * 1000)
                 asked.advance()
                 assert view.device_owner == fleet.client

@@ -3,7 +3,8 @@
 
 Written to compare key layouts side by side: it uses only what every layout's ``state`` has
 (``Writer.apply``, ``Reader.device_view``), so it runs against an older checkout too, with that
-checkout first on ``PYTHONPATH``. The data are seeded: the same devices every run (shared
+checkout first on ``PYTHONPATH`` (before 2026-12-07, ``device_view`` took the token first: pass
+it there). The data are seeded: the same devices every run (shared
 devices, 4 to 15 regulars each, 1 to 10 of them on 85% of the last 300 days). Prints
 ``used_memory`` growth per device-day, and per metric the p50/p99 of 1,000 requests and Redis's
 CPU per request (``INFO cpu``).
@@ -69,7 +70,6 @@ async def main(url: str, devices: int) -> None:
     client, ids, loaded, device_days = batches(devices, today)
     registry = Registry(redis)
     await registry.add_client(client, "UTC", "series", datetime.now(UTC))
-    token = await registry.create_token([client], all_clients=False, name="series")
     before = int((await redis.info("memory"))["used_memory"])
     writer = Writer(redis, fleet=False) if _has_fleet_switch() else Writer(redis)
     for first in range(0, len(loaded), 50):
@@ -83,11 +83,11 @@ async def main(url: str, devices: int) -> None:
     plan = series_plan(today - timedelta(days=89), today, "daily")
     for metric in ("activity-count", "user-count"):
         query = SeriesQuery(metric, plan)  # type: ignore[arg-type]
-        await reader.device_view(token, client, ids[0], query)
+        await reader.device_view(client, ids[0], query)
         samples, cpu = [], await cpu_s(redis)
         for _ in range(REQUESTS):
             started = time.perf_counter()
-            await reader.device_view(token, client, rng.choice(ids), query)
+            await reader.device_view(client, rng.choice(ids), query)
             samples.append((time.perf_counter() - started) * 1000)
         cpu = await cpu_s(redis) - cpu
         samples.sort()

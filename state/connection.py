@@ -16,6 +16,10 @@ from state.settings import StoreSettings
 Store = Redis | RedisCluster
 """A client of one Redis or of a Redis Cluster (``open_store``)."""
 
+POOL_RESERVE = 8
+"""Connections a pool holds beyond ``redis_max_connections`` (per node on a cluster): for the
+live hub's subscription and calls outside the gate (state/gate.py), so the pool never raises."""
+
 
 def connect(settings: StoreSettings) -> Redis:
     """A pooled asyncio client. Connect and read time out after ``redis_timeout_s`` so a dead
@@ -32,6 +36,7 @@ def connect(settings: StoreSettings) -> Redis:
         retry=Retry(NoBackoff(), 1),
         health_check_interval=15,
         decode_responses=True,
+        max_connections=settings.redis_max_connections + POOL_RESERVE,
     )
 
 
@@ -80,4 +85,5 @@ def connect_cluster(settings: StoreSettings) -> RedisCluster:
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
         decode_responses=True,
+        max_connections=settings.redis_max_connections + POOL_RESERVE,
     )

@@ -19,7 +19,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from state import fleet, keys, resp
 from state.dates import Bucket, Granularity, buckets, days_inclusive
 from state.errors import unavailable_on_failure
-from state.registry import Client, Registry, TokenGrant, hash_token
+from state.gate import Gate
+from state.registry import Client, Registry, TokenGrant
 from state.routing import Routed, send_routed
 from state.scripts import Scripts
 
@@ -112,9 +113,8 @@ def ranking_plan(first: date, last: date) -> RankingPlan:
 
 @dataclass(frozen=True, slots=True)
 class RankingView:
-    """What a ranking request needs: the grant, the client, its devices and their values."""
+    """What a ranking request needs: the client, its devices and their values."""
 
-    grant: TokenGrant | None
     client_exists: bool
     devices: Sequence[str]
     """Every device the client owns (the ranking lists them all, zeros included), by id."""
@@ -148,7 +148,7 @@ class _Fleet:
 
 
 STALE_S = 60.0
-"""How old a token's or client's last answer may be to stand in while its node is down."""
+"""How old a client's last answer may be to stand in while its node is down."""
 _STALE_KEPT = 4096
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 
@@ -165,10 +165,9 @@ class SeriesQuery:
 
 @dataclass(frozen=True, slots=True)
 class DeviceView:
-    """Everything one request may need; the API decides which parts to look at, in the
-    contract's order (docs/api.md)."""
+    """Everything one request may need once its token is settled; the API decides which parts
+    to look at, in the contract's order (docs/api.md)."""
 
-    grant: TokenGrant | None
     client_exists: bool
     device_owner: str | None
     values: list[int] | None
@@ -179,9 +178,8 @@ class DeviceView:
 
 @dataclass(frozen=True, slots=True)
 class ClientView:
-    """What a client-wide request needs: the grant, the client, and each query's values."""
+    """What a client-wide request needs: the client, and each query's values."""
 
-    grant: TokenGrant | None
     client_exists: bool
     values: list[list[int]]
 
@@ -195,8 +193,9 @@ def _hash_fields(reply: Any) -> dict[str, str]:
 
 
 class Reader:
-    def __init__(self, redis: Redis | RedisCluster) -> None:
+    def __init__(self, redis: Redis | RedisCluster, gate: Gate | None = None) -> None:
         self._redis: Any = redis
+        self._gate = gate or Gate(size=64, wait_s=5.0)
         self._cluster = redis if isinstance(redis, RedisCluster) else None
         self._scripts = Scripts.register(redis)
         self._fleets: OrderedDict[str, _Fleet] = OrderedDict()
@@ -204,121 +203,107 @@ class Reader:
         """Registry reads on a cluster (a command -> its last answer and when), for ``STALE_S``."""
 
     async def ping(self) -> None:
-        with unavailable_on_failure():
-            await self._redis.ping()
+        async with self._gate.slot():
+            with unavailable_on_failure():
+                await self._redis.ping()
+
+    async def grant(self, token_hash: str) -> TokenGrant | None:
+        """The grant stored for a token's hash (``hash_token``); None: unknown or revoked. One
+        HGETALL: the API asks this first, before any read a refused request must not cost."""
+        async with self._gate.slot():
+            with unavailable_on_failure():
+                fields = await self._redis.hgetall(keys.token(token_hash))
+        return TokenGrant.decode(_hash_fields(fields))
 
     async def device_view(
         self,
-        token: str,
         client_id: str,
         device_id: str,
         query: SeriesQuery | None,
         extra: Sequence[SeriesQuery] = (),
     ) -> DeviceView:
-        """The token's grant, the client's and device's existence and, speculatively, the series
-        (and ``extra`` ones, e.g. the previous period): a valid request costs exactly one round
-        trip. The series are computed even when a later check will refuse the request; they only
-        ever read the device's own keys."""
+        """The client's and device's existence and, speculatively, the series (and ``extra``
+        ones, e.g. the previous period), in one round trip. The series are computed even when
+        the device turns out to be another client's; they only ever read the device's own keys,
+        and the token was settled before (api/auth.py)."""
         commands = [
-            resp.command("HGETALL", keys.token(hash_token(token))),
             resp.command("EXISTS", keys.client(client_id)),
             resp.command("HGET", keys.device_meta(device_id), "client"),
         ]
         queries = ([] if query is None else [query]) + list(extra)
         tag, scratch = keys.device_tag(device_id), keys.device_scratch(device_id)
         commands += [self._series_command(tag, scratch, q) for q in queries]
-        routes = [
-            keys.token(hash_token(token)),
-            keys.client(client_id),
-            keys.device_meta(device_id),
-            *[tag] * len(queries),
-        ]
-        replies = await self._round_trip(commands, routes, stale_ok=(0, 1))
-        values = [list(map(int, reply)) for reply in replies[3:]]
+        routes = [keys.client(client_id), keys.device_meta(device_id), *[tag] * len(queries)]
+        replies = await self._round_trip(commands, routes, stale_ok=(0,))
+        values = [list(map(int, reply)) for reply in replies[2:]]
         return DeviceView(
-            grant=TokenGrant.decode(_hash_fields(replies[0])),
-            client_exists=bool(replies[1]),
-            device_owner=replies[2],
+            client_exists=bool(replies[0]),
+            device_owner=replies[1],
             values=values[0] if query is not None else None,
             extra=values[1:] if query is not None else values,
         )
 
-    async def clients_view(self, token: str) -> tuple[TokenGrant | None, list[Client]]:
-        """The token's grant and the registered clients it may read, by id."""
-        with unavailable_on_failure():
-            fields = await self._redis.hgetall(keys.token(hash_token(token)))
-            grant = TokenGrant.decode(_hash_fields(fields))
-            if grant is None:
-                return None, []
-            clients = await Registry(self._redis).list_clients()
-        return grant, [c for c in clients if grant.allows(c.client_id)]
+    async def clients_of(self, grant: TokenGrant) -> list[Client]:
+        """The registered clients a grant may read, by id: its own (one round trip), or every
+        client for a grant of all clients."""
+        registry = Registry(self._redis)
+        async with self._gate.slot():
+            with unavailable_on_failure():
+                if grant.all_clients:
+                    return await registry.list_clients()
+                return await registry.list_clients(sorted(grant.clients))
 
     async def client_timezone(self, client_id: str) -> str | None:
         """The client's IANA timezone, None for an unknown client."""
-        with unavailable_on_failure():
-            zone = await self._redis.hget(keys.client(client_id), "timezone")
+        async with self._gate.slot():
+            with unavailable_on_failure():
+                zone = await self._redis.hget(keys.client(client_id), "timezone")
         return None if zone is None else str(zone)
 
-    async def client_view(
-        self, token: str, client_id: str, queries: Sequence[SeriesQuery]
-    ) -> ClientView:
-        """The token's grant, the client's existence and, speculatively, the client-wide series
-        of ``queries`` over its client-day aggregates (state/fleet.py), in one round trip."""
-        commands = [
-            resp.command("HGETALL", keys.token(hash_token(token))),
-            resp.command("EXISTS", keys.client(client_id)),
-        ]
+    async def client_view(self, client_id: str, queries: Sequence[SeriesQuery]) -> ClientView:
+        """The client's existence and, speculatively, the client-wide series of ``queries`` over
+        its client-day aggregates (state/fleet.py), in one round trip."""
+        commands = [resp.command("EXISTS", keys.client(client_id))]
         tag, scratch = keys.client_tag(client_id), keys.client_scratch(client_id)
         commands += [self._series_command(tag, scratch, q, device=False) for q in queries]
-        routes = [keys.token(hash_token(token)), keys.client(client_id), *[tag] * len(queries)]
-        replies = await self._round_trip(commands, routes, stale_ok=(0, 1))
+        routes = [keys.client(client_id), *[tag] * len(queries)]
+        replies = await self._round_trip(commands, routes, stale_ok=(0,))
         return ClientView(
-            grant=TokenGrant.decode(_hash_fields(replies[0])),
-            client_exists=bool(replies[1]),
-            values=[list(map(int, reply)) for reply in replies[2:]],
+            client_exists=bool(replies[0]),
+            values=[list(map(int, reply)) for reply in replies[1:]],
         )
 
-    async def ranking_view(
-        self, token: str, client_id: str, metric: Metric, plan: RankingPlan | None
-    ) -> RankingView:
-        """The grant, the client, its devices and, speculatively, each device's value over the
-        plan's range, from the client's fleet aggregates (state/fleet.py): one round trip,
-        and a second when the client's devices changed since the last ranking."""
+    async def ranking_view(self, client_id: str, metric: Metric, plan: RankingPlan) -> RankingView:
+        """The client, its devices and, speculatively, each device's value over the plan's
+        range, from the client's fleet aggregates (state/fleet.py): one round trip, and a
+        second when the client's devices changed since the last ranking."""
         commands = [
-            resp.command("HGETALL", keys.token(hash_token(token))),
             resp.command("EXISTS", keys.client(client_id)),
             resp.command("SCARD", keys.client_devices(client_id)),
             resp.command("HLEN", keys.client_devices_index(client_id)),
+            *self._ranking_commands(client_id, metric, plan),
         ]
         routes = [
-            keys.token(hash_token(token)),
             keys.client(client_id),
             keys.client_devices(client_id),
-            keys.client_tag(client_id),
+            *[keys.client_tag(client_id)] * (len(commands) - 2),
         ]
-        if plan is not None:
-            ranking = self._ranking_commands(client_id, metric, plan)
-            commands += ranking
-            routes += [keys.client_tag(client_id)] * len(ranking)
-        replies = await self._round_trip(commands, routes, raw_from=4, stale_ok=(0, 1, 2))
-        devices = await self._fleet(client_id, int(replies[2]), int(replies[3]))
+        replies = await self._round_trip(commands, routes, raw_from=3, stale_ok=(0, 1))
+        if not replies[0]:
+            return RankingView(client_exists=False, devices=[], values=np.zeros(0, np.int64))
+        devices = await self._fleet(client_id, int(replies[1]), int(replies[2]))
         values = np.zeros(len(devices.devices), dtype=np.int64)
-        if plan is not None and devices.size:
+        if devices.size:
             if metric == "activity-count":
-                found = fleet.activity_totals(replies[4], devices.size)
+                found = fleet.activity_totals(replies[3], devices.size)
             else:
                 masks = [mask for _, mask in plan.months]
                 found = fleet.distinct_users(
-                    list(zip(replies[4:], masks, strict=True)), devices.size
+                    list(zip(replies[3:], masks, strict=True)), devices.size
                 )
             indexed = devices.positions >= 0
             values[indexed] = found[devices.positions[indexed]]
-        return RankingView(
-            grant=TokenGrant.decode(_hash_fields(replies[0])),
-            client_exists=bool(replies[1]),
-            devices=devices.devices,
-            values=values,
-        )
+        return RankingView(client_exists=True, devices=devices.devices, values=values)
 
     async def _fleet(self, client_id: str, owned: int, indexed: int) -> _Fleet:
         """The client's devices, read again when the set or the index changed size."""
@@ -418,5 +403,6 @@ class Reader:
                         self._stale.popitem(last=False)
             return replies
 
-        with unavailable_on_failure():
-            return await self._scripts.send(self._redis, send, commands)
+        async with self._gate.slot():
+            with unavailable_on_failure():
+                return await self._scripts.send(self._redis, send, commands)

@@ -77,8 +77,12 @@ class Registry:
             pipe.sadd(keys.CLIENTS, client_id)
             await pipe.execute()
 
-    async def list_clients(self) -> list[Client]:
-        ids = sorted(map(str, await self._redis.smembers(keys.CLIENTS)))
+    async def list_clients(self, client_ids: Iterable[str] | None = None) -> list[Client]:
+        """Every registered client, or those of ``client_ids`` that are registered, by id."""
+        if client_ids is None:
+            ids = sorted(map(str, await self._redis.smembers(keys.CLIENTS)))
+        else:
+            ids = sorted(set(client_ids))
         async with self._redis.pipeline(transaction=False) as pipe:
             for client_id in ids:
                 pipe.hgetall(keys.client(client_id))
@@ -87,6 +91,7 @@ class Registry:
         return [
             Client(cid, fields.get("timezone", ""), fields.get("name", ""), int(count))
             for cid, fields, count in zip(ids, replies[::2], replies[1::2], strict=True)
+            if fields  # a granted client that was never registered (or a typo in the grant)
         ]
 
     async def timezones(

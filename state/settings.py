@@ -14,6 +14,13 @@ class StoreSettings(BaseSettings):
     retention_days: int = Field(default=400, ge=1)
     redis_timeout_s: float = Field(default=1.0, gt=0)
     """Socket connect and read timeout; keeps the API's 503 within 2 s when Redis is gone."""
+    redis_max_connections: int = Field(default=64, ge=1)
+    """Round trips one process has in flight at most (state/gate.py); more wait their turn. The
+    pools hold a few connections more, for subscriptions, so they never run out. Redis runs one
+    command at a time anyway: 64 keeps it busy from one process without a thousand sockets."""
+    redis_queue_timeout_s: float = Field(default=5.0, gt=0)
+    """How long a round trip waits for its turn before it is answered as unavailable: only a
+    backstop (a healthy Redis serves a queue of 1,000 requests in well under a second)."""
     redis_cluster: bool | None = None
     """Whether ``redis_url`` names a node of a Redis Cluster; unset: asked at start (``INFO
     cluster``, state/connection.open_store). ``make services`` starts a local cluster when it

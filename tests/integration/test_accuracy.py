@@ -33,7 +33,6 @@ from state.dates import Granularity, buckets
 from state.encoding import EXACT_USERS_LIMIT
 from state.errors import LostWrites, StoreUnavailable
 from state.reader import Reader, SeriesQuery
-from state.registry import Registry
 from state.settings import StoreSettings
 from state.writer import BatchResult, Positions, Writer
 from tests.integration.conftest import show
@@ -186,7 +185,7 @@ async def apply_as_the_worker_does(writer: Writer, group: list[DeviceBatch]) -> 
 
 
 async def measure(redis: Redis) -> list[Row]:
-    writer, reader, registry = new_writer(redis), Reader(redis), Registry(redis)
+    writer, reader = new_writer(redis), Reader(redis)
     rows: list[Row] = []
     for scenario in scenarios():
         client, device = str(uuid.uuid4()), str(uuid.uuid4())
@@ -194,10 +193,8 @@ async def measure(redis: Redis) -> list[Row]:
             result = await apply_as_the_worker_does(writer, group)
             assert all(not r.rejected for r in result.devices)
         last = scenario.first + timedelta(days=len(scenario.days) - 1)
-        token = await registry.create_token([client], all_clients=False, name="accuracy")
         query = SeriesQuery("user-count", buckets(scenario.first, last, scenario.granularity))
-        view = await reader.device_view(token, client, device, query)
-        await registry.revoke_token(token)
+        view = await reader.device_view(client, device, query)
         assert view.values is not None
         rows += expected_rows(scenario, view.values)
     return rows

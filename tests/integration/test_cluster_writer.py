@@ -179,17 +179,16 @@ def test_the_reader_answers_from_every_primary(redis_cluster: LocalRedisCluster)
         try:
             registry = Registry(store)  # type: ignore[arg-type]
             await registry.add_client(client, "UTC", "cluster", datetime.now(UTC))
-            token = await registry.create_token([client], all_clients=False, name="t")
             batches, positions = _batch(events)
             await ClusterWriter(store).apply(batches, positions)
             reader = Reader(store)
             views = [
-                await reader.device_view(token, client, d, SeriesQuery("activity-count", plan))
+                await reader.device_view(client, d, SeriesQuery("activity-count", plan))
                 for _, d in devices
             ]
-            fleet = await reader.client_view(token, client, [SeriesQuery("activity-count", plan)])
+            fleet = await reader.client_view(client, [SeriesQuery("activity-count", plan)])
             ranking = await reader.ranking_view(
-                token, client, "activity-count", ranking_plan(DAYS[0], DAYS[-1])
+                client, "activity-count", ranking_plan(DAYS[0], DAYS[-1])
             )
             return views, fleet, ranking
         finally:

@@ -138,7 +138,6 @@ async def read_all(redis: Redis, data: Data, token: str) -> dict[tuple[str, str,
         for metric in ("activity-count", "user-count"):
             for granularity in ("daily", "whole"):
                 view = await reader.device_view(
-                    token,
                     data.client,
                     device,
                     SeriesQuery(metric, buckets_of(granularity)),  # type: ignore[arg-type]

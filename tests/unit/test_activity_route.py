@@ -11,10 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.deps import get_reader
+from api.auth import Authenticator
+from api.deps import get_auth, get_reader
 from api.settings import ApiSettings
 from state.reader import DeviceView, SeriesPlan, SeriesQuery
-from state.registry import TokenGrant
+from state.registry import TokenGrant, hash_token
 
 CLIENT = "aa7cf840-9ca9-46a3-9778-9015d6580d50"
 DEVICE = "f1e2d3c4-b5a6-7890-abcd-ef1234567890"
@@ -27,21 +28,25 @@ class StubReader:
     """Grants the token CLIENT, whose device DEVICE is; answers 1, 2, 3, ... per bucket."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, str, str, SeriesQuery | None]] = []
+        self.grants: list[str] = []
+        self.calls: list[tuple[str, str, SeriesQuery | None]] = []
+
+    async def grant(self, token_hash: str) -> TokenGrant | None:
+        self.grants.append(token_hash)
+        if token_hash != hash_token("da_token"):
+            return None
+        return TokenGrant(frozenset({CLIENT}), all_clients=False)
 
     async def device_view(
         self,
-        token: str,
         client_id: str,
         device_id: str,
         query: SeriesQuery | None,
         extra: Sequence[SeriesQuery] = (),
     ) -> DeviceView:
-        self.calls.append((token, client_id, device_id, query))
+        self.calls.append((client_id, device_id, query))
         values = None if query is None else _counting(query)
-        grant = TokenGrant(frozenset({CLIENT}), all_clients=False)
         return DeviceView(
-            grant,
             client_exists=True,
             device_owner=CLIENT,
             values=values,
@@ -65,6 +70,8 @@ def client(reader: StubReader) -> Iterator[TestClient]:
         ApiSettings(redis_url="redis://127.0.0.1:1/0", redis_cluster=False, max_range_days=90)
     )
     app.dependency_overrides[get_reader] = lambda: reader
+    auth = Authenticator(reader, ttl_s=5.0)  # type: ignore[arg-type]
+    app.dependency_overrides[get_auth] = lambda: auth
     with TestClient(app) as test_client:
         yield test_client
 
@@ -91,7 +98,8 @@ def test_the_series_of_a_valid_request_with_granularity_left_out_is_daily(
             {"date": "2026-02-02", "value": 4},
         ],
     }
-    assert [call[:3] for call in reader.calls] == [("da_token", CLIENT, DEVICE)]
+    assert reader.grants == [hash_token("da_token")]
+    assert [call[:2] for call in reader.calls] == [(CLIENT, DEVICE)]
 
 
 def test_path_ids_in_upper_case_are_read_in_lower_case(
@@ -104,7 +112,7 @@ def test_path_ids_in_upper_case_are_read_in_lower_case(
     )
     assert response.status_code == 200
     assert response.json()["data"][0] == {"date": "2026-01-01", "value": 1}
-    assert reader.calls[0][1:3] == (CLIENT, DEVICE)
+    assert reader.calls[0][:2] == (CLIENT, DEVICE)
 
 
 def test_no_bearer_token_is_401_before_redis_is_asked(
@@ -115,7 +123,47 @@ def test_no_bearer_token_is_401_before_redis_is_asked(
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == "Bearer"
         assert response.json()["error"]["code"] == "unauthorized"
+    assert reader.grants == []
     assert reader.calls == []
+
+
+def test_an_unknown_token_is_401_with_the_token_lookup_alone(
+    client: TestClient, reader: StubReader
+) -> None:
+    response = get(
+        client,
+        headers={"Authorization": "Bearer da_made_up"},
+        metric="activity-count",
+        start_date="2026-01-01",
+        end_date="2026-03-31",
+    )
+    assert response.status_code == 401
+    assert reader.grants == [hash_token("da_made_up")]
+    assert reader.calls == []
+
+
+def test_a_token_of_another_client_is_403_with_the_token_lookup_alone(
+    client: TestClient, reader: StubReader
+) -> None:
+    other = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+    response = client.get(
+        TEMPLATE.format(client_id=other, device_id=DEVICE),
+        params={"metric": "activity-count", "start_date": "2026-01-01", "end_date": "2026-01-02"},
+        headers=AUTH,
+    )
+    assert response.status_code == 403
+    assert reader.grants == [hash_token("da_token")]
+    assert reader.calls == []
+
+
+def test_a_grant_is_remembered_between_requests(client: TestClient, reader: StubReader) -> None:
+    for _ in range(3):
+        response = get(
+            client, metric="activity-count", start_date="2026-01-01", end_date="2026-01-02"
+        )
+        assert response.status_code == 200
+    assert reader.grants == [hash_token("da_token")]
+    assert len(reader.calls) == 3
 
 
 def test_a_bad_parameter_is_400_once_the_token_is_judged(
@@ -128,7 +176,8 @@ def test_a_bad_parameter_is_400_once_the_token_is_judged(
         "message": "Unknown metric: invalid-metric. Valid values: activity-count, user-count",
         "details": {"metric": "invalid-metric"},
     }
-    assert reader.calls[0][3] is None  # the token was still judged, without a series
+    assert reader.grants == [hash_token("da_token")]  # the token was judged first
+    assert reader.calls == []  # and nothing read for a request that cannot be answered
 
 
 def test_the_document_lists_the_routes_parameters_and_no_422(client: TestClient) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.deps import get_reader
+from api.auth import Authenticator
+from api.deps import get_auth, get_reader
 from api.settings import ApiSettings
+from state.registry import TokenGrant
 
 ACTIVITY = (
     "/v2/clients/aa7cf840-9ca9-46a3-9778-9015d6580d50/analytics/devices/"
@@ -18,13 +20,19 @@ QUERY = {"metric": "activity-count", "start_date": "2026-01-01", "end_date": "20
 class ExplodingReader:
     """Stands in for a bug deep inside a request."""
 
+    async def grant(self, *_: object) -> TokenGrant:
+        return TokenGrant(frozenset(), all_clients=True)
+
     async def device_view(self, *_: object) -> None:
         raise RuntimeError("secret internal detail")
 
 
 def test_a_bug_is_a_500_internal_error_without_a_stack_trace() -> None:
     app = create_app(ApiSettings(redis_url="redis://127.0.0.1:1/0", redis_cluster=False))
-    app.dependency_overrides[get_reader] = ExplodingReader
+    reader = ExplodingReader()
+    auth = Authenticator(reader, ttl_s=5.0)  # type: ignore[arg-type]
+    app.dependency_overrides[get_reader] = lambda: reader
+    app.dependency_overrides[get_auth] = lambda: auth
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get(ACTIVITY, params=QUERY, headers={"Authorization": "Bearer t"})
     assert response.status_code == 500

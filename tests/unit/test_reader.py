@@ -18,7 +18,6 @@ from state import keys, resp
 from state.dates import GRANULARITIES, Granularity, buckets
 from state.errors import StoreUnavailable
 from state.reader import DeviceView, Reader, SeriesPlan, SeriesQuery, series_plan
-from state.registry import hash_token
 from state.scripts import Scripts
 
 DEVICE = "f1e2d3c4-b5a6-7890-abcd-ef1234567890"
@@ -100,22 +99,22 @@ def reader() -> Reader:
     return Reader(Redis())  # never connects: every exchange is faked
 
 
-def view(reader: Reader, query: SeriesQuery | None, token: str = "da_t") -> DeviceView:
-    return asyncio.run(reader.device_view(token, CLIENT, DEVICE, query))
+def view(reader: Reader, query: SeriesQuery | None) -> DeviceView:
+    return asyncio.run(reader.device_view(CLIENT, DEVICE, query))
 
 
 @pytest.mark.parametrize("metric", ["activity-count", "user-count"])
 @pytest.mark.parametrize("planned", [True, False])
-def test_one_request_sends_the_token_client_device_and_series_commands(
+def test_one_request_sends_the_client_device_and_series_commands(
     reader: Reader, monkeypatch: pytest.MonkeyPatch, metric: Any, planned: bool
 ) -> None:
     first, last = date(2026, 1, 1), date(2026, 1, 20)
     plan = series_plan(first, last, "weekly")
-    fake = FakeExchange([["clients", CLIENT, "name", "t"], 1, CLIENT, [5, 6, 7]])
+    fake = FakeExchange([1, CLIENT, [5, 6, 7]])
     monkeypatch.setattr(resp, "send", fake)
     query = SeriesQuery(metric, plan if planned else list(plan.buckets))
 
-    answer = view(reader, query, token="da_secret")
+    answer = view(reader, query)
 
     scripts = Scripts.register(Redis())
     month = [keys.device_month(DEVICE, first)]  # the 20 days are all in January
@@ -126,26 +125,23 @@ def test_one_request_sends_the_token_client_device_and_series_commands(
         script_keys = [keys.device_scratch(DEVICE), *month]
     assert fake.sent == [
         [
-            resp.command("HGETALL", keys.token(hash_token("da_secret"))),
             resp.command("EXISTS", keys.client(CLIENT)),
             resp.command("HGET", keys.device_meta(DEVICE), "client"),
             # One month from the 1st, 20 days of it; Thu-Sun, two weeks, Mon-Tue.
             resp.evalsha(sha, script_keys, [1, 1, 20, 4, 7, 7, 2]),
         ]
     ]
-    assert answer.grant is not None
-    assert answer.grant.allows(CLIENT)
     assert (answer.client_exists, answer.device_owner, answer.values) == (True, CLIENT, [5, 6, 7])
 
 
 def test_without_a_query_no_script_is_sent_and_no_values_come_back(
     reader: Reader, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = FakeExchange([{}, 0, None])  # a RESP3 map for the token: no such token
+    fake = FakeExchange([0, None])
     monkeypatch.setattr(resp, "send", fake)
     answer = view(reader, None)
-    assert len(fake.sent[0]) == 3
-    assert answer == DeviceView(grant=None, client_exists=False, device_owner=None, values=None)
+    assert len(fake.sent[0]) == 2
+    assert answer == DeviceView(client_exists=False, device_owner=None, values=None)
 
 
 def test_scripts_unknown_to_redis_are_loaded_and_the_request_sent_again(
@@ -157,8 +153,8 @@ def test_scripts_unknown_to_redis_are_loaded_and_the_request_sent_again(
         loads.append(redis)
 
     fake = FakeExchange(
-        [[], 1, None, NoScriptError("NOSCRIPT No matching script")],
-        [[], 1, None, [9]],
+        [1, None, NoScriptError("NOSCRIPT No matching script")],
+        [1, None, [9]],
     )
     monkeypatch.setattr(resp, "send", fake)
     monkeypatch.setattr(Scripts, "load", load)

@@ -1,0 +1,88 @@
+"""Authentication first: a token's grant is settled before any series, ranking or client read.
+
+Each request's grant comes from a short in-process cache of token hash -> grant (a miss costs
+one HGETALL of the token's key, and concurrent misses of one token share it), so a refused
+request costs the same whatever its target holds, and a valid one usually no round trip of its
+own. A revoked or changed token is seen within ``auth_cache_s`` (docs/api.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from api.errors import Forbidden, Unauthorized
+from state.errors import StoreUnavailable
+from state.reader import Reader
+from state.registry import TokenGrant, hash_token
+
+MAX_TOKEN_CHARS = 512
+"""Longer bearer values are refused unread: ours have 46 characters, and hashing a megabyte
+that cannot match costs CPU for nothing."""
+_KEPT = 10_000
+"""Tokens whose grant is remembered, the least recently used dropped first: 10,000 entries take
+about 2 MB, and a flood of made-up tokens only pushes real ones out (they are read again)."""
+STALE_S = 60.0
+"""How old a remembered grant may be to stand in while the token's Redis node is unreachable
+(on a cluster, a device on a healthy node still answers)."""
+
+
+class Authenticator:
+    """Grants of bearer tokens, remembered for ``ttl_s``."""
+
+    def __init__(
+        self, reader: Reader, ttl_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._reader = reader
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._known: OrderedDict[str, tuple[TokenGrant | None, float]] = OrderedDict()
+        self._reading: dict[str, asyncio.Future[TokenGrant | None]] = {}
+
+    async def grant(self, token: str) -> TokenGrant | None:
+        """The token's grant; None for an unknown, revoked or oversized token."""
+        if len(token) > MAX_TOKEN_CHARS:
+            return None
+        digest = hash_token(token)
+        known = self._known.get(digest)
+        now = self._clock()
+        if known is not None and now - known[1] < self._ttl_s:
+            self._known.move_to_end(digest)
+            return known[0]
+        pending = self._reading.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        reading = asyncio.get_running_loop().create_future()
+        self._reading[digest] = reading
+        try:
+            grant = await self._reader.grant(digest)
+        except StoreUnavailable as exc:
+            if known is not None and now - known[1] <= STALE_S:
+                reading.set_result(known[0])
+                return known[0]
+            reading.set_exception(exc)
+            reading.exception()  # retrieved: waiters, if any, get it; nobody else must
+            raise
+        finally:
+            del self._reading[digest]
+        reading.set_result(grant)
+        self._remember(digest, grant)
+        return grant
+
+    async def authorize(self, token: str, client: str, given: str) -> TokenGrant:
+        """The grant of a token that may read ``client`` (the id lower-case; ``given`` as the
+        path spelled it, for the error's details), or 401 / 403."""
+        grant = await self.grant(token)
+        if grant is None:
+            raise Unauthorized("Unknown or revoked token")
+        if not grant.allows(client):
+            raise Forbidden(f"This token has no access to client {client}", {"client_id": given})
+        return grant
+
+    def _remember(self, digest: str, grant: TokenGrant | None) -> None:
+        self._known[digest] = (grant, self._clock())
+        self._known.move_to_end(digest)
+        if len(self._known) > _KEPT:
+            self._known.popitem(last=False)
