@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import typer
 
+from devact.literal import visible
 from devact.ops import dlq_app, status
 from state.connection import open_store
 from state.errors import StateError
@@ -21,7 +22,7 @@ from state.inspect import inspect_client, inspect_device, retention_days_back
 from state.logs import LogFormatError, configure_logging
 from state.migrate import Migrated
 from state.migrate import migrate as migrate_layout
-from state.registry import Registry, validate_timezone
+from state.registry import Client, Registry, validate_timezone
 from state.settings import StoreSettings
 
 T = TypeVar("T")
@@ -169,7 +170,14 @@ def client_list(
         if json:
             typer.echo(orjson.dumps(asdict(c)))
         else:
-            typer.echo(f"{c.client_id}\t{c.timezone}\t{c.name}\t{c.device_count} devices")
+            typer.echo(client_line(c))
+
+
+def client_line(c: Client) -> str:
+    """A client as ``client list`` prints it: its name is whatever was registered, shown
+    literally (devact/literal.py); a tab in it could not shift the columns."""
+    fields = (c.client_id, c.timezone, c.name)
+    return "\t".join(map(visible, fields)) + f"\t{c.device_count} devices"
 
 
 @token_app.command("create")

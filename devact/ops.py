@@ -8,13 +8,18 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from devact.literal import literal
 from stream.dlq import StoredDeadLetter
+
+if TYPE_CHECKING:
+    from devact.status import Status
 
 dlq_app = typer.Typer(help="Read the dead-letter topic and send dead letters back.")
 
@@ -56,43 +61,45 @@ def status(
     if as_json:
         typer.echo(json.dumps(found.as_json(), indent=2, default=str))
     else:
-        _show_status(found)
+        show_status(found, Console())
     if max_lag is not None and (found.lag is None or found.lag > max_lag):
         raise typer.Exit(1)
 
 
-def _show_status(found: Any) -> None:
-    console = Console()
+def show_status(found: Status, console: Console) -> None:
+    """The status screen. Every value is printed as text (devact/literal.py): topic names, reasons,
+    addresses and errors come from Kafka, Redis and other processes."""
     lag = "?" if found.lag is None else f"{found.lag:,}"
-    console.print(f"[bold]{found.topic}[/bold] (group {found.group}): lag {lag}")
+    group = literal(f" (group {found.group}): lag {lag}")
+    console.print(Text.assemble(literal(found.topic, "bold"), group))
     table = Table("partition", "start", "end", "committed", "applied", "lag")
     for p in found.partitions:
-        table.add_row(*(str(v) if v is not None else "-" for v in (
+        table.add_row(*(literal(str(v) if v is not None else "-") for v in (
             p.partition, p.start, p.end, p.committed, p.applied, p.lag)))  # fmt: skip
     console.print(table)
     letters = found.dead_letters
     if letters:
         by_reason = ", ".join(f"{r} {n}" for r, n in letters["by_reason"].items()) or "none"
-        console.print(f"dead letters: {letters['total']} ({by_reason})")
+        console.print(literal(f"dead letters: {letters['total']} ({by_reason})"))
     redis = found.redis
     if redis:
         memory = redis["used_memory"]
-        console.print(
-            f"Redis{' Cluster' if redis['cluster'] else ''}: "
-            f"{'?' if memory is None else f'{memory / 1e6:,.1f} MB'}, {redis['keys']} keys"
-        )
+        kind = "Redis Cluster" if redis["cluster"] else "Redis"
+        size = "?" if memory is None else f"{memory / 1e6:,.1f} MB"
+        console.print(literal(f"{kind}: {size}, {redis['keys']} keys"))
         nodes = Table("node", "role", "healthy", "memory MB", "keys")
         for n in redis["nodes"]:
             memory_mb = "-" if n["used_memory"] is None else f"{n['used_memory'] / 1e6:,.1f}"
-            nodes.add_row(n["address"], n["role"], "yes" if n["healthy"] else f"NO: {n['error']}",
-                          memory_mb, str(n["keys"] if n["keys"] is not None else "-"))  # fmt: skip
+            healthy = "yes" if n["healthy"] else f"NO: {n['error']}"
+            keys = str(n["keys"] if n["keys"] is not None else "-")
+            nodes.add_row(*map(literal, (n["address"], n["role"], healthy, memory_mb, keys)))
         console.print(nodes)
     for name, ready in [("api", found.api), *(("worker", w) for w in found.workers)]:
         if ready is not None:
             state = "ready" if ready.ready else "NOT READY: " + "; ".join(ready.problems)
-            console.print(f"{name} {ready.url}: {state}")
+            console.print(literal(f"{name} {ready.url}: {state}"))
     for error in found.errors:
-        console.print(f"[red]could not read {error}[/red]")
+        console.print(literal(f"could not read {error}", "red"))
 
 
 def _chooser(reasons: list[str] | None, since: str | None) -> Callable[[StoredDeadLetter], bool]:
@@ -135,6 +142,18 @@ def _as_json(letter: StoredDeadLetter) -> dict[str, Any]:
     }
 
 
+def dead_letter_table(letters: list[StoredDeadLetter]) -> Table:
+    """The table of ``devact dlq list``. Every cell is heartbeat content or a header anyone who
+    can write to the dead-letter topic chose: printed as text (devact/literal.py)."""
+    table = Table("at", "reason", "field", "detail", "source", "original bytes")
+    for letter in letters:
+        at = f"{letter.partition}/{letter.offset}"
+        original = repr(letter.value)[2:-1][:200]  # bytes escaped, as Python writes them
+        cells = (at, letter.reason, letter.field or "", letter.detail, letter.source, original)
+        table.add_row(*map(literal, cells))
+    return table
+
+
 @dlq_app.command("list")
 def dlq_list(
     reason: ReasonOption = None,
@@ -153,11 +172,7 @@ def dlq_list(
         for letter in chosen:
             sys.stdout.write(json.dumps(_as_json(letter)) + "\n")
         return
-    table = Table("at", "reason", "field", "detail", "source", "original bytes")
-    for letter in chosen:
-        table.add_row(f"{letter.partition}/{letter.offset}", letter.reason, letter.field or "",
-                      letter.detail, letter.source, repr(letter.value)[2:-1][:200])  # fmt: skip
-    Console().print(table)
+    Console().print(dead_letter_table(chosen))
     typer.echo(f"{len(chosen)} of {len(letters)} dead letters")
 
 

@@ -67,7 +67,7 @@ class Meter:
         self._every_s = every_s
         self._logger = log
         self._progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),  # a topic's name is no markup
             BarColumn(),
             _FiguresColumn(),
             console=self._console,
