@@ -23,6 +23,7 @@ from stream.dlq import DeadLetterRecord
 from stream.health import HealthServer
 from stream.lag import GroupOffsets
 from stream.metrics import WorkerMetrics
+from stream.pacing import Pacer
 from stream.processor import BatchProcessor, Prepared
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
@@ -72,8 +73,13 @@ def create_app(settings: WorkerSettings) -> faust.App:
 
     async def send_dead_letters(records: Sequence[DeadLetterRecord]) -> None:
         """Send and wait for the broker's acknowledgement, so a batch is only acknowledged once
-        its dead letters are durable."""
-        pending = [await dlq.send(key=r.key, value=r.value, headers=r.headers) for r in records]
+        its dead letters are durable. A message may have 10,000 of them: handing the event loop
+        back in between keeps the worker answering."""
+        pacer = Pacer()
+        pending = []
+        for r in records:
+            pending.append(await dlq.send(key=r.key, value=r.value, headers=r.headers))
+            await pacer.pace()
         await asyncio.gather(*pending)
 
     @app.service
@@ -94,6 +100,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 retention_days=settings.retention_days,
                 reread=partition_reader(settings.kafka_bootstrap),
                 metrics=self._metrics,
+                limits=settings.message_limits(),
             )
 
         @mode.Service.task

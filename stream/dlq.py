@@ -3,14 +3,15 @@ them back (``devact dlq``, ``devact status``)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from stream.model import original_bytes
 from stream.plan import DeadLetter
+from stream.sources import ArraySource, original_bytes
 from stream.topics import TopicNotFound, topic_partitions
 
 
@@ -22,6 +23,33 @@ class DeadLetterRecord:
 
 
 def to_record(letter: DeadLetter) -> DeadLetterRecord:
+    """The record of one dead letter (for many, ``to_records``: it scans a message once)."""
+    return _record(letter, original_bytes(letter.message.value, letter.index))
+
+
+async def to_records(
+    letters: Sequence[DeadLetter], pace: Callable[[], Awaitable[None]]
+) -> list[DeadLetterRecord]:
+    """The records of ``letters``, awaiting ``pace`` between pieces of the work: each array
+    message is scanned once for the bytes of all its elements that are dead letters."""
+    sources: dict[tuple[str, int, int], ArraySource] = {}
+    records = []
+    for letter in letters:
+        m, value = letter.message, letter.message.value
+        if letter.index is not None:
+            source = sources.get((m.topic, m.partition, m.offset))
+            if source is None:
+                source = sources[(m.topic, m.partition, m.offset)] = ArraySource(m.value)
+            while not source.found(letter.index):
+                source.scan()
+                await pace()
+            value = source.element(letter.index)
+        records.append(_record(letter, value))
+        await pace()
+    return records
+
+
+def _record(letter: DeadLetter, value: bytes) -> DeadLetterRecord:
     m, r = letter.message, letter.rejection
     headers = [
         ("reason", r.reason.encode()),
@@ -32,7 +60,7 @@ def to_record(letter: DeadLetter) -> DeadLetterRecord:
         headers.append(("field", r.field.encode()))
     if letter.index is not None:
         headers.append(("element", str(letter.index).encode()))
-    return DeadLetterRecord(m.key, original_bytes(m.value, letter.index), headers)
+    return DeadLetterRecord(m.key, value, headers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,11 @@ rejections out.
 
 Rules that need the client's timezone (the retention window) are judged later, in ``plan``.
 
+A message over a cap (``MessageLimits``: bytes, or elements of an array) is refused whole, as
+one ``message_too_large``, before any of its events is judged; an array within the caps is judged
+a slice of elements at a time (``decode_pieces``), so its caller can hand the event loop back
+in between.
+
 Every event passes through here, so the common case is kept cheap, with verdicts exactly as the
 rules below give them:
 - an event in the usual form (canonical UUIDs, a UTC instant, fields in range) is recognised in
@@ -18,6 +23,7 @@ rules below give them:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -34,6 +40,7 @@ Reason = Literal[
     "event_in_future",
     "event_too_old",
     "device_client_mismatch",
+    "message_too_large",
 ]
 
 MAX_USER_ID_LENGTH = 256
@@ -41,6 +48,23 @@ MAX_ACTIVITY_COUNT = 1_000_000
 FUTURE_TOLERANCE = timedelta(hours=24)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _DATE_LENGTH = len("YYYY-MM-DD")
+MAX_MESSAGE_BYTES = 1024 * 1024
+MAX_MESSAGE_ELEMENTS = 10_000
+"""Defaults of the worker's caps (stream/settings.py says why these)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MessageLimits:
+    """What one message may hold; a message over either cap is refused whole, as one
+    ``message_too_large`` dead letter (the whole value), and none of its events is judged."""
+
+    max_bytes: int = MAX_MESSAGE_BYTES
+    """Bytes of the value."""
+    max_elements: int = MAX_MESSAGE_ELEMENTS
+    """Events of a value that is a JSON array."""
+
+
+DEFAULT_LIMITS = MessageLimits()
 
 
 @dataclass(slots=True, unsafe_hash=True)
@@ -69,42 +93,70 @@ class Element:
     """Position in a JSON-array message; None when the value is a single event."""
 
 
-def decode(raw: bytes, now: datetime) -> list[Element]:
+def decode(raw: bytes, now: datetime, limits: MessageLimits = DEFAULT_LIMITS) -> list[Element]:
     """Split one Kafka message value into judged elements (one, or one per array element)."""
-    return decode_until(raw, now + FUTURE_TOLERANCE)
+    return decode_until(raw, now + FUTURE_TOLERANCE, limits)
 
 
-def decode_until(raw: bytes, latest: datetime) -> list[Element]:
+def decode_until(
+    raw: bytes, latest: datetime, limits: MessageLimits = DEFAULT_LIMITS
+) -> list[Element]:
     """``decode`` given ``latest = now + FUTURE_TOLERANCE``, which a batch works out once."""
+    return [element for piece in decode_pieces(raw, latest, limits, _WHOLE) for element in piece]
+
+
+def decode_pieces(
+    raw: bytes, latest: datetime, limits: MessageLimits, size: int
+) -> Iterator[list[Element]]:
+    """``decode_until`` in pieces of at most ``size`` elements, judged as they are taken."""
+    try:
+        doc = _read(raw, limits)
+    except _Invalid as exc:
+        yield [Element(exc.rejection)]
+        return
+    if not isinstance(doc, list):
+        yield [Element(_judge(doc, latest))]
+        return
+    for start in range(0, len(doc), size):
+        piece = doc[start : start + size]
+        yield [Element(_judge(item, latest), index) for index, item in enumerate(piece, start)]
+
+
+_WHOLE = 1 << 30
+"""A piece size no message reaches."""
+
+
+def _read(raw: bytes, limits: MessageLimits) -> object:
+    """The parsed value, within the caps; raises ``_Invalid`` for a message refused whole."""
+    if len(raw) > limits.max_bytes:
+        detail = f"the value is {len(raw)} bytes, more than the {limits.max_bytes} allowed"
+        raise _Invalid(Rejection("message_too_large", detail))
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return _decode_text(raw, latest)
-    return _elements(doc, latest)
+        doc = _read_text(raw)
+    if isinstance(doc, list):
+        if not doc:
+            raise _Invalid(Rejection("empty_array", "a JSON array with no events"))
+        if len(doc) > limits.max_elements:
+            detail = f"an array of {len(doc)} events, more than the {limits.max_elements} allowed"
+            raise _Invalid(Rejection("message_too_large", detail))
+    return doc
 
 
-def _decode_text(raw: bytes, latest: datetime) -> list[Element]:
-    """``decode_until`` by way of the text, for a value orjson refused as bytes: either they are
-    not UTF-8, or the text is not JSON (orjson parses the same bytes in both cases). This tells
+def _read_text(raw: bytes) -> object:
+    """``_read`` by way of the text, for a value orjson refused as bytes: either they are not
+    UTF-8, or the text is not JSON (orjson parses the same bytes in both cases). This tells
     which, and words a JSON error as the text parse does (positions counted in characters).
     """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return [Element(Rejection("invalid_utf8", f"value is not UTF-8: {exc.reason}"))]
+        raise _Invalid(Rejection("invalid_utf8", f"value is not UTF-8: {exc.reason}")) from None
     try:
-        doc = orjson.loads(text)
+        return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        return [Element(Rejection("invalid_json", f"value is not JSON: {exc}"))]
-    return _elements(doc, latest)
-
-
-def _elements(doc: object, latest: datetime) -> list[Element]:
-    if not isinstance(doc, list):
-        return [Element(_judge(doc, latest))]
-    if not doc:
-        return [Element(Rejection("empty_array", "a JSON array with no events"))]
-    return [Element(_judge(item, latest), i) for i, item in enumerate(doc)]
+        raise _Invalid(Rejection("invalid_json", f"value is not JSON: {exc}")) from None
 
 
 def validate(obj: object, now: datetime) -> Heartbeat | Rejection:
@@ -211,7 +263,7 @@ def _uuid(obj: dict[str, Any], name: str) -> str:
         raise _missing(name)
     lowered = _lower_uuid(value) if isinstance(value, str) else None
     if lowered is None:
-        raise _invalid(name, f"not a UUID: {value!r:.80}")
+        raise _invalid(name, f"not a UUID: {_shown(value)}")
     return lowered
 
 
@@ -232,7 +284,7 @@ def _instant(obj: dict[str, Any]) -> datetime:
         raise _missing("generated_at_utc")
     # A bare date is not an instant; fromisoformat would read it as midnight.
     if not isinstance(value, str) or len(value) <= _DATE_LENGTH:
-        raise _invalid("generated_at_utc", f"not an ISO-8601 instant: {value!r:.80}")
+        raise _invalid("generated_at_utc", f"not an ISO-8601 instant: {_shown(value)}")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -252,59 +304,39 @@ def _count(obj: dict[str, Any]) -> int:
     # bool is an int subclass in Python; JSON true is not a count. 3.0 is refused too: the
     # contract says integer, and a producer sending floats has a bug worth seeing in the DLQ.
     if type(value) is not int or not 0 <= value <= MAX_ACTIVITY_COUNT:
-        raise _invalid("total_activity_count", f"must be an integer 0 to 1000000: {value!r:.80}")
+        raise _invalid("total_activity_count", f"must be an integer 0 to 1000000: {_shown(value)}")
     return value
 
 
-# --- the source bytes of an element, for the DLQ --------------------------------------------
+# --- a value, shown in a rejection's detail -------------------------------------------------
+
+_SHOWN = 80
+"""Characters of a value a detail shows."""
 
 
-def original_bytes(raw: bytes, index: int | None) -> bytes:
-    """The exact source bytes of an element, for the DLQ: the whole value, or the element's
-    slice of a JSON array. Only rejected events pay for this second pass over the text."""
-    if index is None:
-        return raw
-    text = raw.decode("utf-8")
-    start, end = _element_span(text, index)
-    return text[start:end].encode("utf-8")
+def _shown(value: object) -> str:
+    """``f"{value!r:.80}"``, without writing out all of a large or deep array or object first:
+    a field holding an array of 500,000 numbers took 50 ms to show, and one nested 1,000 deep
+    raised RecursionError, which failed its batch again at every retry."""
+    return _repr_within(value, _SHOWN)[:_SHOWN]
 
 
-def _element_span(text: str, index: int) -> tuple[int, int]:
-    """Where the ``index``-th element of a valid top-level JSON array starts and ends.
-
-    A flat scan that tracks nesting depth and strings, so a deeply nested element (orjson
-    accepts 1,024 levels) costs no recursion.
-    """
-    depth, in_string, escaped = 0, False, False
-    element, start = 0, text.index("[") + 1
-    for pos in range(start, len(text)):
-        char = text[pos]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-        elif char in "]}" and depth > 0:
-            depth -= 1
-        elif char in ",]" and depth == 0:
-            if element == index:
-                return _strip(text, start, pos)
-            element, start = element + 1, pos + 1
-    raise IndexError(index)  # unreachable for an index that decode() produced
-
-
-def _strip(text: str, start: int, end: int) -> tuple[int, int]:
-    while text[start] in _JSON_WHITESPACE:
-        start += 1
-    while text[end - 1] in _JSON_WHITESPACE:
-        end -= 1
-    return start, end
-
-
-_JSON_WHITESPACE = " \t\n\r"
+def _repr_within(value: object, room: int) -> str:
+    """``repr(value)``, or a prefix of it at least ``room`` characters long. Each level of
+    nesting writes a character before going down, so the depth is bounded by ``room`` too."""
+    items: Iterable[tuple[str, object]]
+    if isinstance(value, list):
+        opening, closing, items = "[", "]", (("", item) for item in value)
+    elif isinstance(value, dict):
+        opening, closing, items = "{", "}", ((f"{k!r}: ", item) for k, item in value.items())
+    else:
+        return repr(value)
+    text = opening
+    for n, (label, item) in enumerate(items):
+        text += (", " if n else "") + label
+        if len(text) >= room:
+            return text
+        text += _repr_within(item, room - len(text))
+        if len(text) >= room:
+            return text
+    return text + closing

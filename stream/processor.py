@@ -18,16 +18,18 @@ from state.errors import LostWrites, StoreUnavailable
 from state.logs import log_fields
 from state.registry import Registry
 from state.writer import ApplyProgress, PackedBatch, Positions, Span, Writer
-from stream.dlq import DeadLetterRecord, to_record
-from stream.model import Reason, Rejection
+from stream.dlq import DeadLetterRecord, to_records
+from stream.model import DEFAULT_LIMITS, MessageLimits, Reason, Rejection
+from stream.pacing import Pacer
 from stream.plan import (
+    PIECE_EVENTS,
     DeadLetter,
     Judged,
     Message,
     Plan,
+    Planner,
     client_ids,
-    decode_batch,
-    plan_batch,
+    judge_pieces,
 )
 
 if TYPE_CHECKING:
@@ -47,10 +49,6 @@ whose position must not move)."""
 ZONE_CACHE = timedelta(seconds=30)
 """How long a client's timezone is used before it is read again: a `devact client add` that
 changes it applies to events processed from then on, within this delay."""
-_PREPARE_SLICE_BYTES = 64 * 1024
-"""Message bytes judged between two hand-backs of the event loop while preparing a batch: about
-300 heartbeats, 10 ms of CPU, so the apply of the previous batch reads its replies in time
-(whatever the messages hold: one heartbeat or a gateway's array of a hundred)."""
 _BACKOFF_FIRST_S = 0.1
 _BACKOFF_MAX_S = 5.0
 
@@ -92,6 +90,8 @@ class BatchProcessor:
         retention_days: int,
         reread: Reread,
         metrics: WorkerMetrics | None = None,
+        limits: MessageLimits = DEFAULT_LIMITS,
+        pacer: Callable[[], Pacer] = Pacer,
     ) -> None:
         self._registry = registry
         self._writer = writer
@@ -101,6 +101,9 @@ class BatchProcessor:
         self._retention_days = retention_days
         self._reread = reread
         self._metrics = metrics
+        self._limits = limits
+        self._pacer = pacer
+        """Makes the pacer of each piece of CPU work (a test gives it a clock of its own)."""
         self._zones: dict[str, tuple[str, datetime]] = {}
         """Client timezones with the time they must be read again."""
         self.waiting = False
@@ -164,18 +167,22 @@ class BatchProcessor:
     async def prepare(self, messages: Sequence[Message]) -> Prepared:
         """Judge, plan and encode a batch: the CPU-bound half, which touches Redis only for
         timezones it has not cached. A worker prepares the next batch while Redis applies this
-        one, so it hands the event loop back now and then: the apply of the previous batch
-        then sends its pipeline and reads its replies in between."""
+        one, so it works in pieces and hands the event loop back every 10 ms (``Pacer``),
+        whatever the messages hold: the apply of the previous batch then sends its pipeline
+        and reads its replies in between, and /healthz answers."""
         now = self._clock()
+        pacer = self._pacer()
         judged: list[Judged] = []
-        for piece in slices(messages, _PREPARE_SLICE_BYTES):
-            judged += decode_batch(piece, now)
-            await asyncio.sleep(0)
+        for piece in judge_pieces(messages, now, self._limits):
+            judged += piece
+            await pacer.pace()
         zones = await self._timezones(client_ids(judged), now)
-        plan = plan_batch(judged, zones, now, self._retention_days)
-        await asyncio.sleep(0)
-        packed = self._writer.pack(plan.device_batches)
-        return Prepared(messages, _positions(messages), plan, packed)
+        planner = Planner(zones, now, self._retention_days)
+        for start in range(0, len(judged), PIECE_EVENTS):
+            planner.add(judged[start : start + PIECE_EVENTS])
+            await pacer.pace()
+        packed = self._writer.pack(planner.plan.device_batches)
+        return Prepared(messages, _positions(messages), planner.plan, packed)
 
     async def apply(self, prepared: Prepared) -> BatchOutcome:
         """Apply a prepared batch; batches must be applied one after the other, in order.
@@ -195,7 +202,7 @@ class BatchProcessor:
             prepared.plan, prepared.packed, Positions(positions.topic, spans), prepared.progress
         )
         if letters:
-            await self._send([to_record(letter) for letter in letters])
+            await self._send(await to_records(letters, self._pacer().pace))
         return outcome
 
     async def catch_up(self, topic: str, delivered: dict[int, int]) -> None:
@@ -284,7 +291,7 @@ class BatchProcessor:
                 # cluster node was down), this is the first time. Sent at least once, then.
                 owners = [r for r in letters if r.rejection.reason == "device_client_mismatch"]
                 if owners:
-                    await self._send([to_record(letter) for letter in owners])
+                    await self._send(await to_records(owners, self._pacer().pace))
                 forced = False
             gaps.add(partition)
         return gaps

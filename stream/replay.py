@@ -72,6 +72,7 @@ async def replay(
         default_timezone=settings.default_timezone,
         retention_days=settings.retention_days,
         reread=partition_reader(settings.kafka_bootstrap),
+        limits=settings.message_limits(),  # the worker's: a message it refused stays refused
     )
     partitions = [
         TopicPartition(settings.topic, p)

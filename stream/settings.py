@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 
 from state.settings import StoreSettings
+from stream.model import MAX_MESSAGE_BYTES, MAX_MESSAGE_ELEMENTS, MessageLimits
 
 
 class WorkerSettings(StoreSettings):
@@ -26,6 +27,20 @@ class WorkerSettings(StoreSettings):
     """Message bytes applied in one batch at most (at least one message): what bounds a batch
     of gateway arrays, 100 heartbeats a message. 1 MiB is about 5,000 single heartbeats, so
     for those ``batch_max`` and this bound coincide (docs/design.md, "Batches, round trips")."""
+    max_message_bytes: int = Field(default=MAX_MESSAGE_BYTES, ge=1)
+    """A message value larger than this is refused whole, unread: one dead letter
+    ``message_too_large`` holding the value (docs/events.md). 1 MiB is above what Kafka's
+    default broker limit lets through (``message.max.bytes`` 1,048,588 bytes for a whole record
+    batch), so with it this cap only acts on a broker configured for more. Parsing is what one
+    message costs in one go: orjson took 5 ms for 1 MiB of an array of zeros, 60 ms for 1 MiB of
+    empty arrays nested in one (on the 2-core test machine)."""
+    max_message_elements: int = Field(default=MAX_MESSAGE_ELEMENTS, ge=1)
+    """A message that is a JSON array of more events than this is refused whole, as one dead
+    letter ``message_too_large``, instead of one dead letter per element. Gateways send arrays of
+    about 100 heartbeats (docs/design.md); 10,000 leaves them a hundredfold. A message at the cap
+    whose every element is refused costs about 0.1 s to judge and dead-letter, and the same again
+    for the broker to take its 10,000 dead letters; 200,000 elements (a 400 KB array of zeros)
+    would cost twenty times that, with nothing to learn from the 199,999th dead letter."""
     fetch_max: int = Field(default=2000, ge=1)
     """Messages one fetch returns at most (Kafka's max.poll.records)."""
     worker_instance_id: str | None = None
@@ -36,6 +51,9 @@ class WorkerSettings(StoreSettings):
     """Port of the worker's /healthz and /readyz (0: not served)."""
     worker_metrics_host: str = "0.0.0.0"
     log_level: str = "info"
+
+    def message_limits(self) -> MessageLimits:
+        return MessageLimits(self.max_message_bytes, self.max_message_elements)
 
     def broker_urls(self) -> list[str]:
         return [f"kafka://{host.strip()}" for host in self.kafka_bootstrap.split(",")]

@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 import pytest
 
-from stream.model import Element, Heartbeat, Rejection, decode, original_bytes, validate
+from stream.model import Element, Heartbeat, Rejection, decode, validate
+from stream.sources import original_bytes
 
 NOW = datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
 

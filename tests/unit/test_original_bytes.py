@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stream.model import Rejection, decode, original_bytes
+from stream.model import Rejection, decode
+from stream.sources import original_bytes
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
 
