@@ -7,9 +7,25 @@
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "devact.token";
 const FLEET_SIZE = 10;
+const SVG = "http://www.w3.org/2000/svg";
 const state = { token: sessionStorage.getItem(TOKEN_KEY) || "", device: null, live: null, plot: null };
 
 function say(text) { $("message").textContent = text || ""; }
+
+// A table cell holding `text` as text: what the API answers is never parsed as HTML.
+function cell(text, className, title) {
+  const td = document.createElement("td");
+  td.textContent = text === undefined || text === null ? "" : String(text);
+  if (className) td.className = className;
+  if (title) td.title = title;
+  return td;
+}
+
+function row(...cells) {
+  const tr = document.createElement("tr");
+  tr.append(...cells);
+  return tr;
+}
 
 function isoDay(date) { return date.toISOString().slice(0, 10); }
 
@@ -39,24 +55,28 @@ function sparkline(values) {
   const width = 110, height = 26, max = Math.max(1, ...values);
   const step = values.length > 1 ? width / (values.length - 1) : width;
   const points = values.map((v, i) => `${(i * step).toFixed(1)},${(height - 2 - (v / max) * (height - 4)).toFixed(1)}`);
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("class", "spark");
   svg.setAttribute("width", width);
   svg.setAttribute("height", height);
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", `trend: ${values.join(", ")}`);
-  svg.innerHTML = `<polyline fill="none" stroke="#2f6db5" stroke-width="1.5" points="${points.join(" ")}"/>`;
+  const line = document.createElementNS(SVG, "polyline");
+  line.setAttribute("fill", "none");
+  line.setAttribute("stroke", "#2f6db5");
+  line.setAttribute("stroke-width", "1.5");
+  line.setAttribute("points", points.join(" "));
+  svg.append(line);
   return svg;
 }
 
 async function fillFleetTable(table, ranking) {
   const client = $("client").value;
   const rows = ranking.devices.map((d) => {
-    const row = document.createElement("tr");
-    row.dataset.device = d.device_id;
-    row.innerHTML = `<td title="${d.device_id}">${d.device_id.slice(0, 13)}…</td><td class="num">${d.value}</td><td></td>`;
-    row.addEventListener("click", () => pickDevice(d.device_id));
-    return row;
+    const tr = row(cell(`${d.device_id.slice(0, 13)}…`, "", d.device_id), cell(d.value, "num"), cell(""));
+    tr.dataset.device = d.device_id;
+    tr.addEventListener("click", () => pickDevice(d.device_id));
+    return tr;
   });
   table.tBodies[0].replaceChildren(...rows);
   await Promise.all(ranking.devices.map(async (d, i) => {
@@ -106,9 +126,7 @@ function drawChart(body) {
 function fillSeriesTable(body) {
   const rows = body.data.map((p, i) => {
     const prev = body.previous && body.previous.data[i];
-    const row = document.createElement("tr");
-    row.innerHTML = `<td>${p.date}</td><td class="num">${p.value}</td><td>${prev ? prev.date : ""}</td><td class="num">${prev ? prev.value : ""}</td>`;
-    return row;
+    return row(cell(p.date), cell(p.value, "num"), cell(prev ? prev.date : ""), cell(prev ? prev.value : "", "num"));
   });
   $("series-table").tBodies[0].replaceChildren(...rows);
 }
