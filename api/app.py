@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from api.auth import Authenticator
+from api.docs import docs_router
 from api.errors import install_error_handlers
 from api.head import HeadAsGet
 from api.live import LiveHub
@@ -16,6 +17,7 @@ from api.metrics import ApiMetrics, MetricsMiddleware
 from api.overload import InFlightLimit
 from api.request_id import RequestIdMiddleware
 from api.routes import STATIC, router
+from api.security_headers import SecurityHeaders
 from api.settings import ApiSettings
 from state.connection import open_store
 from state.gate import Gate
@@ -48,6 +50,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
         version="0.1.0",
         description="Near-real-time activity time series of shared devices.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc are api/docs.py's: the viewers the product ships
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
@@ -56,8 +60,11 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(HeadAsGet)  # outermost: HEAD is GET to everything inside
     app.add_middleware(RequestIdMiddleware)  # around even that: every answer carries the id
+    app.add_middleware(SecurityHeaders)  # around everything: on every answer, errors included
     install_error_handlers(app)
     app.include_router(router)
+    if settings.api_docs:
+        app.include_router(docs_router)
     # The page's script, styles and the vendored chart library: everything it loads.
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -22,3 +22,5 @@ class ApiSettings(StoreSettings):
     """Open live streams one process serves at most; beyond it, 429."""
     live_max_streams_per_token: int = Field(default=500, ge=1)
     """Open live streams one token holds at most in one process; beyond it, 429."""
+    api_docs: bool = True
+    """Whether /docs and /redoc serve the interactive documentation (api/docs.py); false: 404."""

@@ -10,6 +10,7 @@ Full-page screenshots (desktop, and a 390 px wide phone) go to tests/artifacts/ 
 from __future__ import annotations
 
 import random
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -180,3 +181,31 @@ def test_the_page_loads_nothing_from_outside(
     expect(page.locator("#fleet-most tbody tr")).to_have_count(DEVICES)
     assert requested
     assert all(url.startswith(stack.base_url) for url in requested), requested
+
+
+def test_the_page_breaks_no_rule_of_its_content_security_policy(
+    stack: Stack, world: dict[str, Any], browser: Browser
+) -> None:
+    """Served with a same-origin policy (api/security_headers.py): the fleet tables, their
+    sparklines, the chart and the series table all render, and the console reports no
+    violation (nor any other error)."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    response = page.goto(stack.base_url + "/")
+    assert response is not None
+    assert "script-src 'self';" in response.headers["content-security-policy"]
+    page.fill("#token", world["token"])
+    page.click("#token-form button")
+    expect(page.locator("#fleet-most tbody tr")).to_have_count(DEVICES)
+    expect(page.locator("#fleet-least tbody tr svg.spark polyline")).to_have_count(DEVICES)
+    expect(page.locator("#series-table tbody tr").first).to_be_visible()
+    expect(page.locator("#chart canvas")).to_have_count(1)
+    expect(page.locator("#live-value")).to_have_text(re.compile(r"^\d+$"))  # the stream ran
+    first = page.locator("#fleet-least tbody tr").first
+    device = first.get_attribute("data-device")
+    assert device is not None
+    assert first.locator("td").first.get_attribute("title") == device  # the full id, as text
+    assert errors == []
