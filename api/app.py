@@ -36,7 +36,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             app.state.reader,
             settings.live_max_streams,
             settings.live_max_streams_per_token,
-            on_count=app.state.metrics.live_streams.set,
+            app.state.metrics,
         )
         app.state.live.start()
         try:

@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.auth import Authenticator
 from api.errors import TooManyRequests
+from api.metrics import ApiMetrics
 from state.changes import changed_devices
 from state.connection import Store
 from state.reader import Metric, Reader, SeriesQuery, series_plan
@@ -104,14 +105,13 @@ class LiveHub:
         reader: Reader,
         max_streams: int,
         max_per_token: int,
-        on_count: Callable[[int], None] = lambda _: None,
+        metrics: ApiMetrics,
     ) -> None:
         self._redis = redis
         self._reader = reader
         self._max_streams = max_streams
         self._max_per_token = max_per_token
-        self._on_count = on_count
-        """Told the number of open streams whenever it changes (a metric)."""
+        self._metrics = metrics
         self._channels: dict[ChannelKey, Channel] = {}
         self._by_device: dict[str, set[Channel]] = {}
         self._per_token: dict[str, int] = {}
@@ -135,6 +135,7 @@ class LiveHub:
         """Count a new stream of ``token``, or 429 beyond a cap; returns what un-counts it
         (idempotent)."""
         if self._open >= self._max_streams:
+            self._metrics.refused.labels("live_streams").inc()
             raise TooManyRequests(
                 f"This server holds its maximum of {self._max_streams} live streams",
                 {"limit": self._max_streams},
@@ -143,6 +144,7 @@ class LiveHub:
         digest = hash_token(token)
         held = self._per_token.get(digest, 0)
         if held >= self._max_per_token:
+            self._metrics.refused.labels("live_streams").inc()
             raise TooManyRequests(
                 f"This token holds its maximum of {self._max_per_token} live streams",
                 {"limit": self._max_per_token},
@@ -150,7 +152,7 @@ class LiveHub:
             )
         self._per_token[digest] = held + 1
         self._open += 1
-        self._on_count(self._open)
+        self._metrics.live_streams.set(self._open)
         released = False
 
         def release() -> None:
@@ -161,7 +163,7 @@ class LiveHub:
                 left = self._per_token.pop(digest) - 1
                 if left:
                     self._per_token[digest] = left
-                self._on_count(self._open)
+                self._metrics.live_streams.set(self._open)
 
         return release
 
