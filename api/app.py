@@ -34,6 +34,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         app.state.live = LiveHub(
             redis,
             app.state.reader,
+            app.state.auth,
             settings.live_max_streams,
             settings.live_max_streams_per_token,
             app.state.metrics,

@@ -3,7 +3,9 @@
 Each request's grant comes from a short in-process cache of token hash -> grant (a miss costs
 one HGETALL of the token's key, and concurrent misses of one token share it), so a refused
 request costs the same whatever its target holds, and a valid one usually no round trip of its
-own. A revoked or changed token is seen within ``auth_cache_s`` (docs/api.md).
+own. A revoked token is forgotten at once, as `devact token revoke` publishes it (api/live.py
+listens); a grant changed otherwise, or a revocation whose message was lost, is seen within
+``auth_cache_s`` (docs/api.md).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from api.errors import Forbidden, Unauthorized
 from state.errors import StoreUnavailable
@@ -80,6 +82,14 @@ class Authenticator:
         if not grant.allows(client):
             raise Forbidden(f"This token has no access to client {client}", {"client_id": given})
         return grant
+
+    def forget(self, token_hashes: Iterable[str] | None = None) -> None:
+        """Drop the remembered grants of these token hashes (revoked), or of every token."""
+        if token_hashes is None:
+            self._known.clear()
+            return
+        for digest in token_hashes:
+            self._known.pop(digest, None)
 
     def _remember(self, digest: str, grant: TokenGrant | None) -> None:
         self._known[digest] = (grant, self._clock())

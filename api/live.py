@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from api.auth import Authenticator
 from api.errors import TooManyRequests
 from api.metrics import ApiMetrics
-from state.changes import changed_devices
+from state.changes import changes
 from state.connection import Store
 from state.reader import Metric, Reader, SeriesQuery, series_plan
 from state.registry import hash_token
@@ -97,18 +97,20 @@ ChannelKey = tuple[str, str, Metric, str]
 
 class LiveHub:
     """The open live streams of one process: their channels, the change subscription that
-    wakes them, and the caps on how many there are."""
+    wakes them (and makes ``auth`` forget revoked tokens), and the caps on their number."""
 
     def __init__(
         self,
         redis: Store,
         reader: Reader,
+        auth: Authenticator,
         max_streams: int,
         max_per_token: int,
         metrics: ApiMetrics,
     ) -> None:
         self._redis = redis
         self._reader = reader
+        self._auth = auth
         self._max_streams = max_streams
         self._max_per_token = max_per_token
         self._metrics = metrics
@@ -191,11 +193,13 @@ class LiveHub:
                     del self._by_device[device_id]
 
     async def _listen(self) -> None:
-        async for devices in changed_devices(self._redis):
-            if devices is None:  # the subscription was lost: anything may have changed
+        async for news in changes(self._redis):
+            if news.missed:  # the subscription was lost: anything may have changed
+                self._auth.forget()
                 woken = list(self._channels.values())
             else:
-                woken = [c for d in devices for c in self._by_device.get(d, ())]
+                self._auth.forget(news.revoked)
+                woken = [c for d in news.devices for c in self._by_device.get(d, ())]
             for channel in woken:
                 channel.refresh(self._reader).add_done_callback(_log_failure)
 

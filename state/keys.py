@@ -187,6 +187,10 @@ def token(token_hash: str) -> str:
 CHANGES_CHANNEL = f"{PREFIX}:changes"
 """Pub/sub channel: after each batch, the ids of the devices it changed, space-separated."""
 
+TOKENS_CHANNEL = f"{PREFIX}:tokens"
+"""Pub/sub channel: the hash of each token revoked, so API processes forget its grant at once
+(their cache's lifetime bounds it when the message is lost)."""
+
 ALL_CLIENTS = "*"
 """Value of a token's ``clients`` field that grants every client."""
 

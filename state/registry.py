@@ -119,4 +119,7 @@ class Registry:
         return token
 
     async def revoke_token(self, token: str) -> bool:
-        return bool(await self._redis.delete(keys.token(hash_token(token))))
+        digest = hash_token(token)
+        removed = bool(await self._redis.delete(keys.token(digest)))
+        await self._redis.publish(keys.TOKENS_CHANNEL, digest)  # API processes forget it now
+        return removed
