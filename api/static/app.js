@@ -155,33 +155,61 @@ async function pickDevice(device) {
 }
 
 // Today's point, pushed by the server (Server-Sent Events read through fetch: EventSource
-// cannot send the Authorization header).
+// cannot send the Authorization header). A stream that ends or fails is opened again after a
+// growing, jittered wait (1 s doubling to 60 s, reset once a point arrives), so that a server
+// restart or a crowd of pages does not bring every page back at the same instant. A 401 or
+// 403 (a token revoked or expired) stops it: retrying cannot help.
+const LIVE_RETRY_FIRST_MS = 1000;
+const LIVE_RETRY_MAX_MS = 60000;
+
 async function startLive() {
   if (state.live) state.live.abort();
   const controller = new AbortController();
   state.live = controller;
   const client = $("client").value;
   const url = `/v2/clients/${client}/analytics/devices/${state.device}/activity/live?metric=${$("metric").value}`;
-  try {
-    const response = await fetch(url, { headers: { Authorization: `Bearer ${state.token}` }, signal: controller.signal });
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      const lines = buffer.split(/\r?\n/);
-      buffer = lines.pop();
-      for (const line of lines) {
-        if (!line.startsWith("data:")) continue;
-        const point = JSON.parse(line.slice(5));
-        $("live-value").textContent = point.value;
-        $("live-date").textContent = point.date;
+  let wait = LIVE_RETRY_FIRST_MS;
+  while (!controller.signal.aborted) {
+    let status = 0;
+    try {
+      const response = await fetch(url, { headers: { Authorization: `Bearer ${state.token}` }, signal: controller.signal });
+      status = response.status;
+      if (status === 401 || status === 403) {
+        say("Live updates stopped: the token is no longer valid for this client");
+        return;
       }
+      if (status === 200) {
+        await readPoints(response, () => { wait = LIVE_RETRY_FIRST_MS; });
+      }
+    } catch (error) {
+      if (error.name === "AbortError") return;
     }
-  } catch (error) {
-    if (error.name !== "AbortError") say(`Live updates stopped: ${error.message}`);
+    if (controller.signal.aborted) return;
+    const delay = wait / 2 + Math.random() * wait / 2;
+    say(`Live updates interrupted${status ? ` (${status})` : ""}; reconnecting in ${Math.round(delay / 1000)} s`);
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    wait = Math.min(wait * 2, LIVE_RETRY_MAX_MS);
+  }
+}
+
+async function readPoints(response, onPoint) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    const lines = buffer.split(/\r?\n/);
+    buffer = lines.pop();
+    for (const line of lines) {
+      if (!line.startsWith("data:")) continue;
+      const point = JSON.parse(line.slice(5));
+      $("live-value").textContent = point.value;
+      $("live-date").textContent = point.date;
+      if ($("message").textContent.startsWith("Live updates")) say("");
+      onPoint();
+    }
   }
 }
 

@@ -258,6 +258,13 @@ class Stack:
         process.wait(timeout=STOP_TIMEOUT_S)
         self._logs.pop(name).close()
 
+    def restart_api(self) -> None:
+        """Stop the API and start it again on the same port: what its clients see of a deploy."""
+        self.stop_process("api")
+        port = self.base_url.rsplit(":", 1)[1]
+        self._spawn("api", ["api", "--host", "127.0.0.1", "--port", port])
+        self.wait_for(self._api_ready, timeout_s=READY_TIMEOUT_S, what="GET /readyz -> 200")
+
     def start_worker(self) -> None:
         """Start the worker again (after ``stop_process("worker")``), with ``env`` as it is now;
         its log goes on in the same file."""

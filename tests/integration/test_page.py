@@ -209,3 +209,36 @@ def test_the_page_breaks_no_rule_of_its_content_security_policy(
     assert device is not None
     assert first.locator("td").first.get_attribute("title") == device  # the full id, as text
     assert errors == []
+
+
+def test_the_live_value_comes_back_after_the_server_restarts(
+    stack: Stack, world: dict[str, Any], browser: Browser
+) -> None:
+    """A stream that ends is opened again, after a growing jittered wait (api/static/app.js):
+    the API is restarted under the open page, then a heartbeat must still reach it."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    page.goto(stack.base_url + "/")
+    page.fill("#token", world["token"])
+    page.click("#token-form button")
+    expect(page.locator("#fleet-most tbody tr")).to_have_count(DEVICES)
+    device = page.locator("#fleet-most tbody tr").first.get_attribute("data-device")
+    assert device is not None
+    page.locator(f'#fleet-most tbody tr[data-device="{device}"]').click()
+    expect(page.locator("#device-title")).to_contain_text(device)
+    today = datetime.now(ZoneInfo(ZONE)).date().isoformat()
+    expect(page.locator("#live-date")).to_have_text(today)
+    before = int(page.locator("#live-value").inner_text())
+    stack.restart_api()
+    event = {
+        "client_id": world["client"],
+        "device_id": device,
+        "generated_at_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "total_activity_count": 7,
+        "user_id": "u-reconnect",
+    }
+    sender = threading.Thread(target=stack.produce, args=([heartbeat_message(event)],))
+    sender.start()
+    sender.join()
+    # The page retries 1, 2, 4 s after the stream ended (half of it jitter): within 30 s.
+    expect(page.locator("#live-value")).to_have_text(str(before + 7), timeout=UI_TIMEOUT_MS)
