@@ -32,6 +32,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from devact.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 
 if TYPE_CHECKING:
+    from playwright.sync_api import Browser
     from redis.asyncio import Redis
 
     from devact.services import LocalStack
@@ -511,3 +512,21 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRed
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium (installed when missing), driven by Playwright: the page's and the
+    documentation pages' browser tests. Never a browser build Playwright downloads."""
+    from playwright.sync_api import sync_playwright
+
+    from devact.services.process import ensure_apt_package
+
+    chromium = ensure_apt_package("chromium", "chromium")
+    with sync_playwright() as playwright:
+        # Root in a container: Chromium's sandbox needs user namespaces it may not have.
+        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()

@@ -5,15 +5,12 @@ Content-Security-Policy. Screenshots of both go to tests/artifacts/ (not in git)
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
-
-from devact.services.process import ensure_apt_package
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
 from .conftest import Stack
 
@@ -55,18 +52,6 @@ def visit(browser: Browser, url: str) -> Visit:
     page.on("pageerror", lambda error: seen.page_errors.append(str(error)))
     page.goto(url)
     return seen
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = ensure_apt_package("chromium", "chromium")
-    with sync_playwright() as playwright:
-        # Root in a container: Chromium's sandbox needs user namespaces it may not have.
-        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,13 @@ import random
 import re
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
-
-from devact.services.process import ensure_apt_package
+from playwright.sync_api import Browser, Page, expect
 
 from .conftest import Stack, heartbeat_message
 from .oracle import Oracle
@@ -81,16 +78,19 @@ def world(stack: Stack) -> dict[str, Any]:
     return {"client": client, "devices": devices, "idle": idle, "oracle": oracle, "token": token}
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = ensure_apt_package("chromium", "chromium")
-    with sync_playwright() as playwright:
-        # Root in a container: Chromium's sandbox needs user namespaces it may not have.
-        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        try:
-            yield launched
-        finally:
-            launched.close()
+def send_heartbeat(stack: Stack, client: str, device: str, count: int) -> None:
+    """One heartbeat of the device, now. Playwright's sync API runs an event loop in this
+    thread: it is produced from another one."""
+    event = {
+        "client_id": client,
+        "device_id": device,
+        "generated_at_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "total_activity_count": count,
+        "user_id": "u-live",
+    }
+    sender = threading.Thread(target=stack.produce, args=([heartbeat_message(event)],))
+    sender.start()
+    sender.join()
 
 
 def _table(page: Page, selector: str) -> list[list[str]]:
@@ -146,17 +146,7 @@ def test_the_page_shows_the_fleet_the_series_and_today_live(
     today_value = oracle.total_activity((client, busiest), today, today)
     expect(page.locator("#live-value")).to_have_text(str(today_value))
     page.screenshot(path=str(ARTIFACTS / "page-desktop.png"), full_page=True)
-    event = {
-        "client_id": client,
-        "device_id": busiest,
-        "generated_at_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "total_activity_count": 11,
-        "user_id": "u-live",
-    }
-    # Playwright's sync API runs an event loop in this thread: produce from another one.
-    sender = threading.Thread(target=stack.produce, args=([heartbeat_message(event)],))
-    sender.start()
-    sender.join()
+    send_heartbeat(stack, client, busiest, 11)
     expect(page.locator("#live-value")).to_have_text(str(today_value + 11))
 
     phone = browser.new_page(viewport={"width": 390, "height": 844})
@@ -230,15 +220,6 @@ def test_the_live_value_comes_back_after_the_server_restarts(
     expect(page.locator("#live-date")).to_have_text(today)
     before = int(page.locator("#live-value").inner_text())
     stack.restart_api()
-    event = {
-        "client_id": world["client"],
-        "device_id": device,
-        "generated_at_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "total_activity_count": 7,
-        "user_id": "u-reconnect",
-    }
-    sender = threading.Thread(target=stack.produce, args=([heartbeat_message(event)],))
-    sender.start()
-    sender.join()
+    send_heartbeat(stack, world["client"], device, 7)
     # The page retries 1, 2, 4 s after the stream ended (half of it jitter): within 30 s.
     expect(page.locator("#live-value")).to_have_text(str(before + 7), timeout=UI_TIMEOUT_MS)
