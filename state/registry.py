@@ -110,6 +110,17 @@ class Registry:
                 replies = await pipe.execute()
         return dict(zip(ids, replies[3::4], strict=True))
 
+    async def known_timezones(self, client_ids: Iterable[str]) -> dict[str, str]:
+        """The timezone of each registered client of ``client_ids``; the others are left out
+        and left unregistered."""
+        ids = sorted(set(client_ids))
+        with unavailable_on_failure():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for client_id in ids:
+                    pipe.hget(keys.client(client_id), "timezone")
+                replies = await pipe.execute()
+        return {cid: str(tz) for cid, tz in zip(ids, replies, strict=True) if tz is not None}
+
     async def create_token(self, clients: Iterable[str], all_clients: bool, name: str) -> str:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         granted = keys.ALL_CLIENTS if all_clients else " ".join(sorted(set(clients)))

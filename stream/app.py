@@ -104,6 +104,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 reread=partition_reader(settings.kafka_bootstrap),
                 metrics=self._metrics,
                 limits=settings.message_limits(),
+                register_unknown=settings.unknown_clients == "register",
             )
 
         @mode.Service.task

@@ -41,6 +41,7 @@ Reason = Literal[
     "event_too_old",
     "device_client_mismatch",
     "message_too_large",
+    "unknown_client",
 ]
 
 MAX_USER_ID_LENGTH = 256
@@ -107,16 +108,31 @@ def decode_until(
 
 def decode_pieces(
     raw: bytes, latest: datetime, limits: MessageLimits, size: int
-) -> Iterator[list[Element]]:
-    """``decode_until`` in pieces of at most ``size`` elements, judged as they are taken."""
+) -> Iterable[list[Element]]:
+    """``decode_until`` in pieces of at most ``size`` elements, an array's judged as they are
+    taken. Only an array gets a generator: one per message made judging 5,000 single events
+    12 to 24 % slower than before pieces, a tuple of one piece 7 %."""
+    if len(raw) > limits.max_bytes:
+        detail = f"the value is {len(raw)} bytes, more than the {limits.max_bytes} allowed"
+        return ([Element(Rejection("message_too_large", detail))],)
     try:
-        doc = _read(raw, limits)
-    except _Invalid as exc:
-        yield [Element(exc.rejection)]
-        return
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            doc = _read_text(raw)
+        except _Invalid as exc:
+            return ([Element(exc.rejection)],)
     if not isinstance(doc, list):
-        yield [Element(_judge(doc, latest))]
-        return
+        return ([Element(_judge(doc, latest))],)
+    if not doc:
+        return ([Element(Rejection("empty_array", "a JSON array with no events"))],)
+    if len(doc) > limits.max_elements:
+        detail = f"an array of {len(doc)} events, more than the {limits.max_elements} allowed"
+        return ([Element(Rejection("message_too_large", detail))],)
+    return _array_pieces(doc, latest, size)
+
+
+def _array_pieces(doc: list[Any], latest: datetime, size: int) -> Iterator[list[Element]]:
     for start in range(0, len(doc), size):
         piece = doc[start : start + size]
         yield [Element(_judge(item, latest), index) for index, item in enumerate(piece, start)]
@@ -126,26 +142,8 @@ _WHOLE = 1 << 30
 """A piece size no message reaches."""
 
 
-def _read(raw: bytes, limits: MessageLimits) -> object:
-    """The parsed value, within the caps; raises ``_Invalid`` for a message refused whole."""
-    if len(raw) > limits.max_bytes:
-        detail = f"the value is {len(raw)} bytes, more than the {limits.max_bytes} allowed"
-        raise _Invalid(Rejection("message_too_large", detail))
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        doc = _read_text(raw)
-    if isinstance(doc, list):
-        if not doc:
-            raise _Invalid(Rejection("empty_array", "a JSON array with no events"))
-        if len(doc) > limits.max_elements:
-            detail = f"an array of {len(doc)} events, more than the {limits.max_elements} allowed"
-            raise _Invalid(Rejection("message_too_large", detail))
-    return doc
-
-
 def _read_text(raw: bytes) -> object:
-    """``_read`` by way of the text, for a value orjson refused as bytes: either they are not
+    """The value by way of the text, for a value orjson refused as bytes: either they are not
     UTF-8, or the text is not JSON (orjson parses the same bytes in both cases). This tells
     which, and words a JSON error as the text parse does (positions counted in characters).
     """

@@ -124,7 +124,10 @@ def judge_pieces(
     for m in messages:
         parsed += len(m.value)
         for elements in decode_pieces(m.value, latest, limits, events):
-            piece += [Judged(m, element) for element in elements]
+            if len(elements) == 1:  # most messages: no comprehension to set up
+                piece.append(Judged(m, elements[0]))
+            else:
+                piece += [Judged(m, element) for element in elements]
             if len(piece) >= events or parsed >= size:
                 yield piece
                 piece, parsed = [], 0
@@ -137,6 +140,12 @@ def client_ids(judged: Sequence[Judged]) -> set[str]:
 
 
 _TOO_OLD = Rejection("event_too_old", "the local day is past the retention window")
+_UNKNOWN_CLIENT = Rejection(
+    "unknown_client",
+    "the client is not registered, and this worker counts registered clients only "
+    "(DEVACT_UNKNOWN_CLIENTS=dead_letter): register it with `devact client add`, then redrive",
+    "client_id",
+)
 
 
 def plan_batch(
@@ -175,8 +184,13 @@ class Planner:
                 continue
             days = days_of.get(verdict.client_id)
             if days is None:
-                tz = ZoneInfo(self._timezones[verdict.client_id])
-                days = days_of[verdict.client_id] = local_days(tz, self._retention_days)
+                zone = self._timezones.get(verdict.client_id)
+                if zone is None:  # not registered, and the worker registers no client itself
+                    plan.dead_letters.append(
+                        DeadLetter(j.message, j.element.index, _UNKNOWN_CLIENT)
+                    )
+                    continue
+                days = days_of[verdict.client_id] = local_days(ZoneInfo(zone), self._retention_days)
             found = days.of(verdict.generated_at)
             if found is None or found[1] <= now_ts:  # None: off the calendar (year 1 to 9999)
                 plan.dead_letters.append(DeadLetter(j.message, j.element.index, _TOO_OLD))

@@ -92,6 +92,7 @@ class BatchProcessor:
         metrics: WorkerMetrics | None = None,
         limits: MessageLimits = DEFAULT_LIMITS,
         pacer: Callable[[], Pacer] = Pacer,
+        register_unknown: bool = True,
     ) -> None:
         self._registry = registry
         self._writer = writer
@@ -104,8 +105,11 @@ class BatchProcessor:
         self._limits = limits
         self._pacer = pacer
         """Makes the pacer of each piece of CPU work (a test gives it a clock of its own)."""
-        self._zones: dict[str, tuple[str, datetime]] = {}
-        """Client timezones with the time they must be read again."""
+        self._register_unknown = register_unknown
+        """Whether a heartbeat of an unregistered client registers it (the contract's default)
+        or is dead-lettered as ``unknown_client`` (clients managed with `devact client add`)."""
+        self._zones: dict[str, tuple[str | None, datetime]] = {}
+        """Client timezones (None: not registered) with the time they must be read again."""
         self.waiting = False
         """Events were deferred (a Redis Cluster primary could not be reached) and not yet
         applied: :meth:`catch_up` applies them once it is back, even with no new batch."""
@@ -297,13 +301,20 @@ class BatchProcessor:
         return gaps
 
     async def _timezones(self, names: set[str], now: datetime) -> dict[str, str]:
-        """Clients' timezones, read from Redis at most every ``ZONE_CACHE_S`` per client (and
-        unknown clients registered there with the default timezone on first sight)."""
+        """Clients' timezones, read from Redis at most every ``ZONE_CACHE_S`` per client.
+        Unknown clients are registered there with the default timezone on first sight, or, with
+        ``register_unknown`` off, left out (their events become ``unknown_client`` dead
+        letters, until a registration is read, within ``ZONE_CACHE_S``)."""
         stale = {n for n in names if n not in self._zones or self._zones[n][1] <= now}
         if stale:
             expires = now + ZONE_CACHE
             try:
-                fresh = await self._registry.timezones(stale, self._default_timezone, now)
+                fresh: dict[str, str | None]
+                if self._register_unknown:
+                    fresh = dict(await self._registry.timezones(stale, self._default_timezone, now))
+                else:
+                    known = await self._registry.known_timezones(stale)
+                    fresh = {n: known.get(n) for n in stale}
             except StoreUnavailable as exc:
                 if not stale <= self._zones.keys():
                     raise
@@ -312,7 +323,7 @@ class BatchProcessor:
                 log.warning("client timezones unavailable (%s): using those known", exc)
                 fresh = {n: self._zones[n][0] for n in stale}
             self._zones.update({n: (tz, expires) for n, tz in fresh.items()})
-        return {n: self._zones[n][0] for n in names}
+        return {n: tz for n in names if (tz := self._zones[n][0]) is not None}
 
 
 async def _until_done(

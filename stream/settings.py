@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -18,6 +19,11 @@ class WorkerSettings(StoreSettings):
     """Faust app id: also the Kafka consumer group."""
     topic_partitions: int = Field(default=6, ge=1)
     """Partitions the worker creates the topics with when they do not exist yet."""
+    unknown_clients: Literal["register", "dead_letter"] = "register"
+    """What a heartbeat of a client nobody registered does: ``register`` it with
+    ``default_timezone`` and count it (the contract's default, and `make run`'s), or go to the
+    dead-letter topic as ``unknown_client`` (``dead_letter``: for production, where clients are
+    managed with `devact client add`, so that a producer cannot create clients)."""
     worker_dir: Path = Path(".run/worker")
     """Faust's data directory (it keeps no table state here, only its own files)."""
     batch_max: int = Field(default=5000, ge=1)

@@ -409,3 +409,16 @@ def test_an_event_is_too_old_from_the_instant_its_day_expires(
     assert [b.expire_at for b in just_before.device_batches[0].days.values()] == [expire_at]
     for now in (expiry, expiry + timedelta(seconds=1)):
         assert [d.rejection.reason for d in planned_at(now).dead_letters] == ["event_too_old"]
+
+
+def test_an_event_of_a_client_without_a_timezone_is_unknown_client() -> None:
+    """The worker leaves out the timezones of clients nobody registered when it registers none
+    itself (DEVACT_UNKNOWN_CLIENTS=dead_letter): their events are dead letters, the others'
+    are planned."""
+    stranger = "ee000000-0000-4000-8000-000000000009"
+    known = message(0, 1, heartbeat(client=CLIENT_UTC))
+    unknown = message(0, 2, [heartbeat(client=stranger), heartbeat(client=CLIENT_NY)])
+    result = plan(known, unknown)
+    got = [(d.message, d.index, d.rejection.reason, d.rejection.field) for d in result.dead_letters]
+    assert got == [(unknown, 0, "unknown_client", "client_id")]
+    assert sorted(b.client_id for b in result.device_batches) == sorted([CLIENT_UTC, CLIENT_NY])
