@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from .commandstats import command_calls, ran_between
-from .conftest import Stack, devact_executable, free_port, heartbeat_message, poll_until
+from .conftest import Stack, devact_executable, free_port, heartbeat_message, poll_until, show
 
 pytestmark = pytest.mark.integration
 
@@ -171,11 +171,14 @@ async def _all_at_once(base: str, crowd: Crowd, count: int) -> list[httpx.Respon
         return await asyncio.gather(*tasks)
 
 
-def test_a_thousand_concurrent_series_requests_all_answer_200(crowd: Crowd) -> None:
+def test_a_thousand_concurrent_series_requests_all_answer_200(
+    crowd: Crowd, request: pytest.FixtureRequest
+) -> None:
     responses = asyncio.run(_all_at_once(crowd.stack.base_url, crowd, CROWD))
     statuses: dict[int, int] = {}
     for response in responses:
         statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+    show(request, f"[crowd] {CROWD} concurrent 90-day series: statuses {statuses}")
     assert statuses == {200: CROWD}
     for n, response in enumerate(responses):
         device = crowd.devices[n % len(crowd.devices)]
@@ -240,7 +243,9 @@ async def _until(check: Any, timeout_s: float, what: str) -> None:
         await asyncio.sleep(POLL_S)
 
 
-def test_a_thousand_live_streams_share_one_read_per_device_and_change(crowd: Crowd) -> None:
+def test_a_thousand_live_streams_share_one_read_per_device_and_change(
+    crowd: Crowd, request: pytest.FixtureRequest
+) -> None:
     stack = crowd.stack
     redis_url = stack.env["DEVACT_REDIS_URL"]
     today = datetime.now(UTC).date().isoformat()
@@ -304,6 +309,7 @@ def test_a_thousand_live_streams_share_one_read_per_device_and_change(crowd: Cro
     # reads each changed device once (one EVALSHA), whatever the number of its streams. A batch
     # may split the ten heartbeats, so a device may change, and be read, more than once.
     api_reads = ran.get("evalsha", 0) - DEVICES  # less the worker's own scripts, one per device
+    show(request, f"[live] {STREAMS} streams, {DEVICES} devices changed: Redis ran {ran}")
     assert api_reads <= 3 * DEVICES, ran
     assert api_reads < STREAMS / 10, ran
 
