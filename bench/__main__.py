@@ -10,7 +10,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import accuracy, cluster, fleet, freshness, ingest, query, report
+from bench import accuracy, cluster, fleet, freshness, ingest, pressure, query, report
 from bench.common import local_stack
 
 log = logging.getLogger("bench")
@@ -31,6 +31,8 @@ async def _sections(args: argparse.Namespace, run_dir: Path) -> dict[str, object
             results.update(await fleet.run(endpoints.redis_url, run_dir, args.quick))
         if "cluster" in args.sections:
             results.update(await cluster.run(endpoints.redis_url, run_dir, args.quick))
+        if "pressure" in args.sections:
+            results.update(await pressure.run(endpoints, run_dir, args.quick))
         if "accuracy" in args.sections and not args.quick:  # 25 s; its figures never change
             results.update(await accuracy.run(endpoints))
     return results
@@ -39,7 +41,9 @@ async def _sections(args: argparse.Namespace, run_dir: Path) -> dict[str, object
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="a smaller run, under 3 minutes")
-    parser.add_argument("--sections", default="ingest,freshness,query,fleet,cluster,accuracy")
+    parser.add_argument(
+        "--sections", default="ingest,freshness,query,fleet,cluster,pressure,accuracy"
+    )
     parser.add_argument(
         "--contenders",
         default="",

@@ -41,6 +41,12 @@ LATEST_KEYS = (
     "fleet_series_p99_ms",
     "live_p99_ms",
     "fleet_bytes_per_device_day",
+    "crowd_256_rps",
+    "crowd_1024_rps",
+    "crowd_1024_p99_ms",
+    "crowd_1024_errors",
+    "live_1000_p99_ms",
+    "live_1000_reads_per_change",
     "machine",
 )
 
@@ -195,7 +201,7 @@ def _markdown(results: dict[str, Any], quick: bool, started: datetime, charts: l
             f"| {'yes' if met else '**no**'} |"
         )
     out += _ingest_section(results) + _freshness_section(results) + _query_section(results)
-    out += _memory_section(results) + _accuracy_section(results)
+    out += _memory_section(results) + _pressure_section(results) + _accuracy_section(results)
     out += ["## Charts", ""] + [f"![{c}]({c})" for c in charts] + [""]
     return "\n".join(out)
 
@@ -300,6 +306,66 @@ def _memory_section(results: dict[str, Any]) -> list[str]:
         f" {results['pg_bytes_per_device_day']} bytes per device-day (table and index).",
         "",
     ]
+
+
+def _pressure_section(results: dict[str, Any]) -> list[str]:
+    levels = results.get("crowd_connections")
+    if not levels:
+        return []
+    out = [
+        "## Under pressure",
+        "",
+        f"One API process (default limits) on Redis holding {results['pressure_devices']} devices"
+        " of the query data set; the 90-day daily activity series of random devices. Each"
+        " connection asks, waits for the answer, asks again (an answer 503 with Retry-After:"
+        " after that wait); every request answered in the window or still in flight at its end"
+        " is counted. req/s: answers within the window; errors: answers other than 200, by"
+        " status; first answer: the slowest connection's wait for its first answer, all"
+        " connections asking at once. CPU per answer: the API process and Redis."
+        f" Load average as the section began: {results.get('pressure_load_average_1m')}.",
+        "",
+        "| connections | req/s | req/s (200) | p50 ms | p99 ms | max ms | errors |"
+        " first answer ms | API CPU ms/req | Redis CPU ms/req |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for n in levels:
+        p = f"crowd_{n}"
+        errors = results.get(f"{p}_errors_by_status") or {}
+        shown = ", ".join(f"{k}: {v:,}" for k, v in errors.items()) or "none"
+        out.append(
+            f"| {n:,} | {_num(results[f'{p}_rps'])} | {_num(results[f'{p}_ok_rps'])}"
+            f" | {results[f'{p}_p50_ms']} | {results[f'{p}_p99_ms']} | {results[f'{p}_max_ms']}"
+            f" | {shown} | {results[f'{p}_first_answer_max_ms']}"
+            f" | {results[f'{p}_api_cpu_ms_per_request']}"
+            f" | {results[f'{p}_redis_cpu_ms_per_request']} |"
+        )
+    streams = results.get("live_streams")
+    if streams:
+        p = f"live_{streams}"
+        out += [
+            "",
+            f"Live: {streams:,} streams on the same process over {results[f'{p}_devices']}"
+            f" devices ({results[f'{p}_tokens']} tokens), a real worker consuming Kafka;"
+            f" {results[f'{p}_rounds']} rounds of one heartbeat per device. Latency: from just"
+            " before the produce call to the event at each stream; first stream: the round's"
+            " earliest (Kafka, worker, Redis, one read), spread: its last less its first (the"
+            " API writing the event to every stream), medians over the rounds. Redis reads per"
+            " change: the"
+            " `EVALSHA` calls of the rounds less the worker's own (the same rounds with no"
+            " stream open, adjusted by the batches each took), per device change.",
+            "",
+            "| streams | events | p50 ms | p99 ms | max ms | first stream ms | spread ms | missed"
+            " | EVALSHA: all / worker / API | Redis reads per device change | API CPU ms/event |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+            f"| {streams:,} | {results[f'{p}_events']:,} | {results[f'{p}_p50_ms']}"
+            f" | {results[f'{p}_p99_ms']} | {results[f'{p}_max_ms']}"
+            f" | {results[f'{p}_first_stream_p50_ms']} | {results[f'{p}_spread_p50_ms']}"
+            f" | {results[f'{p}_missed']}"
+            f" | {results[f'{p}_evalsha']} / {results[f'{p}_worker_evalsha']}"
+            f" / {results[f'{p}_api_reads']} | {results[f'{p}_reads_per_change']}"
+            f" | {results[f'{p}_api_cpu_ms_per_event']} |",
+        ]
+    return [*out, ""]
 
 
 def _accuracy_section(results: dict[str, Any]) -> list[str]:
