@@ -90,7 +90,7 @@ test: install
 	$(PY) -m pytest
 
 # Starts its own Kafka, Redis and PostgreSQL (installing PostgreSQL and wrk from Debian when
-# missing) and writes bench/results/. QUICK=1: smaller data, under 3 minutes.
+# missing) and writes bench/results/. QUICK=1: smaller data, about 4 minutes.
 bench: lock-check
 	$(SYNC) --extra bench
 	$(PY) -m bench $(if $(QUICK),--quick)
