@@ -119,9 +119,7 @@ async def _load(store: Store, fleet: Fleet, device_days: int, description: str) 
         return (fleet.heartbeats - before) / (time.perf_counter() - started)
 
 
-async def _series_times(
-    store: Store, fleet: Fleet, token: str, description: str
-) -> dict[str, float]:
+async def _series_times(store: Store, fleet: Fleet, description: str) -> dict[str, float]:
     reader, rng = Reader(store), random.Random(7)
     plan = series_plan(fleet.today - timedelta(days=89), fleet.today, "daily")
     out: dict[str, float] = {}
@@ -144,10 +142,8 @@ async def _series_times(
     return out
 
 
-async def _register(store: Store, fleet: Fleet) -> str:
-    registry = Registry(store)
-    await registry.add_client(fleet.client, "UTC", "bench cluster", datetime.now(UTC))
-    return await registry.create_token([fleet.client], all_clients=False, name="bench")
+async def _register(store: Store, fleet: Fleet) -> None:
+    await Registry(store).add_client(fleet.client, "UTC", "bench cluster", datetime.now(UTC))
 
 
 async def _single(redis_url: str, small: int) -> dict[str, Any]:
@@ -156,9 +152,9 @@ async def _single(redis_url: str, small: int) -> dict[str, Any]:
     try:
         await store.flushall()
         fleet = Fleet(datetime.now(UTC).date())
-        token = await _register(store, fleet)
+        await _register(store, fleet)
         rate = await _load(store, fleet, small, "cluster: loading one Redis")
-        times = await _series_times(store, fleet, token, "cluster: series on one Redis")
+        times = await _series_times(store, fleet, "cluster: series on one Redis")
         await store.flushall()
     finally:
         await store.aclose()
@@ -180,14 +176,14 @@ async def run(redis_url: str, run_dir: Path, quick: bool) -> dict[str, Any]:
         nodes = [Redis(host=n.host, port=n.port) for n in primaries]
         all_nodes = [Redis(host="127.0.0.1", port=n.port) for n in cluster.nodes]
         fleet = Fleet(datetime.now(UTC).date())
-        token = await _register(store, fleet)
+        await _register(store, fleet)
         base = await _used_memory(nodes)
         for size, label in ((small, "small"), (large, "large")):
             rate = await _load(
                 store, fleet, size - fleet.device_days, f"cluster: loading the {label} size"
             )
             used = await _used_memory(nodes)
-            times = await _series_times(store, fleet, token, f"cluster: series at the {label} size")
+            times = await _series_times(store, fleet, f"cluster: series at the {label} size")
             grown = sum(used) - sum(base)
             results[f"cluster_{label}_device_days"] = fleet.device_days
             results[f"cluster_{label}_bytes_per_device_day"] = round(grown / fleet.device_days, 1)

@@ -131,7 +131,7 @@ def buckets_of(granularity: str) -> list[Bucket]:
     return [Bucket(FIRST, last)]
 
 
-async def read_all(redis: Redis, data: Data, token: str) -> dict[tuple[str, str, str], list[int]]:
+async def read_all(redis: Redis, data: Data) -> dict[tuple[str, str, str], list[int]]:
     reader = Reader(redis)
     out = {}
     for device in data.devices:
@@ -196,7 +196,7 @@ def migrated(services: Any, data: Data) -> Iterator[dict[str, Any]]:
 
     async def after(redis: Redis) -> tuple[list[str], dict[tuple[str, str, str], list[int]]]:
         found = [k async for k in redis.scan_iter(match=LEGACY_DAY_PATTERN, count=5000)]
-        return legacy_keys(found, data), await read_all(redis, data, token)
+        return legacy_keys(found, data), await read_all(redis, data)
 
     left, values = run(services, after)
     return {
@@ -278,7 +278,7 @@ def test_a_migration_stopped_half_way_ends_the_same(services: Any) -> None:
         assert done.days == len(found[::2])
         await migrate_all(redis)
         token = await Registry(redis).create_token([data.client], all_clients=False, name="m")
-        return await read_all(redis, data, token)
+        return await read_all(redis, data)
 
     values = run(services, body)
     expected = expected_of(data)
