@@ -277,7 +277,6 @@ def test_a_migration_stopped_half_way_ends_the_same(services: Any) -> None:
         await _move(redis, Scripts.register(redis).migrate_month, found[::2], done, lambda _: None)
         assert done.days == len(found[::2])
         await migrate_all(redis)
-        token = await Registry(redis).create_token([data.client], all_clients=False, name="m")
         return await read_all(redis, data)
 
     values = run(services, body)
