@@ -128,7 +128,9 @@ class RedisActivitySink(BaseSink):
         offset: int,
     ) -> None:
         # A tombstone (null value) is judged as empty bytes: invalid_json, as in the worker.
-        self._messages.append(Message(topic, partition, offset, key, value or b""))
+        self._messages.append(
+            Message(topic, partition, offset, key, value or b"", timestamp=timestamp)
+        )
 
     def flush(self) -> None:
         """Apply the checkpoint's messages; Quix commits their offsets only if this returns."""

@@ -49,7 +49,7 @@ from state.registry import Registry
 from state.writer import Writer
 from stream.app import ensure_topics
 from stream.dlq import DeadLetterRecord
-from stream.plan import Message
+from stream.plan import Message, from_record
 from stream.processor import BatchProcessor, SendDeadLetters
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
@@ -75,11 +75,7 @@ def _utc_now() -> datetime:
 
 def _messages(fetched: Mapping[TopicPartition, Sequence[Any]]) -> list[Message]:
     """The records of one ``getmany``, each partition's in offset order."""
-    return [
-        Message(r.topic, r.partition, r.offset, r.key, r.value or b"")  # tombstone: invalid_json
-        for records in fetched.values()
-        for r in records
-    ]
+    return [from_record(r) for records in fetched.values() for r in records]
 
 
 def _next_offsets(fetched: Mapping[TopicPartition, Sequence[Any]]) -> dict[TopicPartition, int]:

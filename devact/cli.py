@@ -119,7 +119,9 @@ def replay(
         raise typer.Exit(1) from exc
     typer.echo(
         f"replayed {summary.messages} messages: {summary.applied} events applied, "
-        f"{summary.skipped} already there, {summary.rejected} rejected (not re-sent to the DLQ)"
+        f"{summary.skipped} already there, {summary.refused_before} refused before "
+        f"(dead letters, or sent back by a redrive), {summary.expired} in days expired since, "
+        f"{summary.rejected} rejected now (not sent to the DLQ)"
     )
 
 

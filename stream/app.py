@@ -25,8 +25,10 @@ from stream.lag import GroupOffsets
 from stream.metrics import WorkerMetrics
 from stream.pacing import Pacer
 from stream.processor import BatchProcessor, Prepared
+from stream.refusals import Refusals
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
+from stream.topics import timestamp_type
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 metrics=self._metrics,
                 limits=settings.message_limits(),
                 register_unknown=settings.unknown_clients == "register",
+                refusals=Refusals(settings.kafka_bootstrap, settings.topic, settings.dlq_topic),
             )
 
         @mode.Service.task
@@ -131,6 +134,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
                         continue
                     if app.consumer_generation_id != generation:
                         generation, delivered = app.consumer_generation_id, {}
+                        self._processor.reassigned()
                     batch = channel.messages(records)
                     for message in batch:
                         delivered[message.partition] = message.offset
@@ -200,14 +204,24 @@ async def ensure_topics(settings: WorkerSettings) -> None:
         try:
             await admin.start()
             existing = set(await admin.list_topics())
-            dlq_config = {"max.message.bytes": str(_DLQ_MAX_MESSAGE_BYTES)}
+            # The broker's time stamps each record: the time rules judge against it.
+            stamped = {"message.timestamp.type": "LogAppendTime"}
+            dlq_config = {**stamped, "max.message.bytes": str(_DLQ_MAX_MESSAGE_BYTES)}
             wanted = [
                 NewTopic(name, settings.topic_partitions, 1, topic_configs=config)
-                for name, config in ((settings.topic, {}), (settings.dlq_topic, dlq_config))
+                for name, config in ((settings.topic, stamped), (settings.dlq_topic, dlq_config))
                 if name not in existing
             ]
             if wanted:
                 _check_created(await admin.create_topics(wanted))
+            if await timestamp_type(admin, settings.topic) == "CreateTime":
+                log.warning(
+                    "topic %s stamps records with CreateTime: the producers' clocks decide "
+                    "event_in_future and event_too_old. Let the broker stamp them: "
+                    "kafka-configs.sh --alter --entity-type topics --entity-name %s "
+                    "--add-config message.timestamp.type=LogAppendTime (docs/events.md)",
+                    settings.topic, settings.topic,
+                )  # fmt: skip
             return
         except (KafkaConnectionError, OSError) as exc:
             log.warning("Kafka not reachable yet (%s); retrying in %.1f s", exc, delay)

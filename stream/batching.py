@@ -132,7 +132,8 @@ def to_message(record: Any) -> Message:
         offset=record.offset,
         key=record.key,
         value=record.value or b"",  # a tombstone (null value) is judged as empty: invalid_json
-    )
+        timestamp=None if record.timestamp is None else round(record.timestamp * 1000),
+    )  # Faust's timestamp is in seconds (the record's milliseconds / 1000)
 
 
 class ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):

@@ -21,9 +21,11 @@ from stream.model import Reason
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = ("applied", "duplicate", "dead_letter", "deferred")
+OUTCOMES = ("applied", "duplicate", "dead_letter", "deferred", "refused_before", "expired")
 """What became of an event: counted now, found counted already (a replay), sent to the
-dead-letter topic, or waiting for a Redis Cluster primary that could not be reached."""
+dead-letter topic, waiting for a Redis Cluster primary that could not be reached, read again
+after an earlier reading refused it (left alone: stream/refusals.py), or valid when Kafka
+received it but its day expired before it was written (not written)."""
 
 _SIZE_BUCKETS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10_000, 50_000, 100_000)
 _SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -110,6 +112,8 @@ class WorkerMetrics:
         duplicates: int,
         deferred: int,
         reasons: Iterable[Reason],
+        refused_before: int = 0,
+        expired: int = 0,
         seconds: float,
         generated: Sequence[datetime],
         now: datetime,
@@ -125,8 +129,15 @@ class WorkerMetrics:
         ).items():  # 10,000 incs of one label took 35 ms
             self.dead_letters.labels(reason).inc(count)
             letters += count
-        for outcome, count in (("applied", applied), ("duplicate", duplicates),
-                               ("dead_letter", letters), ("deferred", deferred)):  # fmt: skip
+        counts = {
+            "applied": applied,
+            "duplicate": duplicates,
+            "dead_letter": letters,
+            "deferred": deferred,
+            "refused_before": refused_before,
+            "expired": expired,
+        }
+        for outcome, count in counts.items():
             if count:
                 self._outcomes[outcome].inc(count)
         observe = self.event_age.observe

@@ -219,7 +219,9 @@ def _judge_rule_by_rule(obj: object, latest: datetime) -> Heartbeat | Rejection:
     except _Invalid as exc:
         return exc.rejection
     if heartbeat.generated_at > latest:
-        return Rejection("event_in_future", "generated_at_utc is more than 24 h ahead")
+        return Rejection(
+            "event_in_future", "generated_at_utc is more than 24 h after Kafka received the event"
+        )
     return heartbeat
 
 

@@ -8,15 +8,22 @@ Both run once per event, so they avoid per-event work that a batch can share: th
 worked out once, and local days and expiries come from the memo of ``state.dates.LocalDays``
 instead of two timezone conversions per event.
 
+Every rule that depends on time is judged against the time of the Kafka record (``Message.
+timestamp``), never the reader's clock, so that reading an offset again, at any time, gives the
+same verdict (docs/events.md, "Verdicts that do not change with the clock"). The reader's clock
+only decides whether a counted event's day still exists when it is written: a day whose keys
+have expired is not written again (``Plan.expired``).
+
 Both also come in pieces (``judge_pieces``, ``Planner``) for a caller that hands the event loop
 back between them: a batch may hold 10,000 events of one message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from state.batch import Contribution, DayBatch, DeviceBatch
@@ -45,6 +52,35 @@ class Message:
     """The offset of the message the same reader delivered just before this one from the same
     partition, when known: the offsets in between hold nothing readable (transaction markers,
     aborted or compacted records), so a batch starting here continues one that ended there."""
+    timestamp: int | None = None
+    """The record's timestamp in milliseconds since the epoch: the time the time rules are judged
+    against. On a topic with ``LogAppendTime`` (the worker creates the heartbeats topic so) it is
+    when the broker appended the record; with ``CreateTime``, what the producer set. None (or
+    negative: a producer that set none) only for a record without one: judged against the
+    reader's clock, the one case where a verdict may change with the time it is read."""
+
+
+def from_record(record: Any) -> Message:
+    """The message of an aiokafka ``ConsumerRecord`` (a tombstone, a null value, is judged as
+    empty bytes: ``invalid_json``)."""
+    return Message(
+        record.topic, record.partition, record.offset, record.key, record.value or b"",
+        timestamp=record.timestamp,
+    )  # fmt: skip
+
+
+Source = tuple[int, int, int | None]
+"""An event of the heartbeats topic: partition, offset, and index in an array message (None for
+a single event, or a whole message refused)."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def record_time(message: Message, now: datetime) -> datetime:
+    """The time the time rules judge ``message`` against: its record's, or ``now`` without one."""
+    if message.timestamp is None or message.timestamp < 0:
+        return now
+    return _EPOCH + timedelta(milliseconds=message.timestamp)
 
 
 class Continuity:
@@ -94,6 +130,13 @@ class Plan:
     members: list[list[Judged]] = field(default_factory=list)
     """The events behind each device batch (same order), to dead-letter them if it is refused."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    expired: int = 0
+    """Heartbeats within the retention window when Kafka received them whose day's keys had
+    expired when they were planned (a worker far behind, a replay months later): counted once
+    and expired since, as far as Redis is concerned, so not written again. No dead letter."""
+    refused_before: int = 0
+    """Events read again that an earlier reading refused (``Planner``'s ``refused``): neither
+    counted nor dead-lettered again."""
 
 
 def decode_batch(
@@ -117,12 +160,17 @@ def judge_pieces(
     size: int = PIECE_BYTES,
 ) -> Iterator[list[Judged]]:
     """``decode_batch`` in consecutive pieces of at most ``events`` events or about ``size``
-    message bytes, each judged when it is taken."""
+    message bytes, each judged when it is taken, against its record's time (``now`` for a
+    record without one)."""
+    stamp: int | None = None
     latest = now + FUTURE_TOLERANCE
     piece: list[Judged] = []
     parsed = 0
     for m in messages:
         parsed += len(m.value)
+        if m.timestamp != stamp:  # consecutive records often share their millisecond
+            stamp = m.timestamp
+            latest = record_time(m, now) + FUTURE_TOLERANCE
         for elements in decode_pieces(m.value, latest, limits, events):
             if len(elements) == 1:  # most messages: no comprehension to set up
                 piece.append(Judged(m, elements[0]))
@@ -153,31 +201,49 @@ def plan_batch(
     timezones: Mapping[str, str],
     now: datetime,
     retention_days: int,
+    refused: Set[Source] = frozenset(),
 ) -> Plan:
     """Group valid heartbeats per (device, client) and local day, in first-seen order.
 
     Within a device batch, events keep their order in the batch, which keeps each partition's
     offsets ascending: the effectively-once check in state/ relies on it.
     """
-    planner = Planner(timezones, now, retention_days)
+    planner = Planner(timezones, now, retention_days, refused)
     planner.add(judged)
     return planner.plan
 
 
 class Planner:
-    """``plan_batch`` fed in pieces: the plan of the events added so far, in their order."""
+    """``plan_batch`` fed in pieces: the plan of the events added so far, in their order.
 
-    def __init__(self, timezones: Mapping[str, str], now: datetime, retention_days: int) -> None:
+    ``now`` is the reader's clock, used only to leave out days that have expired (``Plan.
+    expired``); ``refused`` holds events an earlier reading refused (stream/refusals.py), which
+    are neither counted nor dead-lettered again, whatever the rules say of them now."""
+
+    def __init__(
+        self,
+        timezones: Mapping[str, str],
+        now: datetime,
+        retention_days: int,
+        refused: Set[Source] = frozenset(),
+    ) -> None:
         self.plan = Plan()
         self._timezones = timezones
-        self._now_ts = now.timestamp()
+        self._now = now
         self._retention_days = retention_days
+        self._refused = refused
         self._by_device: dict[tuple[str, str], int] = {}
         self._days_of: dict[str, LocalDays] = {}
+        self._stamp: int | None = None
+        self._record_ts = now.timestamp()
 
     def add(self, judged: Sequence[Judged]) -> None:
-        plan, by_device, days_of, now_ts = self.plan, self._by_device, self._days_of, self._now_ts
+        plan, by_device, days_of, refused = self.plan, self._by_device, self._days_of, self._refused
+        now_ts = self._now.timestamp()
         for j in judged:
+            if refused and (j.message.partition, j.message.offset, j.element.index) in refused:
+                plan.refused_before += 1
+                continue
             verdict = j.element.verdict
             if isinstance(verdict, Rejection):
                 plan.dead_letters.append(DeadLetter(j.message, j.element.index, verdict))
@@ -192,10 +258,16 @@ class Planner:
                     continue
                 days = days_of[verdict.client_id] = local_days(ZoneInfo(zone), self._retention_days)
             found = days.of(verdict.generated_at)
-            if found is None or found[1] <= now_ts:  # None: off the calendar (year 1 to 9999)
+            if j.message.timestamp != self._stamp:
+                self._stamp = j.message.timestamp
+                self._record_ts = record_time(j.message, self._now).timestamp()
+            if found is None or found[1] <= self._record_ts:  # None: off the calendar
                 plan.dead_letters.append(DeadLetter(j.message, j.element.index, _TOO_OLD))
                 continue
             day, expire_at = found
+            if expire_at <= now_ts:
+                plan.expired += 1
+                continue
             slot = by_device.get((verdict.device_id, verdict.client_id))
             if slot is None:
                 slot = by_device[(verdict.device_id, verdict.client_id)] = len(plan.device_batches)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
@@ -28,9 +28,11 @@ from stream.plan import (
     Message,
     Plan,
     Planner,
+    Source,
     client_ids,
     judge_pieces,
 )
+from stream.refusals import CLOCK_SKEW, Refusals
 
 if TYPE_CHECKING:
     from stream.metrics import WorkerMetrics
@@ -77,6 +79,10 @@ class BatchOutcome:
     """The dead letters' reasons, one per dead letter."""
     generated: tuple[datetime, ...] = ()
     """When each event counted now was generated."""
+    expired: int = 0
+    """Heartbeats whose day had expired by the time they were written (``Plan.expired``)."""
+    refused_before: int = 0
+    """Events read again that an earlier reading refused (``Plan.refused_before``)."""
 
 
 class BatchProcessor:
@@ -93,6 +99,8 @@ class BatchProcessor:
         limits: MessageLimits = DEFAULT_LIMITS,
         pacer: Callable[[], Pacer] = Pacer,
         register_unknown: bool = True,
+        refusals: Refusals | None = None,
+        rereading: bool = False,
     ) -> None:
         self._registry = registry
         self._writer = writer
@@ -108,6 +116,14 @@ class BatchProcessor:
         self._register_unknown = register_unknown
         """Whether a heartbeat of an unregistered client registers it (the contract's default)
         or is dead-lettered as ``unknown_client`` (clients managed with `devact client add`)."""
+        self._refusals = refusals
+        """What earlier readings refused: asked about every batch read again (``rereading``,
+        the gap repair) and, in a worker, about records that may have been judged before it was
+        given their partition (``reassigned``). None: every event is judged afresh."""
+        self._rereading = rereading
+        """Every batch reads offsets read before (`devact replay`)."""
+        self._fresh_after_ms = _ms(clock() + CLOCK_SKEW)
+        """Records with an older timestamp may have been judged by a reader before this one."""
         self._zones: dict[str, tuple[str | None, datetime]] = {}
         """Client timezones (None: not registered) with the time they must be read again."""
         self.waiting = False
@@ -145,14 +161,19 @@ class BatchProcessor:
         with log_fields(topic=prepared.positions.topic, offsets=where):
             outcome = await _until_done(lambda: self.apply(prepared), stopping, self._failed)
         if self._metrics is not None:
-            topic = prepared.positions.topic
+            topic, plan = prepared.positions.topic, prepared.plan
             self._metrics.batch(
                 messages=len(prepared.messages),
-                events=sum(map(len, prepared.plan.members)) + len(prepared.plan.dead_letters),
+                events=sum(map(len, plan.members))
+                + len(plan.dead_letters)
+                + plan.expired
+                + plan.refused_before,
                 applied=outcome.applied,
                 duplicates=outcome.skipped,
                 deferred=outcome.deferred,
                 reasons=outcome.reasons,
+                refused_before=outcome.refused_before,
+                expired=outcome.expired,
                 seconds=time.monotonic() - started,
                 generated=outcome.generated,
                 now=self._clock(),
@@ -164,24 +185,35 @@ class BatchProcessor:
         if self._metrics is not None:
             self._metrics.redis_failed()
 
+    def reassigned(self) -> None:
+        """The consumer was given partitions (a rebalance): their records up to now may have
+        been judged by the reader that had them before."""
+        self._fresh_after_ms = _ms(self._clock() + CLOCK_SKEW)
+        if self._refusals is not None:
+            self._refusals.forget()
+
     async def process(self, messages: Sequence[Message]) -> BatchOutcome:
         """Process a batch completely: every event is applied or dead-lettered on return."""
         return await self.apply(await self.prepare(messages))
 
-    async def prepare(self, messages: Sequence[Message]) -> Prepared:
+    async def prepare(self, messages: Sequence[Message], rereading: bool = False) -> Prepared:
         """Judge, plan and encode a batch: the CPU-bound half, which touches Redis only for
         timezones it has not cached. A worker prepares the next batch while Redis applies this
         one, so it works in pieces and hands the event loop back every 10 ms (``Pacer``),
         whatever the messages hold: the apply of the previous batch then sends its pipeline
-        and reads its replies in between, and /healthz answers."""
+        and reads its replies in between, and /healthz answers.
+
+        ``rereading``: the messages were read before (the gap repair), so what was refused then
+        stays refused (stream/refusals.py)."""
         now = self._clock()
+        refused = await self._refused(messages, rereading or self._rereading)
         pacer = self._pacer()
         judged: list[Judged] = []
         for piece in judge_pieces(messages, now, self._limits):
             judged += piece
             await pacer.pace()
         zones = await self._timezones(client_ids(judged), now)
-        planner = Planner(zones, now, self._retention_days)
+        planner = Planner(zones, now, self._retention_days, refused)
         for start in range(0, len(judged), PIECE_EVENTS):
             planner.add(judged[start : start + PIECE_EVENTS])
             await pacer.pace()
@@ -250,6 +282,8 @@ class BatchProcessor:
                 if result.deferred
             ),
             reasons=tuple(letter.rejection.reason for letter in letters),
+            expired=plan.expired,
+            refused_before=plan.refused_before,
             generated=tuple(
                 j.element.verdict.generated_at  # type: ignore[union-attr]
                 for result, members in zip(batch.devices, plan.members, strict=True)
@@ -285,7 +319,7 @@ class BatchProcessor:
             async for chunk in self._reread(positions.topic, partition, start, span.first):
                 first, last = chunk[0], chunk[-1]
                 spans = {partition: Span(first.offset, last.offset, forced, first.previous)}
-                prepared = await self.prepare(chunk)
+                prepared = await self.prepare(chunk, rereading=True)
                 outcome, letters = await self._apply(
                     prepared.plan, prepared.packed, Positions(positions.topic, spans)
                 )
@@ -299,6 +333,19 @@ class BatchProcessor:
                 forced = False
             gaps.add(partition)
         return gaps
+
+    async def _refused(self, messages: Sequence[Message], rereading: bool) -> Set[Source]:
+        """The events of ``messages`` that an earlier reading refused, as far as it matters:
+        all of them when ``rereading``, else those of records older than this reader's
+        partitions (none in the steady state: then Kafka is not asked)."""
+        if self._refusals is None or not messages:
+            return frozenset()
+        fresh = self._fresh_after_ms
+        if not rereading:
+            messages = [m for m in messages if m.timestamp is None or m.timestamp < fresh]
+            if not messages:
+                return frozenset()
+        return await self._refusals.among(messages)
 
     async def _timezones(self, names: set[str], now: datetime) -> dict[str, str]:
         """Clients' timezones, read from Redis at most every ``ZONE_CACHE_S`` per client.
@@ -350,6 +397,10 @@ async def _until_done(
             raise asyncio.CancelledError("worker stopping with a batch not yet applied")
         await asyncio.sleep(delay)
         delay = min(delay * 2, _BACKOFF_MAX_S)
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 def slices(messages: Sequence[Message], max_bytes: int) -> Iterator[Sequence[Message]]:

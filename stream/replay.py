@@ -3,7 +3,9 @@
 A plain aiokafka consumer with no group: it reads every partition from the earliest retained
 offset (or from a point in time) up to the end offsets seen when it starts, and hands batches to
 the same BatchProcessor the worker uses. Events Redis already holds are skipped by state/, so a
-replay over populated Redis changes nothing and a replay after FLUSHALL rebuilds the same state.
+replay over populated Redis changes nothing and a replay after FLUSHALL rebuilds the same state:
+time rules are judged against each record's own time, and events refused before (dead letters,
+and those a redrive sent back) stay refused, whatever the rules say now (stream/refusals.py).
 It writes no dead letters: the DLQ already holds those events.
 """
 
@@ -21,8 +23,9 @@ from state.connection import open_store
 from state.registry import Registry
 from stream import unreadable
 from stream.dlq import DeadLetterRecord
-from stream.plan import Continuity, Message
+from stream.plan import Continuity, from_record
 from stream.processor import BatchProcessor, slices
+from stream.refusals import Refusals
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
 from stream.topics import topic_partitions
@@ -44,6 +47,12 @@ class ReplaySummary:
     applied: int = 0
     skipped: int = 0
     rejected: int = 0
+    """Refused now, and not dead-lettered before (the rules changed since: a lowered retention,
+    a client unregistered)."""
+    refused_before: int = 0
+    """Dead letters of the first reading, or sent back by a redrive: left alone."""
+    expired: int = 0
+    """Valid when Kafka received them, in days that have expired since: not written."""
 
 
 async def replay(
@@ -73,6 +82,8 @@ async def replay(
         retention_days=settings.retention_days,
         reread=partition_reader(settings.kafka_bootstrap),
         limits=settings.message_limits(),  # the worker's: a message it refused stays refused
+        refusals=Refusals(settings.kafka_bootstrap, settings.topic, settings.dlq_topic),
+        rereading=True,
     )
     partitions = [
         TopicPartition(settings.topic, p)
@@ -93,7 +104,7 @@ async def replay(
             held = unreadable.take_all(settings.topic)
             messages = continuity.link(
                 [
-                    Message(r.topic, r.partition, r.offset, r.key, r.value or b"")
+                    from_record(r)
                     for tp, records in batches.items()
                     for r in records
                     if r.offset < ends[tp]
@@ -105,6 +116,8 @@ async def replay(
                 summary.messages += len(batch)
                 summary.applied += outcome.applied
                 summary.skipped += outcome.skipped
+                summary.refused_before += outcome.refused_before
+                summary.expired += outcome.expired
             if held:  # what came before it is applied; nothing after it is skipped
                 raise unreadable.UnreadableBatch(held[0])
             for tp in list(remaining):

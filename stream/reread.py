@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream import unreadable
-from stream.plan import Continuity, Message
+from stream.plan import Continuity, Message, from_record
 
 _CHUNK = 5000
 _CHUNK_BYTES = 1024 * 1024
@@ -50,7 +50,7 @@ def partition_reader(
                 for r in fetched.get(tp, []):
                     if r.offset >= stop:
                         break
-                    chunk.append(Message(r.topic, r.partition, r.offset, r.key, r.value or b""))
+                    chunk.append(from_record(r))
                     size += len(r.value or b"")
                     if size >= _CHUNK_BYTES:
                         yield continuity.link(chunk)

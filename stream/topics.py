@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 
 class TopicNotFound(Exception):
@@ -26,3 +27,17 @@ async def partitions_of(admin: AIOKafkaAdminClient, topic: str) -> list[int]:
         if entry["topic"] == topic and entry["error_code"] == 0 and entry["partitions"]:
             return sorted(p["partition"] for p in entry["partitions"])
     raise TopicNotFound(f"topic {topic} does not exist")
+
+
+async def timestamp_type(admin: AIOKafkaAdminClient, topic: str) -> str | None:
+    """The topic's ``message.timestamp.type`` (``CreateTime`` or ``LogAppendTime``), None when
+    the broker does not say."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic)
+    for response in await admin.describe_configs([resource]):
+        for error_code, _message, _type, name, entries, *_ in response.resources:
+            if name != topic or error_code != 0:
+                continue
+            for entry_name, value, *_ in entries:
+                if entry_name == "message.timestamp.type":
+                    return str(value)
+    return None

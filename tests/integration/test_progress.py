@@ -88,5 +88,6 @@ def test_replay_reports_the_messages_between_start_and_end_offsets(
     ), lines
     assert done.stdout == (
         f"replayed {HEARTBEATS} messages: {HEARTBEATS} events applied, 0 already there, "
-        "0 rejected (not re-sent to the DLQ)\n"
+        "0 refused before (dead letters, or sent back by a redrive), 0 in days expired since, "
+        "0 rejected now (not sent to the DLQ)\n"
     )

@@ -35,6 +35,8 @@ class FakeRecord:
     partition: int = 0
     key: bytes | None = b"k"
     value: bytes | None = b"{}"
+    timestamp: float | None = 1_765_000_000.123
+    """Faust's: the record's milliseconds / 1000."""
     tracked: bool = False
 
     @property
@@ -199,6 +201,13 @@ async def test_the_channel_holds_a_bounded_number_of_fetches() -> None:
 def test_a_tombstone_becomes_an_empty_value() -> None:
     message = to_message(FakeRecord(3, value=None))
     assert (message.partition, message.offset, message.value) == (0, 3, b"")
+
+
+def test_a_message_keeps_its_record_time_to_the_millisecond() -> None:
+    for millis in (0, 1_765_000_000_123, 1_765_000_000_999, 253_402_300_799_999):
+        message = to_message(FakeRecord(3, timestamp=millis / 1000))
+        assert message.timestamp == millis
+    assert to_message(FakeRecord(3, timestamp=None)).timestamp is None
 
 
 class FakeTopics:

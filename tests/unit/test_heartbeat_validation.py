@@ -550,7 +550,9 @@ def reference_verdict(obj: object, now: datetime) -> Heartbeat | Rejection:
         values.append(value)
     heartbeat = Heartbeat(*values)  # type: ignore[arg-type]
     if heartbeat.generated_at > now + timedelta(hours=24):
-        return Rejection("event_in_future", "generated_at_utc is more than 24 h ahead")
+        return Rejection(
+            "event_in_future", "generated_at_utc is more than 24 h after Kafka received the event"
+        )
     return heartbeat
 
 

@@ -8,6 +8,7 @@ after; Kathmandu is UTC+05:45), and retention boundaries from "a day is kept for
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -422,3 +423,88 @@ def test_an_event_of_a_client_without_a_timezone_is_unknown_client() -> None:
     got = [(d.message, d.index, d.rejection.reason, d.rejection.field) for d in result.dead_letters]
     assert got == [(unknown, 0, "unknown_client", "client_id")]
     assert sorted(b.client_id for b in result.device_batches) == sorted([CLIENT_UTC, CLIENT_NY])
+
+
+# --- the record's time, not the reader's clock (docs/events.md) ---------------------------
+
+
+def stamped(offset: int, doc: Any, received: datetime, partition: int = 0) -> Message:
+    """A message whose Kafka record was stamped at ``received``."""
+    return replace(message(partition, offset, doc), timestamp=int(received.timestamp() * 1000))
+
+
+def reasons(result: Plan) -> list[str]:
+    return [d.rejection.reason for d in result.dead_letters]
+
+
+@pytest.mark.parametrize("read_after", [timedelta(0), timedelta(seconds=30), timedelta(days=40)])
+def test_an_event_more_than_a_day_after_its_record_is_in_the_future_whenever_it_is_read(
+    read_after: timedelta,
+) -> None:
+    received = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
+    ahead = stamped(1, heartbeat(at=iso(received + timedelta(hours=24, seconds=25))), received)
+    inside = stamped(2, heartbeat(at=iso(received + timedelta(hours=24))), received)
+    result = plan(ahead, inside, now=received + read_after)
+    assert reasons(result) == ["event_in_future"]
+    assert [d.message for d in result.dead_letters] == [ahead]
+    assert [j.message for j in result.members[0]] == [inside]
+
+
+def test_each_message_is_judged_against_its_own_record() -> None:
+    first = datetime(2026, 3, 8, tzinfo=UTC)
+    at = iso(first + timedelta(hours=30))  # 30 h after the first record, 6 h after the second
+    early = stamped(1, heartbeat(at=at), first)
+    late = stamped(2, heartbeat(at=at), first + timedelta(hours=24))
+    result = plan(early, late, now=first + timedelta(days=3))
+    assert [d.message for d in result.dead_letters] == [early]
+    assert [j.message for j in result.members[0]] == [late]
+
+
+@pytest.mark.parametrize("read_after", [timedelta(0), timedelta(days=2), timedelta(days=30)])
+def test_retention_is_judged_at_the_records_time(read_after: timedelta) -> None:
+    """Retention 3 days: a UTC day D is kept until D + 4 days 00:00."""
+    received = datetime(2026, 3, 10, 0, 0, tzinfo=UTC)
+    kept = stamped(1, heartbeat(at="2026-03-07T00:00:00Z"), received)
+    old = stamped(2, heartbeat(at="2026-03-06T23:59:59Z"), received)
+    result = plan(kept, old, now=received + read_after, retention_days=3)
+    assert [d.message for d in result.dead_letters] == [old]
+    assert reasons(result) == ["event_too_old"]
+    if read_after < timedelta(days=1):  # 03-07 is kept until 03-11 00:00
+        assert [j.message for j in result.members[0]] == [kept]
+        assert result.expired == 0
+    else:  # valid when received, its day gone since: not written, not a dead letter
+        assert result.device_batches == []
+        assert result.expired == 1
+
+
+def test_a_raised_retention_accepts_at_the_records_time_what_a_shorter_one_refused() -> None:
+    received = datetime(2026, 3, 10, 0, 0, tzinfo=UTC)
+    event = stamped(1, heartbeat(at="2026-03-05T12:00:00Z"), received)
+    later = received + timedelta(days=3)
+    assert reasons(plan(event, now=later, retention_days=3)) == ["event_too_old"]
+    raised = plan(event, now=later, retention_days=30)
+    assert raised.dead_letters == []
+    assert len(raised.device_batches) == 1
+
+
+def test_a_record_without_a_time_is_judged_against_the_readers_clock() -> None:
+    at = heartbeat(at=iso(NOW + timedelta(hours=25)))
+    for timestamp in (None, -1):
+        event = replace(message(0, 1, at), timestamp=timestamp)
+        assert reasons(plan(event, now=NOW)) == ["event_in_future"]
+        assert reasons(plan(event, now=NOW + timedelta(hours=2))) == []
+
+
+def test_events_refused_before_are_neither_counted_nor_dead_lettered_again() -> None:
+    received = datetime(2026, 3, 9, 13, 0, tzinfo=UTC)
+    single = stamped(5, heartbeat(device=DEVICE_A), received)
+    array = stamped(6, [heartbeat(device=DEVICE_B), heartbeat(device=DEVICE_C), {}], received)
+    elsewhere = stamped(5, heartbeat(device=DEVICE_C), received, partition=1)
+    refused = {(0, 5, None), (0, 6, 1), (0, 6, 2), (3, 9, None)}
+    messages = decode_batch([single, array, elsewhere], received)
+    result = plan_batch(messages, TIMEZONES, received, RETENTION_DAYS, refused)
+    assert result.refused_before == 3
+    assert result.dead_letters == []
+    planned = [(j.message.partition, j.message.offset, j.element.index)
+               for members in result.members for j in members]  # fmt: skip
+    assert planned == [(0, 6, 0), (1, 5, None)]
