@@ -30,6 +30,7 @@ from state import keys
 from state.cluster_writer import new_writer
 from state.connection import Store
 from stream.settings import WorkerSettings
+from stream.topics import STAMPED_BY_BROKER
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -74,7 +75,9 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
     await admin.start()
     try:
         if name not in await admin.list_topics():
-            await admin.create_topics([NewTopic(name, partitions, 1)])
+            await admin.create_topics(
+                [NewTopic(name, partitions, 1, topic_configs=STAMPED_BY_BROKER)]
+            )
     finally:
         await admin.close()
 

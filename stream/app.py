@@ -28,7 +28,7 @@ from stream.processor import BatchProcessor, Prepared
 from stream.refusals import Refusals
 from stream.reread import partition_reader
 from stream.settings import WorkerSettings
-from stream.topics import timestamp_type
+from stream.topics import STAMPED_BY_BROKER, timestamp_type
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +205,11 @@ async def ensure_topics(settings: WorkerSettings) -> None:
             await admin.start()
             existing = set(await admin.list_topics())
             # The broker's time stamps each record: the time rules judge against it.
-            stamped = {"message.timestamp.type": "LogAppendTime"}
-            dlq_config = {**stamped, "max.message.bytes": str(_DLQ_MAX_MESSAGE_BYTES)}
+            dlq_config = {**STAMPED_BY_BROKER, "max.message.bytes": str(_DLQ_MAX_MESSAGE_BYTES)}
+            topics = ((settings.topic, STAMPED_BY_BROKER), (settings.dlq_topic, dlq_config))
             wanted = [
                 NewTopic(name, settings.topic_partitions, 1, topic_configs=config)
-                for name, config in ((settings.topic, stamped), (settings.dlq_topic, dlq_config))
+                for name, config in topics
                 if name not in existing
             ]
             if wanted:

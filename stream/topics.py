@@ -5,6 +5,10 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+STAMPED_BY_BROKER = {"message.timestamp.type": "LogAppendTime"}
+"""The config of a topic whose records carry the time the broker appended them, not a time the
+producer chose: the heartbeats and dead-letter topics (docs/events.md)."""
+
 
 class TopicNotFound(Exception):
     pass

@@ -30,6 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from devact.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
+from stream.topics import STAMPED_BY_BROKER
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -123,7 +124,9 @@ async def _create_topics(bootstrap: str, partitions: Mapping[str, int]) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(n, p, 1) for n, p in partitions.items()])
+        await admin.create_topics(
+            [NewTopic(n, p, 1, topic_configs=STAMPED_BY_BROKER) for n, p in partitions.items()]
+        )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not set(partitions) <= set(await admin.list_topics()):
             if time.monotonic() >= deadline:

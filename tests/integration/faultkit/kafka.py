@@ -13,6 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.structs import TopicPartition
 
+from stream.topics import STAMPED_BY_BROKER
 from tests.integration.conftest import Message
 
 from .constants import FAST_POLL_S, PARTITIONS
@@ -35,7 +36,8 @@ def create_topic(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> No
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
         try:
-            await admin.create_topics([NewTopic(topic, partitions, 1)])
+            stamped = NewTopic(topic, partitions, 1, topic_configs=STAMPED_BY_BROKER)
+            await admin.create_topics([stamped])
             deadline = time.monotonic() + 60
             while topic not in await admin.list_topics():
                 assert time.monotonic() < deadline, f"topic {topic} never appeared"
