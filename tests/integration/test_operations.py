@@ -4,8 +4,9 @@ workflow (``devact dlq list`` and ``redrive``, twice).
 
 The mix is test_dlq.py's: valid heartbeats (single and in arrays) and one message for each way
 an event can be refused. Then, with the worker stopped, more heartbeats (lag); then the group's
-offsets reset to the start (every event again: duplicates); then the worker restarted with a
-longer retention and the too-old dead letter sent back (counted once, however often).
+offsets reset to the start (every event again: duplicates, and refusals left alone); then the
+worker restarted with a longer retention and the too-old dead letter sent back (counted once,
+however often).
 """
 
 from __future__ import annotations
@@ -321,8 +322,11 @@ def replayed(observed: Observed, lagged: Lagged) -> Samples:
 
 
 def test_a_replay_from_the_start_counts_every_event_as_a_duplicate(replayed: Samples) -> None:
+    """Counted events are duplicates; refused ones are left alone, not dead-lettered again
+    (docs/events.md, "Verdicts that do not change with the clock")."""
     assert value(replayed, "devact_worker_events_total", outcome="applied") == 0
-    assert value(replayed, "devact_worker_events_total", outcome="dead_letter") == len(
+    assert value(replayed, "devact_worker_events_total", outcome="dead_letter") == 0
+    assert value(replayed, "devact_worker_events_total", outcome="refused_before") == len(
         mix.INVALID_CASES
     )
 
@@ -338,15 +342,14 @@ def test_dlq_list_shows_each_dead_letter_with_its_reason_and_source(
 ) -> None:
     stack = observed.stack
     letters = dlq_list(stack)
-    # Two passes over the mix so far: the first, and the replay from the start.
-    assert Counter(r["reason"] for r in letters) == Counter(
-        {r: 2 * n for r, n in observed.reasons.items()}
-    )
+    # Two passes over the mix so far: the first, and the replay from the start, which sent no
+    # dead letter again.
+    assert Counter(r["reason"] for r in letters) == Counter(observed.reasons)
     for letter in letters:
         assert letter["source"].startswith(f"{stack.topic}/")
         assert letter["detail"]
     invalid = dlq_list(stack, "--reason", "invalid_field")
-    assert len(invalid) == 2 * observed.reasons["invalid_field"]
+    assert len(invalid) == observed.reasons["invalid_field"]
     assert {r["reason"] for r in invalid} == {"invalid_field"}
     assert all(r["field"] for r in invalid)
     assert len(dlq_list(stack, "--limit", "3")) == 3
@@ -368,14 +371,14 @@ def test_a_redriven_dead_letter_valid_now_is_counted_once_however_often(
     oracle = Oracle([event], {s.x: mix.X_ZONE, s.y: mix.Y_ZONE})
     (day,) = oracle.local_days(key)
     expected = oracle.total_activity(key, day, day)
-    # The cause fixed: a retention long enough for it. Two copies of it wait in the DLQ.
+    # The cause fixed: a retention long enough for it.
     stack.stop_process("worker")
     stack.env["DEVACT_RETENTION_DAYS"] = "500"
     stack.start_worker()
     before = end_offsets(stack)
     dry = run_cli(stack, "dlq", "redrive", "--reason", "event_too_old", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "would send 1 " in dry.stdout  # two dead letters, one event
+    assert "would send 1 " in dry.stdout
     first = run_cli(stack, "dlq", "redrive", "--reason", "event_too_old")
     assert first.returncode == 0, first.stderr
     assert "sent 1 " in first.stdout
@@ -441,11 +444,11 @@ def test_the_screens_for_people_show_the_same(observed: Observed, replayed: Samp
     shown = run_cli(stack, "status", "--api", stack.base_url, "--worker", worker)
     assert shown.returncode == 0, shown.stderr
     assert f"{stack.topic} (group {stack.app_id})" in shown.stdout
-    assert f"dead letters: {2 * len(mix.INVALID_CASES)} (" in shown.stdout
+    assert f"dead letters: {len(mix.INVALID_CASES)} (" in shown.stdout
     assert f"api {stack.base_url}: ready" in shown.stdout
     listed = run_cli(stack, "dlq", "list", "--reason", "empty_array")
     assert listed.returncode == 0, listed.stderr
-    total = 2 * len(mix.INVALID_CASES)
-    assert listed.stdout.rstrip().endswith(f"{2 * observed.reasons['empty_array']} of {total} "
+    total = len(mix.INVALID_CASES)
+    assert listed.stdout.rstrip().endswith(f"{observed.reasons['empty_array']} of {total} "
                                            "dead letters")  # fmt: skip
     assert "empty_array" in listed.stdout
