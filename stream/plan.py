@@ -74,13 +74,16 @@ Source = tuple[int, int, int | None]
 a single event, or a whole message refused)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST_AT_EPOCH = _EPOCH + FUTURE_TOLERANCE
 
 
-def record_time(message: Message, now: datetime) -> datetime:
-    """The time the time rules judge ``message`` against: its record's, or ``now`` without one."""
+def _latest(message: Message, now: datetime) -> datetime:
+    """The latest ``generated_at`` accepted in ``message``: ``FUTURE_TOLERANCE`` after its
+    record's time, or after ``now`` for a record without one; in one step, since it is worked
+    out for every message whose record time differs from the last one's."""
     if message.timestamp is None or message.timestamp < 0:
-        return now
-    return _EPOCH + timedelta(milliseconds=message.timestamp)
+        return now + FUTURE_TOLERANCE
+    return _LATEST_AT_EPOCH + timedelta(milliseconds=message.timestamp)
 
 
 class Continuity:
@@ -168,9 +171,9 @@ def judge_pieces(
     parsed = 0
     for m in messages:
         parsed += len(m.value)
-        if m.timestamp != stamp:  # consecutive records often share their millisecond
+        if m.timestamp != stamp:  # records of one record batch share it (LogAppendTime)
             stamp = m.timestamp
-            latest = record_time(m, now) + FUTURE_TOLERANCE
+            latest = _latest(m, now)
         for elements in decode_pieces(m.value, latest, limits, events):
             if len(elements) == 1:  # most messages: no comprehension to set up
                 piece.append(Judged(m, elements[0]))
@@ -234,12 +237,12 @@ class Planner:
         self._refused = refused
         self._by_device: dict[tuple[str, str], int] = {}
         self._days_of: dict[str, LocalDays] = {}
-        self._stamp: int | None = None
-        self._record_ts = now.timestamp()
 
     def add(self, judged: Sequence[Judged]) -> None:
         plan, by_device, days_of, refused = self.plan, self._by_device, self._days_of, self._refused
         now_ts = self._now.timestamp()
+        stamp: int | None = None
+        record_ts = now_ts
         for j in judged:
             if refused and (j.message.partition, j.message.offset, j.element.index) in refused:
                 plan.refused_before += 1
@@ -258,10 +261,10 @@ class Planner:
                     continue
                 days = days_of[verdict.client_id] = local_days(ZoneInfo(zone), self._retention_days)
             found = days.of(verdict.generated_at)
-            if j.message.timestamp != self._stamp:
-                self._stamp = j.message.timestamp
-                self._record_ts = record_time(j.message, self._now).timestamp()
-            if found is None or found[1] <= self._record_ts:  # None: off the calendar
+            if j.message.timestamp != stamp:
+                stamp = j.message.timestamp
+                record_ts = now_ts if stamp is None or stamp < 0 else stamp / 1000
+            if found is None or found[1] <= record_ts:  # None: off the calendar
                 plan.dead_letters.append(DeadLetter(j.message, j.element.index, _TOO_OLD))
                 continue
             day, expire_at = found
