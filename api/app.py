@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -20,8 +23,24 @@ from api.routes import STATIC, router
 from api.security_headers import SecurityHeaders
 from api.settings import ApiSettings
 from state.connection import open_store
+from state.errors import StoreUnavailable
 from state.gate import Gate
 from state.reader import Reader
+from state.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+async def _write_token_uses(auth: Authenticator, registry: Registry, every_s: float) -> None:
+    """Every ``every_s``, note when each token served since was last used (one HSET)."""
+    while True:
+        await asyncio.sleep(every_s)
+        uses = auth.take_uses()
+        try:
+            await registry.record_token_uses(uses)
+        except StoreUnavailable as exc:  # noted at the next minute instead
+            log.warning("token uses not written (%s): trying again in a minute", exc)
+            auth.put_back(uses)
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -40,9 +59,17 @@ def create_app(settings: ApiSettings) -> FastAPI:
             app.state.metrics,
         )
         app.state.live.start()
+        uses = asyncio.create_task(
+            _write_token_uses(app.state.auth, Registry(redis), settings.token_uses_every_s)
+        )
         try:
             yield
         finally:
+            uses.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await uses
+            with contextlib.suppress(Exception):  # the last minute's, best effort
+                await Registry(redis).record_token_uses(app.state.auth.take_uses())
             await app.state.live.stop()
             await redis.aclose()
 

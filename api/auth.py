@@ -5,7 +5,11 @@ one HGETALL of the token's key, and concurrent misses of one token share it), so
 request costs the same whatever its target holds, and a valid one usually no round trip of its
 own. A revoked token is forgotten at once, as `devact token revoke` publishes it (api/live.py
 listens); a grant changed otherwise, or a revocation whose message was lost, is seen within
-``auth_cache_s`` (docs/api.md).
+``auth_cache_s`` (docs/api.md). An expired token is refused from the second its expiry passes
+(by this process's clock), cached or not.
+
+It also notes when each token was last served, to the minute, for `devact token list`: the app
+writes what changed once a minute (``take_uses``), the API's only write to Redis.
 """
 
 from __future__ import annotations
@@ -35,16 +39,50 @@ class Authenticator:
     """Grants of bearer tokens, remembered for ``ttl_s``."""
 
     def __init__(
-        self, reader: Reader, ttl_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        reader: Reader,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._reader = reader
         self._ttl_s = ttl_s
         self._clock = clock
+        self._wall = wall
+        """Epoch seconds, for expiries."""
         self._known: OrderedDict[str, tuple[TokenGrant | None, float]] = OrderedDict()
         self._reading: dict[str, asyncio.Future[TokenGrant | None]] = {}
+        self._used: dict[str, int] = {}
+        """Token id -> the minute (epoch seconds) it was last served, as last written."""
+        self._unwritten: dict[str, int] = {}
 
     async def grant(self, token: str) -> TokenGrant | None:
-        """The token's grant; None for an unknown, revoked or oversized token."""
+        """The token's grant; None for an unknown, revoked, expired or oversized token."""
+        grant = await self._grant(token)
+        if grant is None:
+            return None
+        now = self._wall()
+        if grant.expired(now):
+            return None
+        minute = int(now) // 60 * 60
+        if self._used.get(grant.token_id) != minute:
+            self._used[grant.token_id] = self._unwritten[grant.token_id] = minute
+        return grant
+
+    def take_uses(self) -> dict[str, int]:
+        """Token id -> when it was last served, for the tokens served in a new minute since
+        the last call (``Registry.record_token_uses`` writes them)."""
+        taken, self._unwritten = self._unwritten, {}
+        if len(self._used) > _KEPT:  # ids of tokens long unused: nothing to compare with
+            self._used.clear()
+        return taken
+
+    def put_back(self, uses: dict[str, int]) -> None:
+        """Uses ``take_uses`` gave that could not be written: given again next time."""
+        for token_id, minute in uses.items():
+            self._unwritten[token_id] = max(minute, self._unwritten.get(token_id, minute))
+
+    async def _grant(self, token: str) -> TokenGrant | None:
         if len(token) > MAX_TOKEN_CHARS:
             return None
         digest = hash_token(token)
@@ -78,7 +116,7 @@ class Authenticator:
         path spelled it, for the error's details), or 401 / 403."""
         grant = await self.grant(token)
         if grant is None:
-            raise Unauthorized("Unknown or revoked token")
+            raise Unauthorized("Unknown, revoked or expired token")
         if not grant.allows(client):
             raise Forbidden(f"This token has no access to client {client}", {"client_id": given})
         return grant

@@ -307,7 +307,7 @@ async def device_live(
 async def clients(token: TokenDep, auth: AuthDep, reader: ReaderDep) -> Response:
     grant = await auth.grant(token)
     if grant is None:
-        raise Unauthorized("Unknown or revoked token")
+        raise Unauthorized("Unknown, revoked or expired token")
     visible = await reader.clients_of(grant)
     return _json(
         {

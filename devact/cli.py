@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
@@ -14,22 +14,23 @@ from zoneinfo import ZoneInfo
 import orjson
 import typer
 
+from devact.common import uuid_or_exit, with_redis
 from devact.literal import visible
 from devact.ops import dlq_app, status
+from devact.tokens import token_app
 from state.connection import open_store
 from state.errors import StateError
 from state.inspect import inspect_client, inspect_device, retention_days_back
 from state.logs import LogFormatError, configure_logging
 from state.migrate import Migrated
 from state.migrate import migrate as migrate_layout
-from state.registry import Client, Registry, validate_timezone
+from state.registry import Client, validate_timezone
 from state.settings import StoreSettings
 
 T = TypeVar("T")
 
 app = typer.Typer(help="device-activity: heartbeats in, device activity series out.")
 client_app = typer.Typer(help="Register and list clients.")
-token_app = typer.Typer(help="Create and revoke API tokens.")
 app.add_typer(client_app, name="client")
 app.add_typer(token_app, name="token")
 app.add_typer(dlq_app, name="dlq")
@@ -55,21 +56,6 @@ def _setup_logging(level: str = "INFO") -> None:
     try:
         configure_logging(level)
     except LogFormatError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-
-
-def _with_redis(action: Callable[[Registry], Awaitable[T]]) -> T:
-    async def run() -> T:
-        redis = open_store(StoreSettings())
-        try:
-            return await action(Registry(redis))
-        finally:
-            await redis.aclose()
-
-    try:
-        return asyncio.run(run())
-    except StateError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
 
@@ -153,13 +139,13 @@ def client_add(
     name: Annotated[str, typer.Option(help="A display name.")] = "",
 ) -> None:
     """Register a client, or change its timezone or name."""
-    cid = _uuid_or_exit(client_id)
+    cid = uuid_or_exit(client_id)
     try:
         validate_timezone(timezone)
     except StateError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    _with_redis(lambda r: r.add_client(cid, timezone, name, datetime.now(UTC)))
+    with_redis(lambda r: r.add_client(cid, timezone, name, datetime.now(UTC)))
     typer.echo(f"client {cid} timezone={timezone}")
 
 
@@ -168,7 +154,7 @@ def client_list(
     json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List clients with their timezone, name and number of devices."""
-    for c in _with_redis(lambda r: r.list_clients()):
+    for c in with_redis(lambda r: r.list_clients()):
         if json:
             typer.echo(orjson.dumps(asdict(c)))
         else:
@@ -180,30 +166,6 @@ def client_line(c: Client) -> str:
     literally (devact/literal.py); a tab in it could not shift the columns."""
     fields = (c.client_id, c.timezone, c.name)
     return "\t".join(map(visible, fields)) + f"\t{c.device_count} devices"
-
-
-@token_app.command("create")
-def token_create(
-    client: Annotated[list[str] | None, typer.Option(help="A client the token may read.")] = None,
-    all_clients: Annotated[bool, typer.Option(help="Grant every client.")] = False,
-    name: Annotated[str, typer.Option(help="What the token is for.")] = "",
-) -> None:
-    """Create a token and print it, alone, on stdout (it is stored only as a hash)."""
-    if not client and not all_clients:
-        typer.echo("error: give --client at least once, or --all-clients", err=True)
-        raise typer.Exit(2)
-    clients = [_uuid_or_exit(c) for c in client or []]
-    token = _with_redis(lambda r: r.create_token(clients, all_clients, name))
-    typer.echo(token)
-
-
-@token_app.command("revoke")
-def token_revoke(token: str) -> None:
-    """Revoke a token; requests with it get 401 from then on."""
-    if not _with_redis(lambda r: r.revoke_token(token)):
-        typer.echo("error: no such token", err=True)
-        raise typer.Exit(1)
-    typer.echo("revoked")
 
 
 @app.command()
@@ -218,8 +180,8 @@ def inspect(
 ) -> None:
     """Print, as JSON, what Redis holds for a device, or for a client's fleet views."""
     settings = StoreSettings()
-    cid = _uuid_or_exit(client)
-    did = None if device is None else _uuid_or_exit(device)
+    cid = uuid_or_exit(client)
+    did = None if device is None else uuid_or_exit(device)
     if day is not None:
         days = [date.fromisoformat(day)]
     else:
@@ -319,20 +281,6 @@ def _client_uuid(seed: int, n: int) -> str:
     import uuid
 
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"device-activity/demo/{seed}/{n}"))
-
-
-def _uuid_or_exit(value: str) -> str:
-    import uuid
-
-    try:
-        return str(uuid.UUID(value)).lower() if len(value) == 36 else _bad_uuid(value)
-    except ValueError:
-        return _bad_uuid(value)
-
-
-def _bad_uuid(value: str) -> str:
-    typer.echo(f"error: not a UUID: {value}", err=True)
-    raise typer.Exit(2)
 
 
 def main() -> None:

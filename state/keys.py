@@ -44,11 +44,19 @@ Keys (one line each: key, type, what it holds):
   current batch that a worker's writer has applied; the next round trip reads it back to find
   out whether Redis lost the previous ones. Deleted when the batch is applied; left by a worker
   that died in the middle of one, it expires after a day.
-- ``da:token:<sha256 hex of the token>`` hash: ``clients`` (ids, or ``*``), ``name``.
+- ``da:token:<sha256 hex of the token>`` hash: ``clients`` (ids, or ``*``), ``name``,
+  ``created_at`` and ``expires_at`` (ISO-8601 UTC; no ``expires_at``: never expires). A token's
+  id is the first 12 hex digits of that hash (``state.registry.token_id``): not a secret.
+- ``da:token-index`` set: the hashes of every token, for `devact token list` and `revoke ID`
+  (tokens made before it existed are added by a one-time scan, marked by
+  ``da:token-index:complete``).
+- ``da:token-used`` hash: token id -> when the API last served it (epoch seconds, to the
+  minute): the API's only write.
 
 A device-month expires when its last day leaves the retention window (an hour later at most);
-the meta key with the device's newest month; a client's day keys with their day. Clients,
-device sets and tokens do not expire.
+the meta key with the device's newest month; a client's day keys with their day. A token with an
+expiry is kept 30 days past it (listed as expired), then its key expires. Clients, device sets
+and other tokens do not expire.
 """
 
 from __future__ import annotations
@@ -182,6 +190,12 @@ def node_applied(tag: str, topic: str, partition: int) -> str:
 
 def token(token_hash: str) -> str:
     return f"{PREFIX}:token:{token_hash}"
+
+
+TOKEN_PATTERN = f"{PREFIX}:token:*"
+TOKEN_INDEX = f"{PREFIX}:token-index"
+TOKEN_INDEX_COMPLETE = f"{PREFIX}:token-index:complete"
+TOKEN_USED = f"{PREFIX}:token-used"
 
 
 CHANGES_CHANNEL = f"{PREFIX}:changes"

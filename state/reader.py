@@ -213,7 +213,7 @@ class Reader:
         async with self._gate.slot():
             with unavailable_on_failure():
                 fields = await self._redis.hgetall(keys.token(token_hash))
-        return TokenGrant.decode(_hash_fields(fields))
+        return TokenGrant.decode(_hash_fields(fields), token_hash)
 
     async def device_view(
         self,

@@ -1,12 +1,18 @@
-"""Clients (with their timezones) and API tokens."""
+"""Clients (with their timezones) and API tokens.
+
+A token is a 256-bit random secret, stored only as its SHA-256; its **id**, the first 12 hex
+digits of that hash, is what lists and logs show and what `devact token revoke` takes. A token
+may expire; the API notes, to the minute, when it last served each one (``da:token-used``).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from state import keys
@@ -14,6 +20,17 @@ from state.connection import Store
 from state.errors import UnknownTimezone, unavailable_on_failure
 
 TOKEN_PREFIX = "da_"
+TOKEN_ID_CHARS = 12
+"""Hex digits of a token's hash that make its id: 48 bits, so two tokens of one deployment
+share an id with a chance of about n^2 / 2^49 (one in 5 million for 10,000 tokens), and the
+id says nothing of the secret."""
+KEPT_AFTER_EXPIRY = timedelta(days=30)
+"""How long an expired token stays listed (as expired) before its key expires."""
+
+
+def token_id(token_hash: str) -> str:
+    """The id of the token with this hash (``hash_token``)."""
+    return token_hash[:TOKEN_ID_CHARS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,21 +48,76 @@ class TokenGrant:
     clients: frozenset[str]
     all_clients: bool
     name: str = ""
+    token_id: str = ""
+    expires_at: float | None = None
+    """Epoch seconds from which the token is refused; None: never."""
 
     def allows(self, client_id: str) -> bool:
         return self.all_clients or client_id in self.clients
 
+    def expired(self, now: float) -> bool:
+        """Whether the token is refused at ``now`` (epoch seconds) for its age."""
+        return self.expires_at is not None and now >= self.expires_at
+
     @classmethod
-    def decode(cls, fields: dict[str, str]) -> TokenGrant | None:
+    def decode(cls, fields: dict[str, str], token_hash: str = "") -> TokenGrant | None:
         """The grant stored in a token hash; None for a missing (unknown or revoked) token."""
         if not fields:
             return None
         raw = fields.get("clients", "")
+        expires = _instant(fields.get("expires_at"))
         return cls(
             clients=frozenset(raw.split()) - {keys.ALL_CLIENTS},
             all_clients=keys.ALL_CLIENTS in raw.split(),
             name=fields.get("name", ""),
+            token_id=token_id(token_hash),
+            expires_at=None if expires is None else expires.timestamp(),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    """What `devact token list` shows of a token: never its secret, nor its hash."""
+
+    id: str
+    name: str
+    clients: list[str]
+    """The client ids it may read, or ``["*"]`` for every client."""
+    created_at: datetime | None
+    """None for a token made before tokens recorded it."""
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    """When the API last served it, to the minute (within a minute of the request)."""
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def to_json(self) -> dict[str, object]:
+        def iso(moment: datetime | None) -> str | None:
+            return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+        return {
+            "id": self.id,
+            "name": self.name,
+            "clients": self.clients,
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "last_used_at": iso(self.last_used_at),
+        }
+
+
+class AmbiguousTokenId(Exception):
+    """Two tokens share the id given (or its prefix): revoke by a longer one."""
+
+
+def _instant(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def hash_token(token: str) -> str:
@@ -121,16 +193,125 @@ class Registry:
                 replies = await pipe.execute()
         return {cid: str(tz) for cid, tz in zip(ids, replies, strict=True) if tz is not None}
 
-    async def create_token(self, clients: Iterable[str], all_clients: bool, name: str) -> str:
+    async def create_token(
+        self,
+        clients: Iterable[str],
+        all_clients: bool,
+        name: str,
+        now: datetime,
+        expires_in: timedelta | None = None,
+    ) -> tuple[str, TokenInfo]:
+        """A new token (the secret, shown once) and what lists will show of it."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        granted = keys.ALL_CLIENTS if all_clients else " ".join(sorted(set(clients)))
-        await self._redis.hset(
-            keys.token(hash_token(token)), mapping={"clients": granted, "name": name}
-        )
-        return token
+        digest = hash_token(token)
+        granted = sorted(set(clients))
+        created = now.astimezone(UTC).replace(microsecond=0)
+        expires = None if expires_in is None else created + expires_in
+        fields = {
+            "clients": keys.ALL_CLIENTS if all_clients else " ".join(granted),
+            "name": name,
+            "created_at": created.isoformat(),
+        }
+        if expires is not None:
+            fields["expires_at"] = expires.isoformat()
+        with unavailable_on_failure():
+            await self._index()  # tokens made before the index are in it before this one
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hset(keys.token(digest), mapping=fields)  # type: ignore[arg-type]
+                if expires is not None:
+                    pipe.expireat(keys.token(digest), expires + KEPT_AFTER_EXPIRY)
+                pipe.sadd(keys.TOKEN_INDEX, digest)
+                await pipe.execute()
+        info = TokenInfo(token_id(digest), name, [keys.ALL_CLIENTS] if all_clients else granted,
+                         created, expires, None)  # fmt: skip
+        return token, info
+
+    async def list_tokens(self, client_id: str | None = None) -> list[TokenInfo]:
+        """Every token (those that may read ``client_id``, when given), oldest first."""
+        with unavailable_on_failure():
+            digests = sorted(await self._index())
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for digest in digests:
+                    pipe.hgetall(keys.token(digest))
+                replies = await pipe.execute()
+            used = await self._redis.hgetall(keys.TOKEN_USED)
+        found, gone = [], []
+        for digest, raw in zip(digests, replies, strict=True):
+            fields = _strings(raw)
+            grant = TokenGrant.decode(fields, digest)
+            if grant is None:  # expired long ago, or deleted by hand
+                gone.append(digest)
+                continue
+            if client_id is not None and not grant.allows(client_id):
+                continue
+            last = _strings(used).get(grant.token_id)
+            found.append(
+                TokenInfo(
+                    id=grant.token_id,
+                    name=grant.name,
+                    clients=[keys.ALL_CLIENTS] if grant.all_clients else sorted(grant.clients),
+                    created_at=_instant(fields.get("created_at")),
+                    expires_at=_instant(fields.get("expires_at")),
+                    last_used_at=None if not last or not last.isdigit()
+                    else datetime.fromtimestamp(int(last), UTC),
+                )
+            )  # fmt: skip
+        if gone:
+            with unavailable_on_failure():
+                await self._redis.srem(keys.TOKEN_INDEX, *gone)
+        epoch = datetime.min.replace(tzinfo=UTC)
+        return sorted(found, key=lambda t: (t.created_at or epoch, t.id))
+
+    async def revoke_token_id(self, wanted: str) -> TokenInfo | None:
+        """Revoke the token whose id is ``wanted`` (at least its first 6 hex digits); None when
+        no token has it. API processes forget it at once (and within their cache's lifetime
+        when the message is lost)."""
+        wanted = wanted.lower()
+        if len(wanted) < 6:
+            return None
+        with unavailable_on_failure():
+            digests = [d for d in await self._index() if d.startswith(wanted)]
+        if len(digests) > 1:
+            raise AmbiguousTokenId(f"{len(digests)} tokens have an id starting with {wanted}")
+        if not digests:
+            return None
+        (digest,) = digests
+        listed = [t for t in await self.list_tokens() if t.id == token_id(digest)]
+        with unavailable_on_failure():
+            await self._redis.delete(keys.token(digest))
+            await self._redis.srem(keys.TOKEN_INDEX, digest)
+            await self._redis.hdel(keys.TOKEN_USED, token_id(digest))
+            await self._redis.publish(keys.TOKENS_CHANNEL, digest)
+        return listed[0] if listed else None
 
     async def revoke_token(self, token: str) -> bool:
-        digest = hash_token(token)
-        removed = bool(await self._redis.delete(keys.token(digest)))
-        await self._redis.publish(keys.TOKENS_CHANNEL, digest)  # API processes forget it now
-        return removed
+        """Revoke a token given by its secret (``revoke_token_id`` keeps it out of shell
+        history and process lists)."""
+        return await self.revoke_token_id(token_id(hash_token(token))) is not None
+
+    async def record_token_uses(self, uses: dict[str, int]) -> None:
+        """Note when the API last served each token (id -> epoch seconds)."""
+        if uses:
+            with unavailable_on_failure():
+                await self._redis.hset(keys.TOKEN_USED, mapping=uses)  # type: ignore[arg-type]
+
+    async def _index(self) -> set[str]:
+        """The hashes of every token. The first call after an upgrade adds the tokens made
+        before the index existed, with one scan of the keyspace."""
+        if not await self._redis.exists(keys.TOKEN_INDEX_COMPLETE):
+            prefix = keys.token("")
+            found = [k[len(prefix) :] async for k in self._redis.scan_iter(
+                match=keys.TOKEN_PATTERN, count=1000)]  # fmt: skip
+            if found:
+                await self._redis.sadd(keys.TOKEN_INDEX, *found)
+            await self._redis.set(keys.TOKEN_INDEX_COMPLETE, "1")
+        return {str(d) for d in await self._redis.smembers(keys.TOKEN_INDEX)}
+
+
+def _strings(fields: Mapping[Any, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else str(k)): (
+            v.decode() if isinstance(v, bytes) else str(v)
+        )
+        for k, v in fields.items()
+    }
