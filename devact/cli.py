@@ -15,6 +15,7 @@ import orjson
 import typer
 
 from devact.common import uuid_or_exit, with_redis
+from devact.devices import device_app
 from devact.literal import visible
 from devact.ops import dlq_app, status
 from devact.tokens import token_app
@@ -33,6 +34,7 @@ app = typer.Typer(help="device-activity: heartbeats in, device activity series o
 client_app = typer.Typer(help="Register and list clients.")
 app.add_typer(client_app, name="client")
 app.add_typer(token_app, name="token")
+app.add_typer(device_app, name="device")
 app.add_typer(dlq_app, name="dlq")
 app.command()(status)
 

@@ -24,6 +24,10 @@ class LostWrites(StateError):
     be applied again from its start."""
 
 
+class NotFound(StateError):
+    """A device or client an operator named is not in Redis."""
+
+
 class UnknownTimezone(StateError):
     """A client timezone is not a valid IANA name."""
 

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from state import keys
 from state.connection import Store
-from state.errors import UnknownTimezone, unavailable_on_failure
+from state.errors import NotFound, UnknownTimezone, unavailable_on_failure
 
 TOKEN_PREFIX = "da_"
 TOKEN_ID_CHARS = 12
@@ -106,6 +106,19 @@ class TokenInfo:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceOwner:
+    """Who a device belongs to (`devact device show`)."""
+
+    device_id: str
+    client_id: str
+    client_name: str
+    listed: bool
+    """Whether the owner's device set lists it (the fleet views' membership)."""
+    partitions: int
+    """Kafka partitions the device's heartbeats were applied from."""
+
+
 class AmbiguousTokenId(Exception):
     """Two tokens share the id given (or its prefix): revoke by a longer one."""
 
@@ -192,6 +205,37 @@ class Registry:
                     pipe.hget(keys.client(client_id), "timezone")
                 replies = await pipe.execute()
         return {cid: str(tz) for cid, tz in zip(ids, replies, strict=True) if tz is not None}
+
+    async def device_owner(self, device_id: str) -> DeviceOwner:
+        """The device's owner; NotFound for a device never counted."""
+        with unavailable_on_failure():
+            meta = _strings(await self._redis.hgetall(keys.device_meta(device_id)))
+            owner = meta.get("client")
+            if owner is None:
+                raise NotFound(f"device {device_id} was never counted")
+            name = await self._redis.hget(keys.client(owner), "name")
+            listed = await self._redis.sismember(keys.client_devices(owner), device_id)
+        offsets = [f for f in meta if f.startswith(keys.OFFSET_FIELD_PREFIX)]
+        return DeviceOwner(device_id, owner, str(name or ""), bool(listed), len(offsets))
+
+    async def move_device(self, device_id: str, client_id: str) -> DeviceOwner:
+        """Give a device to another registered client; returns who had it. From then on its
+        heartbeats count for ``client_id`` (those naming the previous owner become
+        ``device_client_mismatch``), and its own series, history included, are read with
+        ``client_id``'s tokens. Client-wide aggregates keep the past where it was counted.
+
+        Three writes in this order: the owner in the device's meta (what the worker's script
+        checks), then the two clients' device sets; on a Redis Cluster they are on different
+        nodes, so a failure in between is repaired by running the move again."""
+        before = await self.device_owner(device_id)
+        with unavailable_on_failure():
+            if not await self._redis.exists(keys.client(client_id)):
+                raise NotFound(f"client {client_id} is not registered (devact client add)")
+            await self._redis.hset(keys.device_meta(device_id), "client", client_id)
+            if before.client_id != client_id:
+                await self._redis.srem(keys.client_devices(before.client_id), device_id)
+            await self._redis.sadd(keys.client_devices(client_id), device_id)
+        return before
 
     async def create_token(
         self,
