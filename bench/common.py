@@ -29,6 +29,7 @@ from devact.services import Endpoints, LocalStack, free_port
 from state import keys
 from state.cluster_writer import new_writer
 from state.connection import Store
+from stream.kafka import KafkaConnection
 from stream.settings import WorkerSettings
 from stream.topics import STAMPED_BY_BROKER
 
@@ -70,8 +71,13 @@ async def waiting(description: str, work: Awaitable[T], seconds: float | None = 
         return task.result()
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+def kafka(endpoints: Endpoints) -> KafkaConnection:
+    """The bench's own Kafka (``local_stack``): a local broker without TLS or SASL."""
+    return KafkaConnection(endpoints.kafka_bootstrap)
+
+
+async def create_topic(connection: KafkaConnection, name: str, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(**connection.client_kwargs())
     await admin.start()
     try:
         if name not in await admin.list_topics():
@@ -83,9 +89,10 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> None:
 
 
 def worker_env(endpoints: Endpoints, topic: str, group: str, run_dir: Path) -> dict[str, str]:
-    """Environment of a ``devact worker`` (and of the peer consumers) reading ``topic``."""
+    """Environment of a ``devact worker`` (and of the peer consumers) reading ``topic``: every
+    Kafka setting is the bench's own, none inherited from the shell that started it."""
     return {
-        "DEVACT_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap,
+        **kafka(endpoints).environment(),
         "DEVACT_REDIS_URL": endpoints.redis_url,
         "DEVACT_TOPIC": topic,
         "DEVACT_DLQ_TOPIC": f"{topic}.dlq",

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from state import keys
 from state.connection import Store
 from state.registry import Registry
+from stream.kafka import KafkaConnection
 
 TIMEZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney")
 _NAMESPACE = uuid.UUID("3f0f8a52-6c5e-4c1b-9d0a-8a1f4b7e2c55")
@@ -99,7 +100,7 @@ def _encode(batch: list[dict[str, object]]) -> tuple[bytes, bytes]:
 
 
 async def produce(
-    bootstrap: str,
+    kafka: KafkaConnection,
     topic: str,
     messages: Sequence[tuple[bytes, bytes]],
     progress: Callable[[int], None] = _no_progress,
@@ -107,7 +108,7 @@ async def produce(
     """Send every message and wait for the broker's acknowledgement of all; ``progress`` is
     told of each acknowledged part."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20, acks="all"
+        **kafka.client_kwargs(), linger_ms=20, max_batch_size=1 << 20, acks="all"
     )
     await producer.start()
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 from redis.asyncio import Redis
 
-from bench.common import VENV_BIN, children, create_topic, waiting, worker_env
+from bench.common import VENV_BIN, children, create_topic, kafka, waiting, worker_env
 from devact.progress import Meter
 from devact.services import Endpoints, free_port
 from state.registry import Registry
@@ -39,7 +39,7 @@ PROBE_CLIENT = "00000000-0000-4000-8000-00000000f7e5"
 async def run(endpoints: Endpoints, run_dir: Path, quick: bool, now: datetime) -> dict[str, object]:
     duration_s = 10.0 if quick else 60.0
     topic = "bench.fresh"
-    await create_topic(endpoints.kafka_bootstrap, topic, PARTITIONS)
+    await create_topic(kafka(endpoints), topic, PARTITIONS)
     redis = Redis.from_url(endpoints.redis_url)
     try:
         await redis.flushall()
@@ -57,7 +57,7 @@ async def run(endpoints: Endpoints, run_dir: Path, quick: bool, now: datetime) -
         headers = {"Authorization": f"Bearer {token}"}
         async with (
             httpx.AsyncClient(base_url=base, headers=headers, timeout=5.0) as http,
-            Publisher(endpoints.kafka_bootstrap, topic) as publisher,
+            Publisher(kafka(endpoints), topic) as publisher,
         ):
             await _wait_ready(http)
             # The first probe also waits out the worker's group join; it is not counted.

@@ -32,6 +32,7 @@ from bench.common import (
     NotFinished,
     children,
     create_topic,
+    kafka,
     wait_applied,
     worker_env,
 )
@@ -41,6 +42,7 @@ from devact.services import Endpoints
 from devact.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 from state.connection import Store, connect_cluster
 from state.settings import StoreSettings
+from stream.kafka import KafkaConnection
 
 log = logging.getLogger(__name__)
 
@@ -124,15 +126,13 @@ async def run(
         )
     topics = {False: ("bench.ingest", single), True: ("bench.ingest.batched", batched)}
     for topic, data in topics.values():
-        await create_topic(endpoints.kafka_bootstrap, topic, PARTITIONS)
+        await create_topic(kafka(endpoints), topic, PARTITIONS)
         with Meter(f"ingest: producing {topic}", len(data.messages), "messages") as sent:
-            await produce(endpoints.kafka_bootstrap, topic, data.messages, sent.advance)
+            await produce(kafka(endpoints), topic, data.messages, sent.advance)
     log.info(
         "ingest: %d events generated and produced in %.1f s", events, time.monotonic() - started
     )
-    ends = {
-        topic: await _end_offsets(endpoints.kafka_bootstrap, topic) for topic, _ in topics.values()
-    }
+    ends = {topic: await _end_offsets(kafka(endpoints), topic) for topic, _ in topics.values()}
 
     results: dict[str, object] = {"ingest_events": events}
     runs = []
@@ -275,8 +275,8 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+async def _end_offsets(connection: KafkaConnection, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(**connection.client_kwargs())
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]

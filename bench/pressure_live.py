@@ -45,7 +45,7 @@ import httpx
 import orjson
 from redis.asyncio import Redis
 
-from bench.common import Child, children, create_topic, waiting, worker_env
+from bench.common import Child, children, create_topic, kafka, waiting, worker_env
 from bench.query_data import BenchError
 from bench.query_load import HttpServer, _tree_cpu_s
 from devact.progress import Meter
@@ -372,7 +372,7 @@ async def run(
     endpoints: Endpoints, api: HttpServer, run_dir: Path, live: Live, rounds: int
 ) -> dict[str, object]:
     """The live part, on the running ``api``: a worker of its own on a topic of its own."""
-    await create_topic(endpoints.kafka_bootstrap, TOPIC, PARTITIONS)
+    await create_topic(kafka(endpoints), TOPIC, PARTITIONS)
     port = free_port()
     env = worker_env(endpoints, TOPIC, GROUP, run_dir) | {
         "DEVACT_WORKER_METRICS_HOST": "127.0.0.1",
@@ -382,7 +382,7 @@ async def run(
     with children(("pressure-worker", worker, env), logs=run_dir / "logs") as (child,):
         async with (
             httpx.AsyncClient(timeout=5.0) as http,
-            Publisher(endpoints.kafka_bootstrap, TOPIC) as publisher,
+            Publisher(kafka(endpoints), TOPIC) as publisher,
         ):
             probe = WorkerProbe(http, f"http://127.0.0.1:{port}/metrics", child)
             # The devices' first heartbeats: the worker joins its group, the devices exist.

@@ -42,6 +42,7 @@ from typing import Any
 
 from quixstreams import Application
 from quixstreams.kafka import Producer
+from quixstreams.kafka.configuration import ConnectionConfig
 from quixstreams.models import HeadersTuples, TopicConfig
 from quixstreams.sinks import BaseSink, SinkBackpressureError
 
@@ -50,6 +51,7 @@ from state.connection import connect
 from state.registry import Registry
 from state.writer import Writer
 from stream.dlq import DeadLetterRecord
+from stream.kafka import KafkaConnection
 from stream.plan import Message
 from stream.processor import BatchProcessor, SendDeadLetters
 from stream.reread import partition_reader
@@ -113,7 +115,7 @@ class RedisActivitySink(BaseSink):
             clock=_utc_now,
             default_timezone=settings.default_timezone,
             retention_days=settings.retention_days,
-            reread=partition_reader(settings.kafka_bootstrap),
+            reread=partition_reader(settings.kafka_connection()),
         )
         self._delay = _BACKOFF_FIRST_S
 
@@ -154,9 +156,23 @@ class RedisActivitySink(BaseSink):
         self._loop.close()
 
 
+def connection_config(kafka: KafkaConnection) -> ConnectionConfig:
+    """The connection in librdkafka's terms (Quix's clients are confluent-kafka's)."""
+    return ConnectionConfig(
+        bootstrap_servers=kafka.bootstrap,
+        security_protocol=kafka.security_protocol.lower(),
+        sasl_mechanism=kafka.sasl_mechanism if kafka.sasl else None,
+        sasl_username=kafka.username,
+        sasl_password=kafka.password,
+        ssl_ca_location=None if kafka.ca_file is None else str(kafka.ca_file),
+        ssl_certificate_location=None if kafka.cert_file is None else str(kafka.cert_file),
+        ssl_key_location=None if kafka.key_file is None else str(kafka.key_file),
+    )
+
+
 def create_app(settings: WorkerSettings) -> tuple[Application, RedisActivitySink]:
     app = Application(
-        broker_address=settings.kafka_bootstrap,
+        broker_address=connection_config(settings.kafka_connection()),
         consumer_group=settings.app_id,
         auto_offset_reset="earliest",
         # A checkpoint is the worker's batch: at most batch_max messages.

@@ -154,9 +154,10 @@ async def run(settings: WorkerSettings) -> None:
         loop.add_signal_handler(signum, stop.set)
 
     await ensure_topics(settings)  # the dead-letter topic, as the worker creates it
+    kafka = settings.kafka_connection()
     consumer = AIOKafkaConsumer(
         settings.topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka.client_kwargs(),
         group_id=settings.app_id,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -165,9 +166,7 @@ async def run(settings: WorkerSettings) -> None:
         session_timeout_ms=int(settings.session_timeout_s * 1000),
         isolation_level="read_committed",  # as the worker reads
     )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap, max_request_size=_DLQ_MAX_REQUEST_BYTES
-    )
+    producer = AIOKafkaProducer(**kafka.client_kwargs(), max_request_size=_DLQ_MAX_REQUEST_BYTES)
     redis = connect(settings)
     processor = BatchProcessor(
         registry=Registry(redis),
@@ -176,7 +175,7 @@ async def run(settings: WorkerSettings) -> None:
         clock=_utc_now,
         default_timezone=settings.default_timezone,
         retention_days=settings.retention_days,
-        reread=partition_reader(settings.kafka_bootstrap),
+        reread=partition_reader(kafka),
     )
     await producer.start()
     await consumer.start()

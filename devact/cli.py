@@ -17,7 +17,7 @@ import typer
 from devact.common import uuid_or_exit, with_redis
 from devact.devices import device_app
 from devact.literal import visible
-from devact.ops import dlq_app, status
+from devact.ops import check_kafka, dlq_app, status
 from devact.tokens import token_app
 from state.connection import open_store
 from state.errors import StateError
@@ -89,6 +89,7 @@ def replay(
 
     _setup_logging()
     settings = WorkerSettings()
+    check_kafka(settings)
     start = None
     if since is not None:
         try:
@@ -251,6 +252,7 @@ def produce(
 
     _setup_logging()
     settings = WorkerSettings()
+    check_kafka(settings)
     if demo:
         zones = {DEMO_CLIENT: "America/New_York"}
         generator = HeartbeatGenerator(
@@ -263,7 +265,7 @@ def produce(
 
     async def run() -> None:
         async with Publisher(
-            settings.kafka_bootstrap, settings.topic, per_message, compression.value
+            settings.kafka_connection(), settings.topic, per_message, compression.value
         ) as pub:
             if history_days:
                 today = datetime.now(ZoneInfo(next(iter(zones.values())))).date()

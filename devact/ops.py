@@ -20,6 +20,7 @@ from stream.dlq import StoredDeadLetter
 
 if TYPE_CHECKING:
     from devact.status import Status
+    from stream.settings import WorkerSettings
 
 dlq_app = typer.Typer(help="Read the dead-letter topic and send dead letters back.")
 
@@ -31,6 +32,24 @@ SinceOption = Annotated[
     typer.Option("--since", help="Only dead letters written at or after this ISO-8601 instant."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON for scripts instead of a table.")]
+
+
+def check_kafka(settings: WorkerSettings) -> None:
+    """Stop with one clear error (exit 1) when Kafka refuses the settings' credentials or
+    certificate, before a client starts: an aiokafka client would log why it cannot bootstrap
+    and fail with "Unable to bootstrap", or retry. A Kafka that cannot be reached at all is
+    left to the command, which reports it as it always did."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from stream.kafka import KafkaAccessRefused, check_access
+
+    try:
+        asyncio.run(check_access(settings.kafka_connection()))
+    except KafkaConnectionError:
+        return
+    except KafkaAccessRefused as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 def status(
@@ -56,6 +75,7 @@ def status(
     from stream.settings import WorkerSettings
 
     settings = WorkerSettings()
+    check_kafka(settings)
     workers = worker_urls or [f"http://127.0.0.1:{settings.worker_metrics_port}"]
     found = asyncio.run(gather(settings, api_url, workers))
     if as_json:
@@ -166,7 +186,8 @@ def dlq_list(
     from stream.settings import WorkerSettings
 
     settings = WorkerSettings()
-    letters = asyncio.run(read_dead_letters(settings.kafka_bootstrap, settings.dlq_topic))
+    check_kafka(settings)
+    letters = asyncio.run(read_dead_letters(settings.kafka_connection(), settings.dlq_topic))
     chosen = [letter for letter in letters if _chooser(reason, since)(letter)][:limit]
     if as_json:
         for letter in chosen:
@@ -188,9 +209,10 @@ def dlq_redrive(
     from stream.settings import WorkerSettings
 
     settings = WorkerSettings()
+    check_kafka(settings)
     summary = asyncio.run(
         redrive(
-            settings.kafka_bootstrap,
+            settings.kafka_connection(),
             settings.dlq_topic,
             settings.topic,
             _chooser(reason, since),

@@ -93,7 +93,7 @@ async def gather(settings: WorkerSettings, api_url: str, worker_urls: list[str])
 
 async def _kafka(status: Status, settings: WorkerSettings, redis: Store) -> None:
     try:
-        offsets = await group_offsets(settings.kafka_bootstrap, settings.app_id, settings.topic)
+        offsets = await group_offsets(settings.kafka_connection(), settings.app_id, settings.topic)
     except Exception as exc:  # reported, not raised: the rest of the screen still helps
         status.errors.append(f"kafka: {exc or type(exc).__name__}")
         return
@@ -113,7 +113,7 @@ async def _kafka(status: Status, settings: WorkerSettings, redis: Store) -> None
 
 async def _dead_letters(status: Status, settings: WorkerSettings) -> None:
     try:
-        letters = await read_dead_letters(settings.kafka_bootstrap, settings.dlq_topic)
+        letters = await read_dead_letters(settings.kafka_connection(), settings.dlq_topic)
     except Exception as exc:
         status.errors.append(f"dead-letter topic: {exc or type(exc).__name__}")
         return

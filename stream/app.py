@@ -21,6 +21,7 @@ from stream import unreadable
 from stream.batching import BatchingApp
 from stream.dlq import DeadLetterRecord
 from stream.health import HealthServer
+from stream.kafka import check_access
 from stream.lag import GroupOffsets
 from stream.metrics import WorkerMetrics
 from stream.pacing import Pacer
@@ -49,9 +50,11 @@ large, so a rejected event as big as the heartbeats topic allows still fits with
 
 def create_app(settings: WorkerSettings) -> faust.App:
     unreadable.install()
+    kafka = settings.kafka_connection()
     app = BatchingApp(
         settings.app_id,
-        broker=settings.broker_urls(),
+        broker=kafka.faust_broker(),
+        broker_credentials=kafka.faust_credentials(),
         store="memory://",
         web_enabled=False,
         datadir=str(settings.worker_dir),
@@ -95,7 +98,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
         def __post_init__(self) -> None:
             self._redis = open_store(settings)
             self._metrics = WorkerMetrics()
-            self._offsets = GroupOffsets(settings.kafka_bootstrap, settings.app_id, settings.topic)
+            self._offsets = GroupOffsets(kafka, settings.app_id, settings.topic)
             self._processor = BatchProcessor(
                 registry=Registry(self._redis),
                 writer=new_writer(self._redis, fleet=settings.fleet_aggregates),
@@ -103,11 +106,11 @@ def create_app(settings: WorkerSettings) -> faust.App:
                 clock=_utc_now,
                 default_timezone=settings.default_timezone,
                 retention_days=settings.retention_days,
-                reread=partition_reader(settings.kafka_bootstrap),
+                reread=partition_reader(kafka),
                 metrics=self._metrics,
                 limits=settings.message_limits(),
                 register_unknown=settings.unknown_clients == "register",
-                refusals=Refusals(settings.kafka_bootstrap, settings.topic, settings.dlq_topic),
+                refusals=Refusals(kafka, settings.topic, settings.dlq_topic),
             )
 
         @mode.Service.task
@@ -197,11 +200,14 @@ def create_app(settings: WorkerSettings) -> faust.App:
 async def ensure_topics(settings: WorkerSettings) -> None:
     """Create the heartbeats and dead-letter topics when missing (Faust only creates its own
     internal topics). Waits for the broker as long as it takes: a worker never exits because
-    Kafka is not up yet."""
+    Kafka is not up yet. But it does when Kafka refuses it (``KafkaAccessRefused``: wrong
+    credentials, a certificate not trusted), which waiting would not change."""
     delay = 0.2
+    kafka = settings.kafka_connection()
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+        admin = AIOKafkaAdminClient(**kafka.client_kwargs())
         try:
+            await check_access(kafka)
             await admin.start()
             existing = set(await admin.list_topics())
             # The broker's time stamps each record: the time rules judge against it.

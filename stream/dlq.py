@@ -10,6 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from stream.kafka import KafkaConnection
 from stream.plan import DeadLetter
 from stream.sources import ArraySource, original_bytes
 from stream.topics import TopicNotFound, topic_partitions
@@ -98,14 +99,14 @@ def _stored(record: Any) -> StoredDeadLetter:
     )
 
 
-async def read_dead_letters(bootstrap: str, topic: str) -> list[StoredDeadLetter]:
+async def read_dead_letters(kafka: KafkaConnection, topic: str) -> list[StoredDeadLetter]:
     """Every dead letter the topic holds now, partition by partition, in offset order (a
     consumer of no group: reading them moves nothing)."""
     try:
-        partitions = await topic_partitions(bootstrap, topic)
+        partitions = await topic_partitions(kafka, topic)
     except TopicNotFound:
         return []
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in partitions]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from stream.kafka import KafkaConnection
 from stream.topics import partitions_of
 
 
@@ -36,12 +37,12 @@ class GroupOffsets:
     """Long-lived clients reading a group's offsets on one topic (``read``, as often as
     wanted)."""
 
-    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+    def __init__(self, kafka: KafkaConnection, group: str, topic: str) -> None:
         self.topic = topic
         self._group = group
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        self._admin = AIOKafkaAdminClient(**kafka.client_kwargs())
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+            **kafka.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed"
         )
         self._started = False
 
@@ -69,9 +70,9 @@ class GroupOffsets:
             self._started = False
 
 
-async def group_offsets(bootstrap: str, group: str, topic: str) -> list[PartitionOffsets]:
+async def group_offsets(kafka: KafkaConnection, group: str, topic: str) -> list[PartitionOffsets]:
     """One reading of :class:`GroupOffsets`."""
-    reader = GroupOffsets(bootstrap, group, topic)
+    reader = GroupOffsets(kafka, group, topic)
     try:
         return await reader.read()
     finally:

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from stream.kafka import KafkaConnection
+
 Event = dict[str, object]
 Progress = Callable[[int], None]
 """Told how many more events were sent."""
@@ -37,12 +39,12 @@ COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 
 class Publisher:
     def __init__(
-        self, bootstrap: str, topic: str, per_message: int = 1, compression: str = "none"
+        self, kafka: KafkaConnection, topic: str, per_message: int = 1, compression: str = "none"
     ) -> None:
         if compression not in COMPRESSIONS:
             raise ValueError(f"unknown compression {compression!r}: one of {COMPRESSIONS}")
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
+            **kafka.client_kwargs(),
             linger_ms=5,
             acks="all",
             max_batch_size=256 * 1024,

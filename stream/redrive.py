@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from stream.dlq import StoredDeadLetter, read_dead_letters
+from stream.kafka import KafkaConnection
 from stream.topics import TopicNotFound, topic_partitions
 
 REDRIVEN_HEADER = "redriven_from"
@@ -68,7 +69,7 @@ def _unsent(
 
 
 async def redrive(
-    bootstrap: str,
+    kafka: KafkaConnection,
     dlq_topic: str,
     topic: str,
     choose: Callable[[StoredDeadLetter], bool],
@@ -77,19 +78,19 @@ async def redrive(
 ) -> RedriveSummary:
     """Send the chosen dead letters that were never sent back to ``topic``, with their original
     key and value and a header naming their dead letter (``dry_run``: only say which)."""
-    letters = [letter for letter in await read_dead_letters(bootstrap, dlq_topic) if choose(letter)]
+    letters = [letter for letter in await read_dead_letters(kafka, dlq_topic) if choose(letter)]
     summary = RedriveSummary()
     if dry_run:
-        done = await _read_marks(bootstrap, marks_topic(dlq_topic))
+        done = await _read_marks(kafka, marks_topic(dlq_topic))
         summary.chosen, summary.already = _unsent(letters, done)
         return summary
-    await _ensure_marks_topic(bootstrap, marks_topic(dlq_topic))
+    await _ensure_marks_topic(kafka, marks_topic(dlq_topic))
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, transactional_id=f"devact-redrive-{dlq_topic}"
+        **kafka.client_kwargs(), transactional_id=f"devact-redrive-{dlq_topic}"
     )
     await producer.start()  # fences an earlier redrive's producer: its open transaction aborts
     try:
-        done = await _read_marks(bootstrap, marks_topic(dlq_topic))
+        done = await _read_marks(kafka, marks_topic(dlq_topic))
         summary.chosen, summary.already = _unsent(letters, done)
         for first in range(0, len(summary.chosen), _PER_TRANSACTION):
             chunk = summary.chosen[first : first + _PER_TRANSACTION]
@@ -112,14 +113,14 @@ async def _send(
             await producer.send(marks_topic(dlq_topic), key=mark(letter), value=origin)
 
 
-async def _read_marks(bootstrap: str, topic: str) -> set[bytes]:
+async def _read_marks(kafka: KafkaConnection, topic: str) -> set[bytes]:
     """The keys of the committed marks (none when the topic does not exist yet)."""
     try:
-        partitions = await topic_partitions(bootstrap, topic)
+        partitions = await topic_partitions(kafka, topic)
     except TopicNotFound:
         return set()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+        **kafka.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed"
     )
     await consumer.start()
     try:
@@ -138,8 +139,8 @@ async def _read_marks(bootstrap: str, topic: str) -> set[bytes]:
         await consumer.stop()
 
 
-async def _ensure_marks_topic(bootstrap: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _ensure_marks_topic(kafka: KafkaConnection, topic: str) -> None:
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     try:
         existing = set(await admin.list_topics())

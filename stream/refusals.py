@@ -30,6 +30,7 @@ from datetime import timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from stream.kafka import KafkaConnection
 from stream.plan import Message, Source
 from stream.redrive import marks_topic
 from stream.topics import TopicNotFound, topic_partitions
@@ -47,8 +48,8 @@ _FETCH = 5000
 class Refusals:
     """The events of one heartbeats topic that earlier readings refused."""
 
-    def __init__(self, bootstrap: str, topic: str, dlq_topic: str) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, kafka: KafkaConnection, topic: str, dlq_topic: str) -> None:
+        self._kafka = kafka
         self._topic = topic
         self._dlq_topic = dlq_topic
         self._known: frozenset[Source] = frozenset()
@@ -76,7 +77,7 @@ class Refusals:
     async def _read(self, from_ms: int) -> set[Source]:
         found: set[Source] = set()
         for topic, since in ((self._dlq_topic, from_ms), (marks_topic(self._dlq_topic), 0)):
-            for key, headers in await _read_topic(self._bootstrap, topic, since):
+            for key, headers in await _read_topic(self._kafka, topic, since):
                 source = (
                     _dead_letter_source(headers, self._topic)
                     if topic == self._dlq_topic
@@ -115,16 +116,16 @@ def _where(source: bytes, topic: str) -> tuple[int, int] | None:
 
 
 async def _read_topic(
-    bootstrap: str, topic: str, since_ms: int
+    kafka: KafkaConnection, topic: str, since_ms: int
 ) -> list[tuple[bytes | None, dict[str, bytes]]]:
     """Key and headers of the committed records of ``topic`` from ``since_ms`` on, up to the end
     offsets when it starts (none when the topic does not exist)."""
     try:
-        partitions = await topic_partitions(bootstrap, topic)
+        partitions = await topic_partitions(kafka, topic)
     except TopicNotFound:
         return []
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+        **kafka.client_kwargs(), enable_auto_commit=False, isolation_level="read_committed"
     )
     await consumer.start()
     try:

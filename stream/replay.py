@@ -59,8 +59,9 @@ async def replay(
     settings: WorkerSettings, since: datetime | None = None, progress: Progress = _no_progress
 ) -> ReplaySummary:
     unreadable.install()
+    kafka = settings.kafka_connection()
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka.client_kwargs(),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -80,14 +81,13 @@ async def replay(
         clock=lambda: datetime.now(UTC),
         default_timezone=settings.default_timezone,
         retention_days=settings.retention_days,
-        reread=partition_reader(settings.kafka_bootstrap),
+        reread=partition_reader(kafka),
         limits=settings.message_limits(),  # the worker's: a message it refused stays refused
-        refusals=Refusals(settings.kafka_bootstrap, settings.topic, settings.dlq_topic),
+        refusals=Refusals(kafka, settings.topic, settings.dlq_topic),
         rereading=True,
     )
     partitions = [
-        TopicPartition(settings.topic, p)
-        for p in await topic_partitions(settings.kafka_bootstrap, settings.topic)
+        TopicPartition(settings.topic, p) for p in await topic_partitions(kafka, settings.topic)
     ]
     await consumer.start()
     try:

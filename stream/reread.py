@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from stream import unreadable
+from stream.kafka import KafkaConnection
 from stream.plan import Continuity, Message, from_record
 
 _CHUNK = 5000
@@ -21,7 +22,7 @@ batch_max_bytes defaults), so a re-read of gateway arrays is no heavier than a l
 
 
 def partition_reader(
-    bootstrap: str,
+    kafka: KafkaConnection,
 ) -> Callable[[str, int, int, int], AsyncIterator[list[Message]]]:
     unreadable.install()
 
@@ -31,7 +32,7 @@ def partition_reader(
         """Messages with ``start <= offset < stop`` that the log still holds, in chunks."""
         tp = TopicPartition(topic, partition)
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **kafka.client_kwargs(),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",

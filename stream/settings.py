@@ -8,11 +8,14 @@ from typing import Literal
 from pydantic import Field
 
 from state.settings import StoreSettings
+from stream.kafka import KafkaSettings
 from stream.model import MAX_MESSAGE_BYTES, MAX_MESSAGE_ELEMENTS, MessageLimits
 
 
-class WorkerSettings(StoreSettings):
-    kafka_bootstrap: str = "localhost:9092"
+class WorkerSettings(StoreSettings, KafkaSettings):
+    """Redis (StoreSettings), Kafka and its security (KafkaSettings: stream/kafka.py), and the
+    worker's own."""
+
     topic: str = "heartbeats"
     dlq_topic: str = "heartbeats.dlq"
     app_id: str = "device-activity"
@@ -62,6 +65,3 @@ class WorkerSettings(StoreSettings):
 
     def message_limits(self) -> MessageLimits:
         return MessageLimits(self.max_message_bytes, self.max_message_elements)
-
-    def broker_urls(self) -> list[str]:
-        return [f"kafka://{host.strip()}" for host in self.kafka_bootstrap.split(",")]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from stream.kafka import KafkaConnection
+
 STAMPED_BY_BROKER = {"message.timestamp.type": "LogAppendTime"}
 """The config of a topic whose records carry the time the broker appended them, not a time the
 producer chose: the heartbeats and dead-letter topics (docs/events.md)."""
@@ -14,9 +16,9 @@ class TopicNotFound(Exception):
     pass
 
 
-async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
+async def topic_partitions(kafka: KafkaConnection, topic: str) -> list[int]:
     """The partition numbers of ``topic``, from the cluster's metadata."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     try:
         return await partitions_of(admin, topic)

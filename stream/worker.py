@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from pathlib import Path
 
 import faust
 
 from state.logs import configure_logging, log_format, logging_config
 from stream.app import create_app, ensure_topics
+from stream.kafka import KafkaAccessRefused
 from stream.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
 
 GC_YOUNG_THRESHOLD = 50_000
 """Allocations between two collections of the youngest generation (Python's default: 700). A
@@ -30,7 +34,12 @@ def run_worker(settings: WorkerSettings) -> None:
     # Before anything logs (creating the topics does), and a bad DEVACT_LOG_FORMAT stops here.
     configure_logging(settings.log_level)
     prepare_worker_dir(settings.worker_dir)
-    asyncio.run(ensure_topics(settings))
+    try:
+        asyncio.run(ensure_topics(settings))
+    except KafkaAccessRefused as exc:
+        # One line that says what to fix, in the worker's log format; no traceback, no retry.
+        log.error("%s", exc)
+        raise SystemExit(1) from None
     app = create_app(settings)
     tune_gc()
     create_worker(app, settings.log_level).execute_from_commandline()

@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from state import keys
 from state.connection import is_cluster
 from state.settings import StoreSettings
+from stream.kafka import KafkaConnection
 from stream.topics import topic_partitions
 from tests.integration.conftest import (
     Message,
@@ -101,10 +102,14 @@ def status(stack: Stack, *extra: str) -> tuple[int, dict[str, Any]]:
     return done.returncode, json.loads(done.stdout)
 
 
+def stack_kafka(stack: Stack) -> KafkaConnection:
+    return KafkaConnection(stack.kafka_bootstrap)
+
+
 def end_offsets(stack: Stack) -> dict[int, int]:
     async def read() -> dict[int, int]:
         tps = [TopicPartition(stack.topic, p)
-               for p in await topic_partitions(stack.kafka_bootstrap, stack.topic)]  # fmt: skip
+               for p in await topic_partitions(stack_kafka(stack), stack.topic)]  # fmt: skip
         consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap)
         await consumer.start()
         try:
@@ -122,7 +127,7 @@ def reset_group(stack: Stack) -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap,
                                     group_id=stack.app_id, enable_auto_commit=False)  # fmt: skip
         tps = [TopicPartition(stack.topic, p)
-               for p in await topic_partitions(stack.kafka_bootstrap, stack.topic)]  # fmt: skip
+               for p in await topic_partitions(stack_kafka(stack), stack.topic)]  # fmt: skip
         await consumer.start()
         try:
             consumer.assign(tps)
