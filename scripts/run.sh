@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo of `make run` / `make stop`, on top of the services of `make services`.
-#   scripts/run.sh start   register the demo client and a token, start worker, API and a demo
+#   scripts/run.sh start   register the demo client and a token (kept in the run dir, so the
+#                          same one across restarts), start worker, API and a demo
 #                          producer in the background, wait for /readyz, print a ready curl
 #   scripts/run.sh stop    stop those three (the services are stopped by `make services-down`)
 # Pid files and logs go to the run dir (DEVACT_RUN_DIR, default .run).
@@ -70,6 +71,21 @@ port_taken() { # port_taken PORT: something accepts connections on 127.0.0.1:POR
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+demo_token() { # the demo token of an earlier start while it is still listed, else a new one
+  local file=$RUN_DIR/demo-token token id
+  if [[ -s $file ]]; then
+    token=$(cat "$file")
+    id=$(printf %s "$token" | sha256sum | cut -c1-12)
+    if "$DEVACT" token list --client "$CLIENT_ID" --json | grep -q "\"id\":\"$id\""; then
+      echo "$token"
+      return
+    fi
+  fi
+  token=$("$DEVACT" token create --client "$CLIENT_ID" --name demo)
+  (umask 077 && echo "$token" >"$file")
+  echo "$token"
+}
+
 start() {
   # Otherwise /readyz of whatever holds the port would pass for ours.
   if ! alive api && port_taken "$API_PORT"; then
@@ -87,7 +103,7 @@ start() {
 
   "$DEVACT" client add "$CLIENT_ID" --timezone "$CLIENT_TZ" --name demo >&2
   local token
-  token=$("$DEVACT" token create --client "$CLIENT_ID" --name demo)
+  token=$(demo_token)
 
   # A stable instance id: a restarted worker takes its partitions back at once (static membership).
   DEVACT_WORKER_INSTANCE_ID=${DEVACT_WORKER_INSTANCE_ID:-worker-1} start_bg worker "$DEVACT" worker

@@ -9,6 +9,7 @@ shows them, so a test against a running worker and API can check that each one e
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -146,9 +147,12 @@ def promtool() -> str:
     return ensure_apt_package("promtool", "prometheus")
 
 
-def _run(argv: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+def _run(
+    argv: list[str], timeout_s: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    merged = None if env is None else {**os.environ, **env}
     return subprocess.run(
-        argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, check=False
+        argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, check=False, env=merged
     )
 
 
@@ -269,12 +273,20 @@ def test_docker_compose_config_is_valid_and_runs_the_monitoring() -> None:
         # No engine is needed, only the compose plugin; `make test` builds it the same way.
         built = _run(["bash", str(ENSURE_COMPOSE)], COMPOSE_BUILD_TIMEOUT_S)
         assert built.returncode == 0, _output(built)
-    result = _run([docker, "compose", "config", "-q"], 120)
+    unset = _run([docker, "compose", "config", "-q"], 120, {"GRAFANA_ADMIN_PASSWORD": ""})
+    assert unset.returncode != 0  # no Grafana without a password of the operator's
+    assert "set GRAFANA_ADMIN_PASSWORD" in unset.stderr
+    password = {"GRAFANA_ADMIN_PASSWORD": "a-password"}
+    result = _run([docker, "compose", "config", "-q"], 120, password)
     assert result.returncode == 0, _output(result)
 
-    rendered = _run([docker, "compose", "config", "--format", "json"], 120)
+    rendered = _run([docker, "compose", "config", "--format", "json"], 120, password)
     assert rendered.returncode == 0, _output(rendered)
     services = json.loads(rendered.stdout)["services"]
+    for name, service in services.items():  # nothing published beyond the loopback interface
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", (name, port)
+    assert services["worker"]["environment"]["DEVACT_WORKER_METRICS_HOST"] == "0.0.0.0"
 
     def mounts(name: str) -> dict[str, tuple[Path, bool]]:
         return {
@@ -290,7 +302,9 @@ def test_docker_compose_config_is_valid_and_runs_the_monitoring() -> None:
     assert mounts("grafana")["/etc/grafana/provisioning"] == (GRAFANA_DIR / "provisioning", True)
     assert mounts("grafana")["/var/lib/grafana/dashboards"] == (GRAFANA_DIR / "dashboards", True)
     assert [p["target"] for p in grafana["ports"]] == [3000]
-    assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "true"
+    assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert grafana["environment"]["GF_USERS_ALLOW_SIGN_UP"] == "false"
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == "a-password"
 
 
 # -- metric_names_used() ----------------------------------------------------------------------
