@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from api.access_log import AccessLog
 from api.auth import Authenticator
 from api.docs import docs_router
 from api.errors import install_error_handlers
@@ -87,6 +88,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.add_middleware(InFlightLimit, limit=settings.max_in_flight, metrics=app.state.metrics)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(HeadAsGet)  # outermost: HEAD is GET to everything inside
+    if settings.access_log:  # with the method as sent, the request id, every status
+        app.add_middleware(AccessLog)
     app.add_middleware(RequestIdMiddleware)  # around even that: every answer carries the id
     app.add_middleware(SecurityHeaders)  # around everything: on every answer, errors included
     install_error_handlers(app)

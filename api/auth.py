@@ -19,10 +19,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
+from api.access_log import note_token
 from api.errors import Forbidden, Unauthorized
 from state.errors import StoreUnavailable
 from state.reader import Reader
-from state.registry import TokenGrant, hash_token
+from state.registry import TokenGrant, hash_token, token_id
 
 MAX_TOKEN_CHARS = 512
 """Longer bearer values are refused unread: ours have 46 characters, and hashing a megabyte
@@ -79,13 +80,14 @@ class Authenticator:
 
     def put_back(self, uses: dict[str, int]) -> None:
         """Uses ``take_uses`` gave that could not be written: given again next time."""
-        for token_id, minute in uses.items():
-            self._unwritten[token_id] = max(minute, self._unwritten.get(token_id, minute))
+        for used, minute in uses.items():
+            self._unwritten[used] = max(minute, self._unwritten.get(used, minute))
 
     async def _grant(self, token: str) -> TokenGrant | None:
         if len(token) > MAX_TOKEN_CHARS:
             return None
         digest = hash_token(token)
+        note_token(token_id(digest))
         known = self._known.get(digest)
         now = self._clock()
         if known is not None and now - known[1] < self._ttl_s:

@@ -15,6 +15,9 @@ class ApiSettings(StoreSettings):
     auth_cache_s: float = Field(default=5.0, ge=0)
     """How long a token's grant is remembered (api/auth.py): a revoked token is refused, and an
     open live stream of it ends, within this long. 0: read the token on every request."""
+    access_log: bool = True
+    """One log line per request: route template, client, status, duration and the token's id
+    (api/access_log.py). Off: none (the metrics still count every request)."""
     token_uses_every_s: float = Field(default=60.0, gt=0)
     """How often the API notes in Redis when it last served each token (`devact token list`
     shows it, to the minute): one HSET per period and process."""

@@ -12,7 +12,7 @@ import json
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +36,8 @@ class Tokens:
     client: str
     other: str
     device: str
+    made: list[str] = field(default_factory=list)
+    """Every token the module made: none may appear in any log."""
 
     def path(self) -> str:
         return f"/v2/clients/{self.client}/analytics/devices/{self.device}/activity"
@@ -48,6 +50,7 @@ class Tokens:
         """`devact token create ARGS`: the token (stdout) and what stderr said."""
         done = run(self.stack, "token", "create", "--client", self.client, *args)
         assert done.returncode == 0, done.stderr
+        self.made.append(done.stdout.strip())
         return done.stdout.strip(), done.stderr
 
     def listed(self, *args: str) -> list[dict[str, Any]]:
@@ -71,6 +74,7 @@ def id_of(token: str) -> str:
 def tokens(stack: Stack) -> Tokens:
     client, other, device = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     stack.env["DEVACT_TOKEN_USES_EVERY_S"] = "1"
+    stack.env["DEVACT_LOG_FORMAT"] = "json"  # the access log's lines, as fields
     stack.add_client(client, "UTC", name="lifecycle")
     stack.add_client(other, "UTC", name="lifecycle other")
     stack.start()
@@ -240,3 +244,49 @@ def test_a_token_made_before_ids_keeps_working_and_is_listed_and_revocable(token
     assert run(tokens.stack, "token", "revoke", digest[:12]).returncode == 0
     poll_until(lambda: tokens.get(legacy).status_code == 401 or None, timeout_s=CLOSE_WITHIN_S,
                what="the legacy token refused")  # fmt: skip
+
+
+def access_lines(stack: Stack) -> list[dict[str, Any]]:
+    lines = (stack.workdir / "api.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    return [e for e in entries if e.get("logger") == "devact.access"]
+
+
+def test_the_access_log_says_who_read_what_never_with_the_token(tokens: Tokens) -> None:
+    token, _ = tokens.create("--name", "audited")
+    made_up = "da_" + uuid.uuid4().hex
+    rid = uuid.uuid4().hex
+    answers = [
+        tokens.stack.http.get(tokens.path(), params={"metric": "activity-count"},
+                              headers={"Authorization": f"Bearer {token}", "X-Request-ID": rid}),
+        tokens.get(made_up),
+        tokens.stack.http.get(tokens.path(), params={"metric": "activity-count"}),
+        tokens.stack.http.get("/no/such/route"),
+    ]  # fmt: skip
+    assert [a.status_code for a in answers] == [200, 401, 401, 404]
+
+    def logged() -> dict[str, Any] | None:
+        return next((e for e in access_lines(tokens.stack) if e.get("request_id") == rid), None)
+
+    entry = poll_until(logged, timeout_s=TIMEOUT_S, what="the request's access line")
+    template = "/v2/clients/{client_id}/analytics/devices/{device_id}/activity"
+    assert entry["route"] == template
+    assert (entry["method"], entry["status"], entry["client_id"]) == ("GET", 200, tokens.client)
+    assert entry["token_id"] == id_of(token)
+    assert entry["duration_ms"] >= 0
+    lines = access_lines(tokens.stack)
+    refused = [e for e in lines if e["token_id"] == id_of(made_up)]
+    assert [(e["status"], e["route"]) for e in refused] == [(401, template)]
+    assert any(e["route"] == "unmatched" and e["status"] == 404 for e in lines)
+    assert any(e["token_id"] is None and e["status"] == 401 for e in lines)
+
+
+def test_no_log_line_holds_a_token(tokens: Tokens) -> None:
+    """Every log of the module's processes, after everything above ran."""
+    assert len(tokens.made) >= 8
+    logs = {p.name: p.read_text(errors="replace") for p in tokens.stack.workdir.glob("*.log")}
+    assert {"api.log", "worker.log"} <= logs.keys()
+    for name, text in logs.items():
+        for token in tokens.made:
+            assert token not in text, f"{name} holds a token"
+            assert token[3:] not in text, f"{name} holds a token's secret"
