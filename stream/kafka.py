@@ -229,16 +229,22 @@ def refusal(exc: BaseException, kafka: KafkaConnection, where: str) -> KafkaAcce
         )
     if isinstance(exc, ssl.SSLCertVerificationError):
         return KafkaAccessRefused(
-            f"the certificate of Kafka at {where} is not trusted ({exc.verify_message}): check "
+            f"the certificate of Kafka at {where} is not trusted ({_ssl_reason(exc)}): check "
             f"DEVACT_KAFKA_CA_FILE"
         )
     if isinstance(exc, ssl.SSLError):
         return KafkaAccessRefused(
-            f"TLS with Kafka at {where} failed ({exc.reason or exc}): check "
+            f"TLS with Kafka at {where} failed ({_ssl_reason(exc)}): check "
             f"DEVACT_KAFKA_SECURITY_PROTOCOL ({kafka.security_protocol}: does that listener "
             f"speak TLS?) and, for mutual TLS, DEVACT_KAFKA_CERT_FILE and DEVACT_KAFKA_KEY_FILE"
         )
     return None
+
+
+def _ssl_reason(exc: ssl.SSLError) -> str:
+    """What OpenSSL said went wrong, in its own short words when it gave them."""
+    said = getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
+    return str(said or exc)
 
 
 async def check_access(kafka: KafkaConnection, timeout_s: float = CHECK_TIMEOUT_S) -> None:

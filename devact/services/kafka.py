@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
 import shutil
@@ -11,6 +12,8 @@ import struct
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -28,6 +31,9 @@ KAFKA_VERSION = "4.0.0"
 READY_DEADLINE_S = 90.0
 _JVM_OPTS = ("-Xms256m", "-Xmx768m", "-Djava.awt.headless=true")
 _API_VERSIONS_KEY = 18
+SCRAM_ITERATIONS = 8192
+"""PBKDF2 rounds of a SCRAM credential the local broker is formatted with (Kafka's minimum for
+SCRAM-SHA-512 is 4096)."""
 
 
 def cache_dir() -> Path:
@@ -106,12 +112,58 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return data
 
 
+def scram_credential(name: str, password: str, iterations: int = SCRAM_ITERATIONS) -> str:
+    """A SCRAM-SHA-512 user as `kafka-storage format --add-scram` takes it, in its salted form:
+    the password itself never reaches the tool's command line, its output or the broker's log
+    (SCRAM's SaltedPassword is PBKDF2-HMAC-SHA512 of the password; RFC 5802, RFC 7677)."""
+    salt = os.urandom(32)
+    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    encoded = {
+        "salt": base64.b64encode(salt).decode(),
+        "saltedpassword": base64.b64encode(salted).decode(),
+    }
+    return (
+        f"SCRAM-SHA-512=[name={name},iterations={iterations},"
+        f'salt="{encoded["salt"]}",saltedpassword="{encoded["saltedpassword"]}"]'
+    )
+
+
+@dataclass(frozen=True)
+class SaslSslListener:
+    """A second listener of the local broker that takes only TLS clients authenticated with
+    SASL SCRAM-SHA-512 (tests/integration/test_kafka_security.py). The broker's own traffic
+    (controller, inter-broker) stays on its PLAINTEXT listeners."""
+
+    port: int
+    keystore: Path
+    """PKCS12 holding the broker's private key and certificate (chain)."""
+    keystore_password: str
+    scram_users: Sequence[str] = ()
+    """Users created when the storage is formatted, each as ``scram_credential`` writes it."""
+
+    def settings(self) -> dict[str, str]:
+        prefix = "listener.name.sasl_ssl"
+        return {
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            f"{prefix}.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            f"{prefix}.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            f"{prefix}.ssl.keystore.type": "PKCS12",
+            f"{prefix}.ssl.keystore.location": str(self.keystore),
+            f"{prefix}.ssl.keystore.password": self.keystore_password,
+            f"{prefix}.ssl.client.auth": "none",
+        }  # fmt: skip
+
+
 class KafkaServer:
     """The broker of one run dir: config, data and logs under `<run dir>/kafka`."""
 
-    def __init__(self, run_dir: Path, port: int) -> None:
+    def __init__(self, run_dir: Path, port: int, sasl_ssl: SaslSslListener | None = None) -> None:
+        """With ``sasl_ssl``, the broker also listens on ``sasl_ssl.port`` for TLS clients that
+        authenticate with SCRAM (``sasl_ssl_bootstrap``)."""
         self.run_dir = run_dir
         self.port = port
+        self.sasl_ssl = sasl_ssl
         self.home = run_dir / "kafka"
         self.properties = self.home / "server.properties"
         self.log_file = run_dir / "kafka.log"
@@ -121,6 +173,11 @@ class KafkaServer:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        assert self.sasl_ssl is not None, "no SASL_SSL listener configured"
+        return f"127.0.0.1:{self.sasl_ssl.port}"
 
     def start(self) -> None:
         running = self.process.running()
@@ -148,26 +205,36 @@ class KafkaServer:
             "kafka.Kafka", str(self.properties),
         ]  # fmt: skip
         self.process.spawn(argv, self.port, self.out_file, cwd=self.home)
-        self.process.wait_ready(
-            lambda: api_versions_ok(self.port), READY_DEADLINE_S, [self.log_file, self.out_file]
-        )
+        self.process.wait_ready(self._ready, READY_DEADLINE_S, [self.log_file, self.out_file])
         log.info("kafka: ready on %s", self.bootstrap)
 
     def stop(self) -> None:
         self.process.stop()
 
+    def _ready(self) -> bool:
+        """The broker answers on its PLAINTEXT listener, and the SASL_SSL one accepts too."""
+        if not api_versions_ok(self.port):
+            return False
+        return self.sasl_ssl is None or _accepts(self.sasl_ssl.port)
+
     def _configure(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         controller_port = self.port + 1 if port_is_free(self.port + 1) else free_port()
+        listeners = {"PLAINTEXT": self.port, "CONTROLLER": controller_port}
+        protocols = {"CONTROLLER": "PLAINTEXT", "PLAINTEXT": "PLAINTEXT"}
+        if self.sasl_ssl is not None:
+            listeners["SASL_SSL"] = self.sasl_ssl.port
+            protocols["SASL_SSL"] = "SASL_SSL"
+        advertised = {name: port for name, port in listeners.items() if name != "CONTROLLER"}
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": _listeners(listeners),
+            "advertised.listeners": _listeners(advertised),
             "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(f"{k}:{v}" for k, v in protocols.items()),
             "log.dirs": str(self.home / "data"),
             # One broker: internal topics cannot have more replicas than that.
             "offsets.topic.replication.factor": "1",
@@ -182,6 +249,7 @@ class KafkaServer:
             "broker.heartbeat.interval.ms": "500",
             # Topics are declared by the application; a typo must not create a new one.
             "auto.create.topics.enable": "false",
+            **(self.sasl_ssl.settings() if self.sasl_ssl is not None else {}),
         }
         lines = [f"{key}={value}" for key, value in settings.items()]
         self.properties.write_text("# generated by devact.services\n" + "\n".join(lines) + "\n")
@@ -201,7 +269,23 @@ class KafkaServer:
             # "=": an id may start with "-", which argparse would take for an option.
             f"--cluster-id={new_cluster_id()}", "-c", str(self.properties),
         ]  # fmt: skip
+        for user in self.sasl_ssl.scram_users if self.sasl_ssl is not None else ():
+            argv += ["--add-scram", user]
         done = subprocess.run(argv, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise ServiceError(f"kafka storage format failed:\n{done.stdout}{done.stderr}")
         log.info("kafka: formatted %s", self.home / "data")
+
+
+def _accepts(port: int, timeout_s: float = 1.0) -> bool:
+    """Something listens on 127.0.0.1:``port`` (connecting, not binding: a bind of ours could
+    take the port from under a broker about to bind it)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _listeners(ports: dict[str, int]) -> str:
+    return ",".join(f"{name}://127.0.0.1:{port}" for name, port in ports.items())
