@@ -11,7 +11,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from state.settings import StoreSettings
+from state.settings import StoreSettings, redacted_url
 
 Store = Redis | RedisCluster
 """A client of one Redis or of a Redis Cluster (``open_store``)."""
@@ -37,6 +37,7 @@ def connect(settings: StoreSettings) -> Redis:
         health_check_interval=15,
         decode_responses=True,
         max_connections=settings.redis_max_connections + POOL_RESERVE,
+        **settings.redis_tls_options(),
     )
 
 
@@ -51,7 +52,11 @@ def is_cluster(settings: StoreSettings) -> bool | None:
     """Whether ``DEVACT_REDIS_URL`` names a node of a Redis Cluster (``INFO cluster``); None
     when Redis does not answer."""
     client = redis.Redis.from_url(
-        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
+        settings.redis_url,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        decode_responses=True,
+        **settings.redis_tls_options(),
     )
     try:
         return str(client.info("cluster").get("cluster_enabled")) == "1"
@@ -73,17 +78,20 @@ def open_store(settings: StoreSettings) -> Store:
         time.sleep(0.5)
     if cluster is None:
         log.warning("Redis at %s does not answer: assuming one Redis, not a cluster",
-                    settings.redis_url)  # fmt: skip
+                    redacted_url(settings.redis_url))  # fmt: skip
     return connect_cluster(settings) if cluster else connect(settings)
 
 
 def connect_cluster(settings: StoreSettings) -> RedisCluster:
     """The library's Redis Cluster client for ``DEVACT_REDIS_URL`` (any node): it learns the
-    others and the slot map from it; timeouts as ``connect``'s."""
+    others and the slot map from it; timeouts as ``connect``'s. With ``rediss://`` every node
+    is reached over TLS with the same CA and user (the nodes run ``tls-cluster yes``, so the
+    slot map names their TLS ports)."""
     return RedisCluster.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout_s,
         socket_connect_timeout=settings.redis_timeout_s,
         decode_responses=True,
         max_connections=settings.redis_max_connections + POOL_RESERVE,
+        **settings.redis_tls_options(),
     )

@@ -37,8 +37,8 @@ async def inspect_device(
     # the client routes the call as it is).
     user_counts = (
         await read_users(
-            keys=[keys.device_scratch(device_id), *months],
-            args=[*plan.month_spans, *plan.sizes],
+            keys=[keys.device_scratch(device_id)],  # the months are arguments (state/acl.py)
+            args=[*plan.month_spans, *months, *plan.sizes],
             client=redis,
         )
         if days
@@ -127,8 +127,8 @@ async def inspect_client(redis: Store, client_id: str, days: list[date]) -> dict
             pipe.ttl(keys.client_month_users(client_id, month))
         client, devices, indexed, offsets, *rest = await pipe.execute()
     user_counts = await read_users(
-        keys=[keys.client_scratch(client_id)] + [keys.client_day_users(client_id, d) for d in days],
-        args=[1] * len(days),
+        keys=[keys.client_scratch(client_id)],  # the days are arguments (state/acl.py)
+        args=[len(days), *(keys.client_day_users(client_id, d) for d in days), *[1] * len(days)],
         client=redis,
     )
     per_day, per_month = rest[: 4 * len(days)], rest[4 * len(days) :]

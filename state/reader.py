@@ -345,28 +345,35 @@ class Reader:
     def _series_command(
         self, tag: str, scratch: str, query: SeriesQuery, *, device: bool = True
     ) -> bytes:
-        """The EVALSHA of the query's read script over the keys under ``tag``, a device's
-        (its months) or a client's (its day aggregates); ``scratch`` is the users script's key
-        of the same slot."""
+        """The call of the query's read script over the keys under ``tag``, a device's (its
+        months) or a client's (its day aggregates); ``scratch`` is the users scripts' key of
+        the same slot. The counts scripts write nothing and go by EVALSHA_RO; the users scripts
+        may write their scratch key, so they go by EVALSHA and name it as their only key, the
+        keys they read following as arguments: a reader's ACL user then needs the right to
+        read those and to write its scratch key, nothing more (state/acl.py)."""
         plan = query.buckets
         if not isinstance(plan, SeriesPlan):
             plan = SeriesPlan.of(plan)
         users = query.metric == "user-count"
-        scratches: tuple[str, ...] = (scratch,) if users else ()
-        spans: tuple[int, ...] = ()
         if device:
             script = self._scripts.read_device_users if users else self._scripts.read_device_counts
             read_keys, spans = plan.month_keys, plan.month_spans
         else:
             script = self._scripts.read_users if users else self._scripts.read_counts
             read_keys = plan.users_keys if users else plan.counter_keys
-        numkeys = len(scratches) + len(read_keys)
+            spans = (len(read_keys),) if users else ()
+        before: tuple[resp.Arg, ...]  # what comes before the keys read, and after them
+        after: tuple[resp.Arg, ...]
+        if users:
+            before, after = ("EVALSHA", script.sha, 1, scratch, *spans), ()
+        else:
+            before, after = ("EVALSHA_RO", script.sha, len(read_keys)), spans
         return b"".join(
             (
-                resp.header(3 + numkeys + len(spans) + len(plan.sizes)),
-                resp.bulks(("EVALSHA", script.sha, numkeys, *scratches)),
+                resp.header(len(before) + len(read_keys) + len(after) + len(plan.sizes)),
+                resp.bulks(before),
                 read_keys.pack(tag.encode()),
-                resp.bulks(spans),
+                resp.bulks(after),
                 plan.packed_sizes,
             )
         )

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import socket
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from devact.services.process import ManagedProcess, ServiceError, ensure_apt_package, port_is_free
@@ -18,13 +23,54 @@ def ensure_redis_installed() -> str:
     return ensure_apt_package("redis-server", "redis-server")
 
 
-def ping_ok(port: int, timeout_s: float = 0.5) -> bool:
-    """True when Redis answers an inline PING with +PONG (it says -LOADING while replaying AOF)."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """The server's certificate and key, and the CA that signed it (PEM files)."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
+@dataclass(frozen=True)
+class RedisSecurity:
+    """A local Redis locked down as a deployment would be (tests/integration/
+    test_redis_security.py; ``make services`` starts none of it): TLS only (``--port 0``),
+    the default user with ``admin_password``, and further ACL users (lines of an ACL file,
+    ``state.acl.Grant.acl_file_line``)."""
+
+    admin_password: str
+    users: Sequence[str] = ()
+    tls: TlsFiles | None = None
+
+    def cli_args(self) -> list[str]:
+        """redis-cli's TLS options (its password goes through ``cli_env``, out of ps)."""
+        return [] if self.tls is None else ["--tls", "--cacert", str(self.tls.ca_file)]
+
+    def cli_env(self) -> dict[str, str]:
+        return {**os.environ, "REDISCLI_AUTH": self.admin_password}
+
+
+def ping_ok(port: int, timeout_s: float = 0.5, security: RedisSecurity | None = None) -> bool:
+    """True when Redis answers PING with +PONG (it says -LOADING while replaying AOF); with
+    ``security``, over TLS and after AUTH as the default user."""
+    ask, expected = b"PING\r\n", b"+PONG"
+    if security is not None:
+        password = security.admin_password.encode()
+        ask = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n%s" % (len(password), password, ask)
+        expected = b"+OK\r\n+PONG"
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as raw:
+            sock = raw
+            if security is not None and security.tls is not None:
+                context = ssl.create_default_context(cafile=str(security.tls.ca_file))
+                sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+            sock.sendall(ask)
+            answer = b""
+            while len(answer) < len(expected) and (chunk := sock.recv(64)):
+                answer += chunk
+            return answer.startswith(expected)
+    except OSError:  # ssl.SSLError included
         return False
 
 
@@ -33,12 +79,18 @@ class RedisServer:
     With ``cluster``, a node of a Redis Cluster (``LocalRedisCluster`` joins them)."""
 
     def __init__(
-        self, run_dir: Path, port: int, name: str = "redis", cluster: bool = False
+        self,
+        run_dir: Path,
+        port: int,
+        name: str = "redis",
+        cluster: bool = False,
+        security: RedisSecurity | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.port = port
         self.name = name
         self.cluster = cluster
+        self.security = security
         self.data_dir = run_dir / name
         self.log_file = run_dir / f"{name}.log"
         self.out_file = run_dir / f"{name}.out"
@@ -46,7 +98,9 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """Without credentials; ``rediss://`` when it listens with TLS."""
+        tls = self.security is not None and self.security.tls is not None
+        return f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         running = self.process.running()
@@ -65,9 +119,9 @@ class RedisServer:
             raise ServiceError(f"{self.name}: port {self.port} is taken by another process")
         server = ensure_redis_installed()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [
-            server,
-            "--port", str(self.port),
+        argv = [server, *self._secured()]
+        argv += [
+            "--port", "0" if self._tls() else str(self.port),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
             # Every write reaches the AOF within a second: a restart loses at most that.
@@ -93,9 +147,49 @@ class RedisServer:
             ]  # fmt: skip
         self.process.spawn(argv, self.port, self.out_file, cwd=self.data_dir)
         self.process.wait_ready(
-            lambda: ping_ok(self.port), READY_DEADLINE_S, [self.log_file, self.out_file]
+            lambda: ping_ok(self.port, security=self.security),
+            READY_DEADLINE_S,
+            [self.log_file, self.out_file],
         )
         log.info("%s: ready on %s", self.name, self.url)
 
     def stop(self) -> None:
         self.process.stop()
+
+    def _tls(self) -> TlsFiles | None:
+        return None if self.security is None else self.security.tls
+
+    def _secured(self) -> list[str]:
+        """With ``security``: a configuration file, as redis-server's first argument, and the
+        TLS options. The passwords go in files only readable by us, never on the command
+        line (ps shows it): the ACL file holds them hashed, the configuration file the one a
+        replica gives its primary."""
+        if self.security is None:
+            return []
+        admin = hashlib.sha256(self.security.admin_password.encode()).hexdigest()
+        acl_file = self.data_dir / "users.acl"
+        conf_file = self.data_dir / "security.conf"
+        for path in (acl_file, conf_file):
+            path.touch(mode=0o600)
+            path.chmod(0o600)
+        acl_file.write_text(
+            "\n".join([f"user default on #{admin} ~* &* +@all", *self.security.users]) + "\n"
+        )
+        conf_file.write_text(
+            f"aclfile {acl_file}\nmasteruser default\nmasterauth {self.security.admin_password}\n"
+        )
+        tls = self.security.tls
+        if tls is None:
+            return [str(conf_file)]
+        return [
+            str(conf_file),
+            "--tls-port", str(self.port),
+            "--tls-cert-file", str(tls.cert_file),
+            "--tls-key-file", str(tls.key_file),
+            "--tls-ca-cert-file", str(tls.ca_file),
+            "--tls-auth-clients", "no",  # clients are known by their ACL user
+            # A replica's link and the cluster bus over TLS too (the bus always verifies both
+            # ends: the node's certificate serves as client certificate as well).
+            "--tls-replication", "yes",
+            *(["--tls-cluster", "yes"] if self.cluster else []),
+        ]  # fmt: skip

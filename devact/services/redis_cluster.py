@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from devact.services.process import ServiceError, free_port, port_is_free
-from devact.services.redis import RedisServer, ensure_redis_installed
+from devact.services.redis import RedisSecurity, RedisServer, ensure_redis_installed
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,18 @@ def consecutive_free_ports(count: int) -> int:
 class LocalRedisCluster:
     """Six ``redis-server --cluster-enabled yes`` under `<run dir>/redis-cluster-<n>`, ports
     ``first_port`` to ``first_port + 5``, joined by ``redis-cli --cluster create`` the first
-    time; a restart finds the cluster in each node's ``nodes.conf``."""
+    time; a restart finds the cluster in each node's ``nodes.conf``. With ``security``, every
+    node has the same users and TLS files, and the nodes talk TLS to each other too."""
 
-    def __init__(self, run_dir: Path, first_port: int) -> None:
+    def __init__(
+        self, run_dir: Path, first_port: int, security: RedisSecurity | None = None
+    ) -> None:
         count = PRIMARIES * (1 + REPLICAS_PER_PRIMARY)
+        self.security = security
         self.nodes = [
-            RedisServer(run_dir, first_port + n, name=f"redis-cluster-{n}", cluster=True)
+            RedisServer(
+                run_dir, first_port + n, name=f"redis-cluster-{n}", cluster=True, security=security
+            )
             for n in range(count)
         ]
 
@@ -66,10 +72,12 @@ class LocalRedisCluster:
         cli = shutil.which("redis-cli")
         if cli is None:
             raise ServiceError("redis-cli not found (Debian's redis-tools, with redis-server)")
-        argv = [cli, "--cluster", "create"]
+        argv = [cli, *self._cli_args(), "--cluster", "create"]
         argv += [f"127.0.0.1:{node.port}" for node in self.nodes]
         argv += ["--cluster-replicas", str(REPLICAS_PER_PRIMARY), "--cluster-yes"]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, check=False, env=self._cli_env()
+        )
         if done.returncode != 0:
             raise ServiceError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
 
@@ -89,23 +97,28 @@ class LocalRedisCluster:
                 raise ServiceError(f"redis cluster not ok after {READY_DEADLINE_S} s: {states}")
             time.sleep(0.1)
 
-    @staticmethod
-    def _replicas_seen(port: int) -> int:
+    def _replicas_seen(self, port: int) -> int:
         """How many replicas a node's ``CLUSTER NODES`` lists."""
         cli = shutil.which("redis-cli") or "redis-cli"
         done = subprocess.run(
-            [cli, "-p", str(port), "cluster", "nodes"],
-            capture_output=True, text=True, timeout=5, check=False,
+            [cli, *self._cli_args(), "-p", str(port), "cluster", "nodes"],
+            capture_output=True, text=True, timeout=5, check=False, env=self._cli_env(),
         )  # fmt: skip
         return sum("slave" in line.split()[2].split(",") for line in done.stdout.splitlines())
 
-    @staticmethod
-    def _state(port: int) -> dict[str, str]:
+    def _state(self, port: int) -> dict[str, str]:
         """A node's ``CLUSTER INFO`` ({} when it does not answer)."""
         cli = shutil.which("redis-cli") or "redis-cli"
         done = subprocess.run(
-            [cli, "-p", str(port), "cluster", "info"],
-            capture_output=True, text=True, timeout=5, check=False,
+            [cli, *self._cli_args(), "-p", str(port), "cluster", "info"],
+            capture_output=True, text=True, timeout=5, check=False, env=self._cli_env(),
         )  # fmt: skip
         pairs = (line.split(":", 1) for line in done.stdout.splitlines() if ":" in line)
         return {k.strip(): v.strip() for k, v in pairs}
+
+    def _cli_args(self) -> list[str]:
+        return [] if self.security is None else self.security.cli_args()
+
+    def _cli_env(self) -> dict[str, str] | None:
+        """None: redis-cli inherits our environment, as without ``security``."""
+        return None if self.security is None else self.security.cli_env()

@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 -- Activity per bucket of a device's days, from its month hashes (apply_device.lua).
 -- KEYS: the month keys of the range, in order.
 -- ARGV[1]: number of months M; then per month its first day in the range and the number of the

@@ -1,6 +1,9 @@
 -- Distinct users per bucket of a device's days, from its month hashes (apply_device.lua).
--- KEYS[1]: a scratch key of the device's slot; KEYS[2..M+1]: the month keys of the range.
--- ARGV: as read_device_counts.lua. Returns one integer per bucket.
+-- KEYS[1]: a scratch key of the device's slot, the only key declared: the caller then needs the
+-- right to write it alone, not the months it reads (state/acl.py; they share its slot).
+-- ARGV[1]: the number of months M; then per month its first day in the range and the number of
+-- the range's days in it, as read_device_counts.lua; then the M month keys of the range, in
+-- order; then the number of days of each bucket, in order. Returns one integer per bucket.
 -- Runs after lib_days.lua (each_chunk, to_decimal), which state/scripts.py puts first.
 --
 -- A user active on several days of a bucket counts once. A month's days name its users by bits
@@ -67,7 +70,8 @@ end
 -- HMGET names, so one pass over it costs less than naming two fields a day.
 for m = 1, month_count do
   local first, count = tonumber(ARGV[2 * m]), tonumber(ARGV[2 * m + 1])
-  local all = redis.call('HGETALL', KEYS[1 + m])
+  local month_key = ARGV[2 * month_count + 1 + m]
+  local all = redis.call('HGETALL', month_key)
   local fields = {}
   for i = 1, #all, 2 do fields[all[i]] = all[i + 1] end
   local wide = fields.w ~= nil
@@ -81,9 +85,9 @@ for m = 1, month_count do
         month_of[#days + 1] = m
       end
     elseif fields[d .. 'h'] then
-      day = {sketch = KEYS[1 + m] .. string.format('-%02d:u', d)}
+      day = {sketch = month_key .. string.format('-%02d:u', d)}
     elseif fields[tostring(d)] then
-      day = {set = KEYS[1 + m] .. string.format('-%02d:u', d)}
+      day = {set = month_key .. string.format('-%02d:u', d)}
     end
     days[#days + 1] = day
   end
@@ -153,7 +157,7 @@ local function several_days(first, last)
 end
 
 local out, first = {}, 1
-for b = 2 * month_count + 2, #ARGV do
+for b = 3 * month_count + 2, #ARGV do
   local last = first + tonumber(ARGV[b]) - 1
   out[#out + 1] = (last == first) and one_day(days[first]) or several_days(first, last)
   first = last + 1

@@ -1,6 +1,8 @@
--- Distinct users per bucket of a device's days.
--- KEYS[1]: a scratch key of the device's slot; KEYS[2..]: day users keys in day order.
--- ARGV: the number of days of each bucket, in order. Returns one integer per bucket.
+-- Distinct users per bucket of a client's days.
+-- KEYS[1]: a scratch key of the client's slot, the only key declared: the caller then needs the
+-- right to write it alone, not the days it reads (state/acl.py; they share its slot).
+-- ARGV[1]: the number of days D; ARGV[2..D+1]: the day users keys in day order; then the number
+-- of days of each bucket, in order. Returns one integer per bucket.
 --
 -- A user active on several days of a bucket counts once. When every day of the bucket is an
 -- exact set, the answer is exact (SUNION). When some day has outgrown its set and holds a
@@ -22,11 +24,11 @@ end
 local function several_days(first, last)
   local sketches, sets = {}, {}
   for k = first, last do
-    local kind = redis.call('TYPE', KEYS[k])['ok']
+    local kind = redis.call('TYPE', ARGV[k])['ok']
     if kind == 'string' then
-      sketches[#sketches + 1] = KEYS[k]
+      sketches[#sketches + 1] = ARGV[k]
     elseif kind == 'set' then
-      sets[#sets + 1] = KEYS[k]
+      sets[#sets + 1] = ARGV[k]
     end
   end
   if #sketches == 0 then
@@ -45,10 +47,11 @@ local function several_days(first, last)
   return count
 end
 
+-- The day keys are ARGV[2..D+1]: day k of the range is ARGV[k + 1].
 local out, first = {}, 2
-for b = 1, #ARGV do
+for b = tonumber(ARGV[1]) + 2, #ARGV do
   local last = first + tonumber(ARGV[b]) - 1
-  out[b] = (last == first) and one_day(KEYS[first]) or several_days(first, last)
+  out[#out + 1] = (last == first) and one_day(ARGV[first]) or several_days(first, last)
   first = last + 1
 end
 return out

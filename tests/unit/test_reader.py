@@ -117,18 +117,20 @@ def test_one_request_sends_the_client_device_and_series_commands(
     answer = view(reader, query)
 
     scripts = Scripts.register(Redis())
-    month = [keys.device_month(DEVICE, first)]  # the 20 days are all in January
-    if metric == "activity-count":
-        sha, script_keys = scripts.read_device_counts.sha, month
-    else:
+    month = keys.device_month(DEVICE, first)  # the 20 days are all in January
+    # One month from the 1st, 20 days of it; Thu-Sun, two weeks, Mon-Tue.
+    if metric == "activity-count":  # read-only: the month is a key
+        sha = scripts.read_device_counts.sha
+        call = resp.command("EVALSHA_RO", sha, 1, month, 1, 1, 20, 4, 7, 7, 2)
+    else:  # the scratch key alone is a key, the month an argument (state/acl.py)
         sha = scripts.read_device_users.sha
-        script_keys = [keys.device_scratch(DEVICE), *month]
+        call = resp.command("EVALSHA", sha, 1, keys.device_scratch(DEVICE), 1, 1, 20, month,
+                            4, 7, 7, 2)  # fmt: skip
     assert fake.sent == [
         [
             resp.command("EXISTS", keys.client(CLIENT)),
             resp.command("HGET", keys.device_meta(DEVICE), "client"),
-            # One month from the 1st, 20 days of it; Thu-Sun, two weeks, Mon-Tue.
-            resp.evalsha(sha, script_keys, [1, 1, 20, 4, 7, 7, 2]),
+            call,
         ]
     ]
     assert (answer.client_exists, answer.device_owner, answer.values) == (True, CLIENT, [5, 6, 7])
