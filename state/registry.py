@@ -278,7 +278,7 @@ class Registry:
                 for digest in digests:
                     pipe.hgetall(keys.token(digest))
                 replies = await pipe.execute()
-            used = await self._redis.hgetall(keys.TOKEN_USED)
+            used = _strings(await self._redis.hgetall(keys.TOKEN_USED))
         found, gone = [], []
         for digest, raw in zip(digests, replies, strict=True):
             fields = _strings(raw)
@@ -288,7 +288,7 @@ class Registry:
                 continue
             if client_id is not None and not grant.allows(client_id):
                 continue
-            last = _strings(used).get(grant.token_id)
+            last = used.get(grant.token_id)
             found.append(
                 TokenInfo(
                     id=grant.token_id,
