@@ -276,7 +276,8 @@ class Phase:
 
     @property
     def evalsha(self) -> int:
-        return self.commands.get("evalsha", 0)
+        """Script calls: the API's read-only ones go by EVALSHA_RO (state/reader.py)."""
+        return self.commands.get("evalsha", 0) + self.commands.get("evalsha_ro", 0)
 
 
 def _events(live: Live) -> list[dict[str, object]]:

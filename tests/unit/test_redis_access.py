@@ -9,8 +9,12 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
+import typer
+from click.testing import Result
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
+from devact.redis_acl import redis_acl
 from state import acl, keys
 from state.settings import StoreSettings, redacted_url
 
@@ -164,3 +168,37 @@ def test_the_worker_may_touch_every_key_it_writes() -> None:
 def _glob(pattern: str, key: str) -> bool:
     """Redis's key pattern match for the patterns used here (``*`` only; braces literal)."""
     return fnmatchcase(key, pattern.replace("[", "[[]"))
+
+
+# --- devact redis-acl ------------------------------------------------------------------------
+
+
+def _redis_acl(tmp_path: Path, *extra: str, api_password: str = SECRET * 3) -> Result:
+    app = typer.Typer()
+    app.command("redis-acl")(redis_acl)
+    (tmp_path / "worker").write_text("worker-" + SECRET * 2 + "\n")
+    (tmp_path / "api").write_text(api_password + "\n")
+    args = ["--worker-password-file", str(tmp_path / "worker"), "--api-password-file"]
+    return CliRunner().invoke(app, [*args, str(tmp_path / "api"), *extra])
+
+
+def test_redis_acl_prints_the_setuser_commands_with_hashed_passwords(tmp_path: Path) -> None:
+    done = _redis_acl(tmp_path)
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines() == [
+        " ".join(acl.WORKER.setuser("worker-" + SECRET * 2)),
+        " ".join(acl.API.setuser(SECRET * 3)),
+    ]
+    assert SECRET not in done.output
+
+
+def test_redis_acl_prints_acl_file_lines_on_request(tmp_path: Path) -> None:
+    done = _redis_acl(tmp_path, "--acl-file")
+    assert done.exit_code == 0, done.output
+    assert done.output.splitlines()[1] == acl.API.acl_file_line(SECRET * 3)
+
+
+def test_redis_acl_refuses_a_short_password(tmp_path: Path) -> None:
+    done = _redis_acl(tmp_path, api_password="short")
+    assert done.exit_code != 0
+    assert "16 characters" in done.output
