@@ -10,7 +10,9 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import NoPermissionError
 
+from state.errors import StoreRefused
 from state.settings import StoreSettings, redacted_url
 
 Store = Redis | RedisCluster
@@ -50,7 +52,8 @@ log = logging.getLogger(__name__)
 
 def is_cluster(settings: StoreSettings) -> bool | None:
     """Whether ``DEVACT_REDIS_URL`` names a node of a Redis Cluster (``INFO cluster``); None
-    when Redis does not answer."""
+    when Redis does not answer. A refused user (wrong password, missing right) raises
+    ``StoreRefused`` at once: waiting would not change the answer."""
     client = redis.Redis.from_url(
         settings.redis_url,
         socket_timeout=1.0,
@@ -60,6 +63,10 @@ def is_cluster(settings: StoreSettings) -> bool | None:
     )
     try:
         return str(client.info("cluster").get("cluster_enabled")) == "1"
+    except (redis.AuthenticationError, NoPermissionError) as exc:
+        raise StoreRefused(
+            f"Redis at {redacted_url(settings.redis_url)} refused this process: {exc}"
+        ) from exc
     except (redis.RedisError, OSError):
         return None
     finally:

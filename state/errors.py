@@ -24,6 +24,11 @@ class LostWrites(StateError):
     be applied again from its start."""
 
 
+class StoreRefused(StateError):
+    """Redis refused this process's user: a wrong password, a disabled user, or a right its
+    ACL rules lack (state/acl.py). Not worth retrying: it stops the process at start."""
+
+
 class NotFound(StateError):
     """A device or client an operator named is not in Redis."""
 

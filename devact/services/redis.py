@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devact.services.process import ManagedProcess, ServiceError, ensure_apt_package, port_is_free
+from state.settings import redacted_url
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class RedisServer:
             READY_DEADLINE_S,
             [self.log_file, self.out_file],
         )
-        log.info("%s: ready on %s", self.name, self.url)
+        log.info("%s: ready on %s", self.name, redacted_url(self.url))
 
     def stop(self) -> None:
         self.process.stop()

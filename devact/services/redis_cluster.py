@@ -10,6 +10,7 @@ from pathlib import Path
 
 from devact.services.process import ServiceError, free_port, port_is_free
 from devact.services.redis import RedisSecurity, RedisServer, ensure_redis_installed
+from state.settings import redacted_url
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class LocalRedisCluster:
         if self._state(self.nodes[0].port).get("cluster_known_nodes") != str(len(self.nodes)):
             self._create()
         self._wait_ok()
-        log.info("redis cluster: ready, %d nodes, on %s", len(self.nodes), self.url)
+        log.info("redis cluster: ready, %d nodes, on %s", len(self.nodes), redacted_url(self.url))
 
     def stop(self) -> None:
         for node in self.nodes:
