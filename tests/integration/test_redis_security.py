@@ -25,7 +25,7 @@ import pytest
 import redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.cluster import RedisCluster
-from redis.exceptions import NoPermissionError
+from redis.exceptions import NoPermissionError, ResponseError
 
 from devact.services.redis import RedisSecurity, RedisServer, TlsFiles
 from devact.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
@@ -384,12 +384,21 @@ def _write_attempts(secured: Secured) -> dict[str, tuple[Any, ...]]:
     }
 
 
+SCRIPT_REFUSALS = ("The user executing the script can't", "ACL failure in script")
+"""How Redis (7.0; 7.2 and later) words an ACL refusal of a command a script runs: as an ERR,
+where the same refusal of the script's own call is a NOPERM."""
+
+
 def _refused(client: Any, command: tuple[Any, ...]) -> bool:
-    """True when Redis answers NOPERM; False when the command ran."""
+    """True when Redis refuses the command by its ACL rules; False when the command ran."""
     try:
         client.execute_command(*command)
     except NoPermissionError:
         return True
+    except ResponseError as exc:
+        if any(words in str(exc) for words in SCRIPT_REFUSALS):
+            return True
+        raise
     return False
 
 
@@ -419,7 +428,11 @@ def _apply_attempts(secured: Secured) -> dict[str, tuple[Any, ...]]:
                             keys.applied("heartbeats", 0), 0, 10**9, 1, -2),
         "migrate_month": ("EVALSHA", shas.migrate_month.sha, 2, month,
                           keys.legacy_day_counter(device, today), 0),
-        "the same by EVALSHA_RO": ("EVALSHA_RO", shas.apply_device.sha, 2, meta, month, client),
+        # EVALSHA_RO needs only the right to read what it names: the script runs, and its
+        # first write is refused by the rules, inside it.
+        "apply_device by EVALSHA_RO": ("EVALSHA_RO", shas.apply_device.sha, 2, meta, month,
+                                       client, 500, 1, expire, 1, 1, today.day, 1, 0, 10**9,
+                                       10**6, b""),
         "a script of its own": ("EVAL", "return redis.call('FLUSHALL')", 0),
     }  # fmt: skip
 
