@@ -18,6 +18,7 @@ from devact.common import uuid_or_exit, with_redis
 from devact.devices import device_app
 from devact.literal import visible
 from devact.ops import check_kafka, dlq_app, status
+from devact.redis_acl import redis_acl
 from devact.tokens import token_app
 from state.connection import open_store
 from state.errors import StateError
@@ -35,6 +36,7 @@ client_app = typer.Typer(help="Register and list clients.")
 app.add_typer(client_app, name="client")
 app.add_typer(token_app, name="token")
 app.add_typer(device_app, name="device")
+app.command("redis-acl")(redis_acl)
 app.add_typer(dlq_app, name="dlq")
 app.command()(status)
 
