@@ -264,12 +264,23 @@ def _counted(
     differing: list[str] = []
 
     def counted() -> bool | None:
+        """Every device, and each client's aggregates (applied after its devices)."""
         for client, device in oracle.devices():
             got = secured.device_series(client, device, "activity-count", "daily")["data"]
             expected = oracle.series((client, device), secured.first, secured.last,
                                      "activity-count", "daily")  # fmt: skip
             if got != expected:
                 differing[:] = [f"{device}: {got} != {expected}"]
+                return None
+        for client in (a, b):
+            got = secured.get(
+                f"/v2/clients/{client}/analytics/activity", metric="activity-count",
+                start_date=secured.first.isoformat(), end_date=secured.last.isoformat(),
+            )["data"]  # fmt: skip
+            expected = oracle.client_series(client, secured.first, secured.last,
+                                            "activity-count", "daily")  # fmt: skip
+            if got != expected:
+                differing[:] = [f"client {client}: {got} != {expected}"]
                 return None
         return True
 
