@@ -42,8 +42,12 @@ class Tokens:
     def path(self) -> str:
         return f"/v2/clients/{self.client}/analytics/devices/{self.device}/activity"
 
+    def query(self) -> dict[str, str]:
+        today = datetime.now(UTC).date().isoformat()
+        return {"metric": "activity-count", "start_date": today, "end_date": today}
+
     def get(self, token: str) -> httpx.Response:
-        return self.stack.http.get(self.path(), params={"metric": "activity-count"},
+        return self.stack.http.get(self.path(), params=self.query(),
                                    headers={"Authorization": f"Bearer {token}"})  # fmt: skip
 
     def create(self, *args: str) -> tuple[str, str]:
@@ -257,10 +261,10 @@ def test_the_access_log_says_who_read_what_never_with_the_token(tokens: Tokens) 
     made_up = "da_" + uuid.uuid4().hex
     rid = uuid.uuid4().hex
     answers = [
-        tokens.stack.http.get(tokens.path(), params={"metric": "activity-count"},
+        tokens.stack.http.get(tokens.path(), params=tokens.query(),
                               headers={"Authorization": f"Bearer {token}", "X-Request-ID": rid}),
         tokens.get(made_up),
-        tokens.stack.http.get(tokens.path(), params={"metric": "activity-count"}),
+        tokens.stack.http.get(tokens.path(), params=tokens.query()),
         tokens.stack.http.get("/no/such/route"),
     ]  # fmt: skip
     assert [a.status_code for a in answers] == [200, 401, 401, 404]
