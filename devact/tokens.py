@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from devact.common import uuid_or_exit, with_redis
-from devact.literal import literal
-from state.registry import TOKEN_PREFIX, AmbiguousTokenId, TokenInfo
+from devact.literal import literal, visible
+from state.registry import TOKEN_PREFIX, AmbiguousTokenId, TokenInfo, hash_token
+from state.registry import token_id as id_of
 
 token_app = typer.Typer(help="Create, list and revoke API tokens.")
 
@@ -77,11 +78,12 @@ def token_list(
         sys.stdout.buffer.write(orjson.dumps([t.to_json() for t in tokens]) + b"\n")
         return
     Console().print(token_table(tokens, datetime.now(UTC)))
-    typer.echo(f"{len(tokens)} tokens")
+    typer.echo(f"{len(tokens)} token{'' if len(tokens) == 1 else 's'}")
 
 
 def token_table(tokens: list[TokenInfo], now: datetime) -> Table:
     table = Table("id", "name", "clients", "created", "expires", "last used")
+    table.columns[2].overflow = "fold"  # whole ids, on several lines if need be
     for t in tokens:
         expires = "never" if t.expires_at is None else _when(t.expires_at)
         if t.expired(now):
@@ -102,24 +104,20 @@ def token_revoke(
     token_id: Annotated[str, typer.Argument(help="The token's id, from `devact token list`.")],
 ) -> None:
     """Revoke a token by its id: 401 from then on, and its live streams end."""
-    if token_id.startswith(TOKEN_PREFIX):
+    wanted = token_id
+    if token_id.startswith(TOKEN_PREFIX):  # the secret: named by its id from here on
+        wanted = id_of(hash_token(token_id))
         typer.echo(
-            "warning: that is the token's secret, now in your shell history: pass its id "
-            "(devact token list) next time",
+            f"warning: that is the token's secret, now in your shell history: pass its id "
+            f"({wanted}) next time",
             err=True,
         )
     try:
-        revoked = with_redis(
-            lambda r: (
-                r.revoke_token(token_id)
-                if token_id.startswith(TOKEN_PREFIX)
-                else r.revoke_token_id(token_id)
-            )
-        )
+        revoked = with_redis(lambda r: r.revoke_token_id(wanted))
     except AmbiguousTokenId as exc:
         typer.echo(f"error: {exc}: give the whole 12-character id", err=True)
         raise typer.Exit(2) from None
     if not revoked:
-        typer.echo(f"error: no token has the id {token_id}", err=True)
+        typer.echo(f"error: no token has the id {visible(wanted)}", err=True)
         raise typer.Exit(1)
     typer.echo("revoked")
