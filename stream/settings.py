@@ -60,7 +60,9 @@ class WorkerSettings(StoreSettings, KafkaSettings):
     """How long the group waits for a silent worker before giving its partitions away."""
     worker_metrics_port: int = Field(default=9101, ge=0, le=65535)
     """Port of the worker's /healthz and /readyz (0: not served)."""
-    worker_metrics_host: str = "0.0.0.0"
+    worker_metrics_host: str = "127.0.0.1"
+    """Loopback by default: /metrics tells an outsider the traffic. A container sets 0.0.0.0
+    for Prometheus on its network (docker-compose.yml does)."""
     log_level: str = "info"
 
     def message_limits(self) -> MessageLimits:
