@@ -540,6 +540,7 @@ def test_a_client_that_does_not_trust_the_ca_is_refused(secured: Secured) -> Non
 
 def test_a_wrong_password_is_refused_and_not_shown(secured: Secured) -> None:
     wrong = "wrong-" + secrets.token_urlsafe(12)
+    secured.passwords["wrong"] = wrong  # looked for in every log below too
     env = {**secured.stack.env, "DEVACT_REDIS_URL": secured.server_url.replace(
         "rediss://", f"rediss://{acl.API_USER}:{wrong}@")}  # fmt: skip
     started = time.monotonic()
@@ -549,7 +550,6 @@ def test_a_wrong_password_is_refused_and_not_shown(secured: Secured) -> None:
     assert time.monotonic() - started < 10, "refused at once, not retried"
     assert f"{acl.API_USER}:***@127.0.0.1" in said, said  # where, with the password hidden
     assert wrong not in said
-    secured.passwords["wrong"] = wrong  # looked for in every log below too
 
 
 def test_no_log_line_holds_a_redis_password(secured: Secured) -> None:
