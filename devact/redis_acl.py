@@ -26,11 +26,12 @@ def redis_acl(
         bool, typer.Option("--acl-file", help="Lines of an ACL file instead of ACL SETUSER.")
     ] = False,
 ) -> None:
-    """Print the ACL SETUSER commands of devact-worker and devact-api, the passwords hashed.
+    """Print the ACL SETUSER commands of devact-worker and devact-api (passwords hashed).
 
-    Pipe them to each node (``| redis-cli --user admin --askpass``; a cluster does not share
-    users between nodes), then ACL SAVE where an ACL file is used. Applying them again
-    replaces the users' rights and password whole: that is how a password is rotated."""
+    Send them to every Redis node, replicas included (a cluster does not share its users),
+    for example piped to redis-cli --user <admin> --askpass; then ACL SAVE where the nodes
+    keep an ACL file. Each command resets its user first: the rules and the password printed
+    are all the user keeps (docs/security.md: rotating a password without downtime)."""
     for grant, path in ((WORKER, worker_password_file), (API, api_password_file)):
         password = _password(path, grant)
         typer.echo(grant.acl_file_line(password) if acl_file else " ".join(grant.setuser(password)))
