@@ -56,12 +56,11 @@ def token_create(
         typer.echo(f"error: --expires-in: {exc}", err=True)
         raise typer.Exit(2) from None
     clients = [uuid_or_exit(c) for c in client or []]
-    token, info = with_redis(
-        lambda r: r.create_token(clients, all_clients, name, datetime.now(UTC), lifetime)
-    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    token = with_redis(lambda r: r.create_token(clients, all_clients, name, now, lifetime))
     typer.echo(token)
-    expiry = "never expires" if info.expires_at is None else f"expires {_when(info.expires_at)}"
-    typer.echo(f"token {info.id} created; {expiry}", err=True)
+    expiry = "never expires" if lifetime is None else f"expires {_when(now + lifetime)}"
+    typer.echo(f"token {id_of(hash_token(token))} created; {expiry}", err=True)
 
 
 @token_app.command("list")

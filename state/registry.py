@@ -242,14 +242,15 @@ class Registry:
         clients: Iterable[str],
         all_clients: bool,
         name: str,
-        now: datetime,
+        now: datetime | None = None,
         expires_in: timedelta | None = None,
-    ) -> tuple[str, TokenInfo]:
-        """A new token (the secret, shown once) and what lists will show of it."""
+    ) -> str:
+        """A new token, the secret, to be shown once (its id: ``token_id(hash_token(it))``).
+        ``now``: its creation time (default: the clock); ``expires_in``: its lifetime."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         digest = hash_token(token)
         granted = sorted(set(clients))
-        created = now.astimezone(UTC).replace(microsecond=0)
+        created = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
         expires = None if expires_in is None else created + expires_in
         fields = {
             "clients": keys.ALL_CLIENTS if all_clients else " ".join(granted),
@@ -266,9 +267,7 @@ class Registry:
                     pipe.expireat(keys.token(digest), expires + KEPT_AFTER_EXPIRY)
                 pipe.sadd(keys.TOKEN_INDEX, digest)
                 await pipe.execute()
-        info = TokenInfo(token_id(digest), name, [keys.ALL_CLIENTS] if all_clients else granted,
-                         created, expires, None)  # fmt: skip
-        return token, info
+        return token
 
     async def list_tokens(self, client_id: str | None = None) -> list[TokenInfo]:
         """Every token (those that may read ``client_id``, when given), oldest first."""
