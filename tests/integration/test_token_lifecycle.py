@@ -269,10 +269,15 @@ def test_the_access_log_says_who_read_what_never_with_the_token(tokens: Tokens) 
     ]  # fmt: skip
     assert [a.status_code for a in answers] == [200, 401, 401, 404]
 
-    def logged() -> dict[str, Any] | None:
-        return next((e for e in access_lines(tokens.stack) if e.get("request_id") == rid), None)
+    sent = {a.headers["x-request-id"] for a in answers}
 
-    entry = poll_until(logged, timeout_s=TIMEOUT_S, what="the request's access line")
+    def logged() -> dict[str, Any] | None:
+        """The first request's line, once every request's line is written (a line is written
+        as its request ends, after the answer has left)."""
+        lines = {e.get("request_id"): e for e in access_lines(tokens.stack)}
+        return lines[rid] if sent <= lines.keys() else None
+
+    entry = poll_until(logged, timeout_s=TIMEOUT_S, what="the requests' access lines")
     template = "/v2/clients/{client_id}/analytics/devices/{device_id}/activity"
     assert entry["route"] == template
     assert (entry["method"], entry["status"], entry["client_id"]) == ("GET", 200, tokens.client)
