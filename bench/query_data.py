@@ -25,11 +25,11 @@ from devact.progress import Meter
 from state import keys
 from state.connection import connect
 from state.registry import Registry
-from state.settings import StoreSettings
-from state.writer import Writer
+from stream.build import build_processor
 from stream.dlq import DeadLetterRecord
 from stream.plan import Message
 from stream.processor import BatchProcessor
+from stream.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,12 @@ async def load_redis_and_pg(
     redis_url: str, pg_dsn: str, dataset: Dataset
 ) -> tuple[str, dict[str, object]]:
     """Flush Redis, register the clients, load both stores; returns the token and the figures."""
-    redis = connect(StoreSettings(redis_url=redis_url, redis_timeout_s=60.0))
+    # The device keys alone: the fleet keys are measured apart (bench/fleet.py).
+    settings = WorkerSettings(
+        redis_url=redis_url, redis_cluster=False, redis_timeout_s=60.0, fleet_aggregates=False,
+        default_timezone="UTC", retention_days=400,
+    )  # fmt: skip
+    redis = connect(settings)
     pg = await asyncpg.connect(pg_dsn)
     try:
         await redis.flushall()
@@ -315,16 +320,7 @@ async def load_redis_and_pg(
         async def send(letters: Sequence[DeadLetterRecord]) -> None:
             dead.extend(letters)
 
-        processor = BatchProcessor(
-            Registry(redis),
-            # The device keys alone: the fleet keys are measured apart (bench/fleet.py).
-            Writer(redis, fleet=False),
-            send,
-            clock=lambda: datetime.now(UTC),
-            default_timezone="UTC",
-            retention_days=400,
-            reread=_no_reread,
-        )
+        processor = build_processor(settings, redis, send, reread=_no_reread)
         used_before = int((await redis.info("memory"))["used_memory"])
         with Meter("query: loading Redis and PostgreSQL", DAYS, "days") as loaded:
             stats = await Loader(processor, pg).load(dataset, loaded.advance)

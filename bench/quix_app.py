@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from quixstreams import Application
@@ -47,14 +46,12 @@ from quixstreams.models import HeadersTuples, TopicConfig
 from quixstreams.sinks import BaseSink, SinkBackpressureError
 
 from bench.common import peer_settings
-from state.connection import connect
-from state.registry import Registry
-from state.writer import Writer
+from state.connection import open_store
+from stream.build import build_processor
 from stream.dlq import DeadLetterRecord
 from stream.kafka import KafkaConnection
-from stream.plan import Message
-from stream.processor import BatchProcessor, SendDeadLetters
-from stream.reread import partition_reader
+from stream.plan import Message, to_message
+from stream.processor import SendDeadLetters
 from stream.settings import WorkerSettings
 from stream.worker import tune_gc
 
@@ -71,10 +68,6 @@ messages in 0.05-0.2 s here), so batches are as large as the worker's."""
 _BACKOFF_FIRST_S = 0.1
 _BACKOFF_MAX_S = 5.0
 """The worker's retry schedule (stream/processor.py), here as Quix's backpressure pauses."""
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class DeadLetterFailed(Exception):
@@ -107,16 +100,9 @@ class RedisActivitySink(BaseSink):
         super().__init__()
         self._messages: list[Message] = []
         self._loop = asyncio.new_event_loop()
-        self._redis = connect(settings)
-        self._processor = BatchProcessor(
-            registry=Registry(self._redis),
-            writer=Writer(self._redis),
-            send=_dead_letter_sender(dead_letters, settings.dlq_topic),
-            clock=_utc_now,
-            default_timezone=settings.default_timezone,
-            retention_days=settings.retention_days,
-            reread=partition_reader(settings.kafka_connection()),
-        )
+        self._redis = open_store(settings)
+        send = _dead_letter_sender(dead_letters, settings.dlq_topic)
+        self._processor = build_processor(settings, self._redis, send)
         self._delay = _BACKOFF_FIRST_S
 
     def add(
@@ -129,10 +115,7 @@ class RedisActivitySink(BaseSink):
         partition: int,
         offset: int,
     ) -> None:
-        # A tombstone (null value) is judged as empty bytes: invalid_json, as in the worker.
-        self._messages.append(
-            Message(topic, partition, offset, key, value or b"", timestamp=timestamp)
-        )
+        self._messages.append(to_message(topic, partition, offset, key, value, timestamp))
 
     def flush(self) -> None:
         """Apply the checkpoint's messages; Quix commits their offsets only if this returns."""

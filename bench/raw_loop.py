@@ -37,21 +37,18 @@ import logging
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from bench.common import peer_settings
-from state.connection import connect
-from state.registry import Registry
-from state.writer import Writer
+from state.connection import open_store
 from stream.app import ensure_topics
+from stream.build import build_processor
 from stream.dlq import DeadLetterRecord
 from stream.plan import Message, from_record
 from stream.processor import BatchProcessor, SendDeadLetters
-from stream.reread import partition_reader
 from stream.settings import WorkerSettings
 from stream.worker import tune_gc
 
@@ -67,10 +64,6 @@ _DLQ_MAX_REQUEST_BYTES = 8 * 1024 * 1024
 _POLL_MS = 200
 """How long one ``getmany`` waits on a quiet topic: bounds how late a stop request is seen."""
 _PROGRESS_EVERY_S = 10.0
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _messages(fetched: Mapping[TopicPartition, Sequence[Any]]) -> list[Message]:
@@ -167,16 +160,8 @@ async def run(settings: WorkerSettings) -> None:
         isolation_level="read_committed",  # as the worker reads
     )
     producer = AIOKafkaProducer(**kafka.client_kwargs(), max_request_size=_DLQ_MAX_REQUEST_BYTES)
-    redis = connect(settings)
-    processor = BatchProcessor(
-        registry=Registry(redis),
-        writer=Writer(redis),
-        send=_dead_letter_sender(producer, settings.dlq_topic),
-        clock=_utc_now,
-        default_timezone=settings.default_timezone,
-        retention_days=settings.retention_days,
-        reread=partition_reader(kafka),
-    )
+    redis = open_store(settings)
+    processor = build_processor(settings, redis, _dead_letter_sender(producer, settings.dlq_topic))
     await producer.start()
     await consumer.start()
     log.info("consuming %s as group %s", settings.topic, settings.app_id)

@@ -33,7 +33,7 @@ from faust.types import TP
 from mode.utils.queues import FlowControlQueue
 
 from stream import unreadable
-from stream.plan import Continuity, Message
+from stream.plan import Continuity, Message, to_message
 from stream.unreadable import Unreadable
 
 FETCHES_BUFFERED = 4
@@ -102,7 +102,7 @@ class BatchChannel:
         if generation != self._generation:
             self._continuity.forget()
             self._generation = generation
-        return self._continuity.link([to_message(r) for r in records])
+        return self._continuity.link([from_faust(r) for r in records])
 
     def ack(self, messages: list[Any]) -> None:
         """Acknowledge applied messages; Faust's commit loop commits them."""
@@ -125,15 +125,13 @@ def _cut(messages: list[Any], max_messages: int, max_bytes: int) -> int:
     return min(len(messages), max_messages)
 
 
-def to_message(record: Any) -> Message:
-    return Message(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value or b"",  # a tombstone (null value) is judged as empty: invalid_json
-        timestamp=None if record.timestamp is None else round(record.timestamp * 1000),
-    )  # Faust's timestamp is in seconds (the record's milliseconds / 1000)
+def from_faust(record: Any) -> Message:
+    """The message of a record Faust's consumer fetched (its timestamp is in seconds)."""
+    seconds = record.timestamp
+    return to_message(
+        record.topic, record.partition, record.offset, record.key, record.value,
+        None if seconds is None else round(seconds * 1000),
+    )  # fmt: skip
 
 
 class ReadCommittedThread(faust_aiokafka.AIOKafkaConsumerThread):

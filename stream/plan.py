@@ -60,13 +60,20 @@ class Message:
     reader's clock, the one case where a verdict may change with the time it is read."""
 
 
+def to_message(
+    topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+    timestamp: int | None,
+) -> Message:  # fmt: skip
+    """The message of a Kafka record, whichever client read it (``timestamp`` in milliseconds).
+    A tombstone (a null value) is judged as empty bytes: ``invalid_json``."""
+    return Message(topic, partition, offset, key, value or b"", timestamp=timestamp)
+
+
 def from_record(record: Any) -> Message:
-    """The message of an aiokafka ``ConsumerRecord`` (a tombstone, a null value, is judged as
-    empty bytes: ``invalid_json``)."""
-    return Message(
-        record.topic, record.partition, record.offset, record.key, record.value or b"",
-        timestamp=record.timestamp,
-    )  # fmt: skip
+    """The message of an aiokafka ``ConsumerRecord``."""
+    return to_message(
+        record.topic, record.partition, record.offset, record.key, record.value, record.timestamp
+    )
 
 
 Source = tuple[int, int, int | None]

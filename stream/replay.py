@@ -14,19 +14,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from state.cluster_writer import new_writer
 from state.connection import open_store
-from state.registry import Registry
 from stream import unreadable
+from stream.build import build_processor
 from stream.dlq import DeadLetterRecord
 from stream.plan import Continuity, from_record
-from stream.processor import BatchProcessor, slices
-from stream.refusals import Refusals
-from stream.reread import partition_reader
+from stream.processor import slices
 from stream.settings import WorkerSettings
 from stream.topics import topic_partitions
 
@@ -74,18 +71,7 @@ async def replay(
     async def drop_dead_letters(records: Sequence[DeadLetterRecord]) -> None:
         summary.rejected += len(records)
 
-    processor = BatchProcessor(
-        registry=Registry(redis),
-        writer=new_writer(redis, fleet=settings.fleet_aggregates),
-        send=drop_dead_letters,
-        clock=lambda: datetime.now(UTC),
-        default_timezone=settings.default_timezone,
-        retention_days=settings.retention_days,
-        reread=partition_reader(kafka),
-        limits=settings.message_limits(),  # the worker's: a message it refused stays refused
-        refusals=Refusals(kafka, settings.topic, settings.dlq_topic),
-        rereading=True,
-    )
+    processor = build_processor(settings, redis, drop_dead_letters, rereading=True)
     partitions = [
         TopicPartition(settings.topic, p) for p in await topic_partitions(kafka, settings.topic)
     ]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from mode.utils.queues import FlowControlEvent
 
-from stream.batching import FETCHES_BUFFERED, BatchChannel, BatchingConsumer, to_message
+from stream.batching import FETCHES_BUFFERED, BatchChannel, BatchingConsumer, from_faust
 
 
 def in_event_loop(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -199,15 +199,15 @@ async def test_the_channel_holds_a_bounded_number_of_fetches() -> None:
 
 
 def test_a_tombstone_becomes_an_empty_value() -> None:
-    message = to_message(FakeRecord(3, value=None))
+    message = from_faust(FakeRecord(3, value=None))
     assert (message.partition, message.offset, message.value) == (0, 3, b"")
 
 
 def test_a_message_keeps_its_record_time_to_the_millisecond() -> None:
     for millis in (0, 1_765_000_000_123, 1_765_000_000_999, 253_402_300_799_999):
-        message = to_message(FakeRecord(3, timestamp=millis / 1000))
+        message = from_faust(FakeRecord(3, timestamp=millis / 1000))
         assert message.timestamp == millis
-    assert to_message(FakeRecord(3, timestamp=None)).timestamp is None
+    assert from_faust(FakeRecord(3, timestamp=None)).timestamp is None
 
 
 class FakeTopics:
