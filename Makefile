@@ -25,9 +25,9 @@ export UV_PYTHON := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 # The environment of `make install` and `make test`; `make bench` adds its own extra.
 SYNC = $(UV) sync --frozen --extra dev
 
-# devact.services is stdlib only: stopping must work even without the venv.
-SERVICES = $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m devact.services
-SOURCES = stream api state devact tests bench
+# devtools.services is stdlib only: stopping must work even without the venv.
+SERVICES = $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m devtools.services
+SOURCES = stream api state devact devtools tests bench
 
 .PHONY: help install lock-check lock upgrade audit services services-down run stop test bench \
 	lint fmt clean

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from bench.common import waiting
-from devact.services import Endpoints
+from devtools.services import Endpoints
 from state.connection import connect
 from state.encoding import EXACT_USERS_LIMIT
 from state.settings import StoreSettings

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -42,7 +44,7 @@ app.command()(status)
 
 
 class Compression(StrEnum):
-    """Kafka's record batch codecs (stream.producer.COMPRESSIONS): typer lists them in --help."""
+    """Kafka's record batch codecs (devtools.demo.producer.COMPRESSIONS), for typer's --help."""
 
     none = "none"
     gzip = "gzip"
@@ -246,11 +248,27 @@ def produce(
         bool, typer.Option(help="The demo client and device of the README, 14 days of history.")
     ] = False,
 ) -> None:
-    """Generate realistic heartbeats (working hours, quiet weekends) into the topic."""
+    """Generate realistic heartbeats (working hours, quiet weekends) into the topic (a development
+    tool: it runs from a source checkout)."""
     from devact.progress import Meter
-    from stream.generator import HeartbeatGenerator
-    from stream.producer import Publisher, publish_at_rate, scheduled
     from stream.settings import WorkerSettings
+
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "devtools" / "__init__.py").is_file() and str(checkout) not in sys.path:
+        # An editable install maps only the shipped packages; devtools/ sits beside them in a
+        # checkout, and is in neither the wheel nor the image.
+        sys.path.append(str(checkout))
+    try:
+        from devtools.demo.generator import HeartbeatGenerator
+        from devtools.demo.producer import Publisher, publish_at_rate, scheduled
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "devtools":
+            raise
+        typer.echo(
+            "error: `devact produce` is a development tool, available in a source checkout only",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
 
     _setup_logging()
     settings = WorkerSettings()

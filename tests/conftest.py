@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from devact.services import Endpoints, LocalStack, free_port
+from devtools.services import Endpoints, LocalStack, free_port
 
 INTEGRATION_DIR = Path(__file__).parent / "integration"
 

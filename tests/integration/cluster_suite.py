@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from devact.services import Endpoints
-from devact.services.redis_cluster import LocalRedisCluster
+from devtools.services import Endpoints
+from devtools.services.redis_cluster import LocalRedisCluster
 from tests.conftest import _external_endpoints
 
 

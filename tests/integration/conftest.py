@@ -29,14 +29,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from devact.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
+from devtools.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 from stream.topics import STAMPED_BY_BROKER
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
     from redis.asyncio import Redis
 
-    from devact.services import LocalStack
+    from devtools.services import LocalStack
 
     from .faultkit.pipeline import Run
     from .faultkit.probe import RedisProbe
@@ -523,7 +523,7 @@ def browser() -> Iterator[Browser]:
     documentation pages' browser tests. Never a browser build Playwright downloads."""
     from playwright.sync_api import sync_playwright
 
-    from devact.services.process import ensure_apt_package
+    from devtools.services.process import ensure_apt_package
 
     chromium = ensure_apt_package("chromium", "chromium")
     with sync_playwright() as playwright:

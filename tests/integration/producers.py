@@ -18,7 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from devact.services.kafka import ensure_kafka_jars
+from devtools.services.kafka import ensure_kafka_jars
 
 from .conftest import Stack
 from .oracle import DeviceKey, Oracle

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from devact.services import LocalStack
+from devtools.services import LocalStack
 from tests.integration.conftest import Message, encode
 
 from .faultkit.checks import Figures, assert_exact, wait_for_total, wait_until_total

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import redis
 
-from devact.services import Endpoints
-from devact.services.redis import RedisServer
-from devact.services.redis_cluster import LocalRedisCluster
+from devtools.services import Endpoints
+from devtools.services.redis import RedisServer
+from devtools.services.redis_cluster import LocalRedisCluster
 from state import keys
 
 from .conftest import Message, consecutive_free_ports, poll_until

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from devact.services import LocalStack
+from devtools.services import LocalStack
 from tests.integration.conftest import heartbeat_message, poll_until
 
 from .faultkit.checks import (

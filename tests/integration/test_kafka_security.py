@@ -33,9 +33,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from pydantic import SecretStr
 
-from devact.services import Endpoints, free_port
-from devact.services.kafka import KafkaServer, SaslSslListener, scram_credential
-from devact.services.redis import RedisServer
+from devtools.services import Endpoints, free_port
+from devtools.services.kafka import KafkaServer, SaslSslListener, scram_credential
+from devtools.services.redis import RedisServer
 from stream.kafka import KafkaConnection, check_access
 
 from .conftest import (

@@ -28,8 +28,8 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.cluster import RedisCluster
 from redis.exceptions import NoPermissionError, ResponseError
 
-from devact.services.redis import RedisSecurity, RedisServer, TlsFiles
-from devact.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
+from devtools.services.redis import RedisSecurity, RedisServer, TlsFiles
+from devtools.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 from state import acl, keys
 from state.scripts import Scripts
 

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.deps import get_reader
 from api.settings import ApiSettings
-from devact.services import Endpoints, free_port
+from devtools.services import Endpoints, free_port
 from state.logs import JsonFormatter
 from tests.integration.conftest import heartbeat_message, poll_until, run_with_redis
 from tests.integration.faultkit.kafka import create_topic, produce

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from devact.services import free_port
-from devact.services.redis import RedisServer
+from devtools.services import free_port
+from devtools.services.redis import RedisServer
 from tests.integration.conftest import devact_executable, poll_until
 
 CONTRACT_LIMIT_S = 2.0

@@ -32,7 +32,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from devact.services.redis import RedisServer
+from devtools.services.redis import RedisServer
 from stream.app import ensure_topics
 from stream.settings import WorkerSettings
 from stream.topics import timestamp_type

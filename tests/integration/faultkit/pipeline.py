@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devact.services import LocalStack
+from devtools.services import LocalStack
 from tests.integration.conftest import devact_executable
 
 from .constants import PARTITIONS

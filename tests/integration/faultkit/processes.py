@@ -13,7 +13,7 @@ from typing import IO
 
 import httpx
 
-from devact.services import free_port
+from devtools.services import free_port
 from tests.integration.conftest import devact_executable, poll_until
 from tests.integration.oracle import DeviceKey
 

@@ -7,7 +7,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from devact.services import LocalStack, ServiceError, free_port
+from devtools.services import LocalStack, ServiceError, free_port
 from tests.integration.conftest import poll_until
 
 from .constants import PROCESS_STOP_TIMEOUT_S
