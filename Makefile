@@ -87,7 +87,8 @@ test: install
 	scripts/ensure-compose.sh
 	@# Grafana's admin password is the operator's own; any value validates the file.
 	GRAFANA_ADMIN_PASSWORD=validate docker compose config -q && echo "docker-compose.yml: valid"
-	@# The session fixture of tests/conftest.py starts Kafka and Redis on free ports and stops them.
+	@# The session fixtures of tests/integration/conftest.py start Kafka and Redis (and the local
+	@# Redis Cluster when a suite runs on it) on free ports and stop them.
 	$(PY) -m pytest
 
 # Starts its own Kafka, Redis and PostgreSQL (installing PostgreSQL and wrk from Debian when

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,14 +28,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from devtools.services import Endpoints, LocalStack, free_port
 from devtools.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 from stream.topics import STAMPED_BY_BROKER
+
+from .harness import backends
+from .harness.backends import Backend
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
     from redis.asyncio import Redis
-
-    from devtools.services import LocalStack
 
     from .faultkit.pipeline import Run
     from .faultkit.probe import RedisProbe
@@ -82,12 +83,6 @@ def devact_executable() -> str:
     if found is None:
         raise RuntimeError("the `devact` console script is not installed")
     return found
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def show(request: pytest.FixtureRequest, text: str) -> None:
@@ -433,6 +428,55 @@ class Stack:
             response.json().get("data") if response.status_code == 200 else None
         )
         return data
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    backends.parametrize(metafunc)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        backends.declared(item)  # a backends marker that names no backend or no reason fails here
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack | None]:
+    """The LocalStack this session started (for fault injection), or None for external services."""
+    if backends.external_endpoints() is not None:
+        yield None
+        return
+    kafka_port = free_port()
+    redis_port = free_port()
+    while redis_port in (kafka_port, kafka_port + 1):  # kafka_port + 1: its controller
+        redis_port = free_port()
+    stack = LocalStack(tmp_path_factory.mktemp("services"), kafka_port, redis_port)
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="module")
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """The Redis backend of this module's tests (harness/backends.py): the parameter of a module
+    that runs on both, else the one it declares."""
+    param: Backend | None = getattr(request, "param", None)
+    return param if param is not None else backends.declared(request.node)[0]
+
+
+@pytest.fixture(scope="module")
+def services(
+    backend: Backend, local_stack: LocalStack | None, request: pytest.FixtureRequest
+) -> Endpoints:
+    """Where the module's tests find Kafka and Redis: the session's Kafka, and its one Redis or
+    its local Redis Cluster (three primaries, a replica each) as ``backend`` says."""
+    base = local_stack.endpoints if local_stack is not None else backends.external_endpoints()
+    assert base is not None
+    if backend == "redis":
+        return base
+    cluster: LocalRedisCluster = request.getfixturevalue("redis_cluster")
+    return Endpoints(kafka_bootstrap=base.kafka_bootstrap, redis_url=cluster.url)
 
 
 @pytest.fixture(scope="module")

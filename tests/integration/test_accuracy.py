@@ -26,6 +26,8 @@ from state.encoding import EXACT_USERS_LIMIT
 from state.settings import StoreSettings
 from tests.integration.conftest import show
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 
 @pytest.fixture(scope="module")
 def rows(

@@ -16,6 +16,8 @@ import pytest
 
 from .conftest import Stack, heartbeat_message
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 ACTIVITY = "/v2/clients/{client}/analytics/devices/{device}/activity"
 UNKNOWN_METRIC_MESSAGE = "Unknown metric: invalid-metric. Valid values: activity-count, user-count"
 WAIT_FOR_DEVICES_S = 90.0

@@ -22,7 +22,7 @@ from state.registry import Registry
 from .commandstats import command_calls, ran_between
 from .conftest import Stack, heartbeat_message, run_with_redis
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 DEVICES = 40
 OTHER_CLIENTS = 60

@@ -33,6 +33,14 @@ from .faultkit.workload import (
     seeded_uuid,
 )
 
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "it freezes a Redis of its own with SIGSTOP; test_cluster_faults.py freezes a cluster's"
+        " primary"
+    ),
+)
+
 SEED = 20261202
 GATEWAY_MESSAGES = 2_000
 HEARTBEATS_PER_MESSAGE = 100

@@ -36,6 +36,8 @@ from aiokafka.structs import ConsumerRecord
 from .conftest import TOPIC_PARTITIONS, Message, Stack, encode, heartbeat_message
 from .oracle import GRANULARITIES, METRICS, DeviceKey, Oracle
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 SEED = 9_131
 X_ZONE, Y_ZONE = "America/New_York", "Asia/Kathmandu"
 COUNT_TIMEOUT_S = 90.0

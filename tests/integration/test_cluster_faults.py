@@ -29,6 +29,14 @@ from .faultkit.probe import ClusterProbe
 from .faultkit.processes import Api
 from .faultkit.workload import Workload, build_workload
 
+pytestmark = pytest.mark.backends(
+    "cluster",
+    reason=(
+        "the faults of a cluster's primaries and replicas, on a cluster of its own; "
+        "test_faults.py has one Redis's"
+    ),
+)
+
 SEED = 9_100
 CATCH_UP_S = 240.0
 

@@ -30,7 +30,7 @@ import pytest
 from .commandstats import command_calls, ran_between
 from .conftest import Stack, devact_executable, free_port, heartbeat_message, poll_until, show
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 DEVICES = 10
 CROWD = 1000

@@ -18,6 +18,14 @@ import pytest
 
 from .conftest import Stack, devact_executable, heartbeat_message, poll_until
 
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "a move is three single-key commands, routed on a cluster as any other; a second run is"
+        " not worth its share of the suite's time budget"
+    ),
+)
+
 TIMEOUT_S = 90.0
 
 

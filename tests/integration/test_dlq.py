@@ -21,6 +21,8 @@ from aiokafka.structs import ConsumerRecord
 from .conftest import Message, Stack, encode, heartbeat_message
 from .oracle import DeviceKey, Oracle
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 SEED = 4242
 X_ZONE, Y_ZONE = "Europe/Berlin", "America/New_York"
 COUNT_TIMEOUT_S = 90.0

@@ -42,6 +42,14 @@ from .faultkit.services import (
 )
 from .faultkit.workload import Workload, build_workload, marker_events
 
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "it kills and restarts Kafka and a Redis of its own; test_cluster_faults.py does the "
+        "same to a cluster"
+    ),
+)
+
 CRASH_SEED = 20261128
 CRASH_EVENTS = 100_000
 CRASH_DEVICES = 300

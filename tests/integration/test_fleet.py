@@ -25,6 +25,8 @@ from hypothesis import strategies as st
 from .conftest import Stack, heartbeat_message, show
 from .oracle import Oracle
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 ZONES = ("Asia/Kathmandu", "America/New_York")
 DEVICES = 6
 EVENTS = 2_400

@@ -50,6 +50,10 @@ from .conftest import (
 from .kafka_tls import BrokerTls, make_broker_tls
 from .oracle import Oracle
 
+pytestmark = pytest.mark.backends(
+    "redis", reason="a broker and a Redis of its own: the subject is Kafka over SASL_SSL"
+)
+
 USER = "devact-worker"
 SEED = 20261207
 EVENTS = 300

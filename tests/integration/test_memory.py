@@ -28,6 +28,14 @@ from state.settings import StoreSettings
 from state.writer import Positions, Writer
 from tests.integration.conftest import show
 
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "the bytes of one Redis (MEMORY USAGE, INFO memory) written by the one-Redis Writer: "
+        "the figure of one node"
+    ),
+)
+
 SEED = 77
 DEVICES = 100
 DAYS_PER_DEVICE = 10

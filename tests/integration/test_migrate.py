@@ -37,6 +37,8 @@ from state.writer import Positions
 from .conftest import devact_executable
 from .conftest import run_with_redis as run
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 LEGACY = Path(__file__).parent / "legacy"
 FIRST = date(2026, 8, 20)
 DAYS = 75

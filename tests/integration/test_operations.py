@@ -45,6 +45,8 @@ from tests.integration.oracle import Oracle
 from . import test_dlq as mix
 from .test_deploy import metric_names_used
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 TIMEOUT_S = 120.0
 LATER = 25  # heartbeats produced while the worker is stopped
 

@@ -22,6 +22,14 @@ from aiokafka import AIOKafkaProducer
 
 from .conftest import Stack, devact_executable, free_port, heartbeat_message
 
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "the screens print what Kafka's dead-letter topic and the registry hold; the commands' "
+        "Redis reads run on both backends in test_operations.py"
+    ),
+)
+
 DLQ_TIMEOUT_S = 90.0
 ESC = "\x1b"
 HOSTILE_IDS = ["[/x]", "[link=http://evil.example]a[/link]", "[bold]", f"{ESC}[31mred{ESC}[0m"]

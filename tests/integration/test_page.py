@@ -24,6 +24,8 @@ from playwright.sync_api import Browser, Page, expect
 from .conftest import Stack, heartbeat_message
 from .oracle import Oracle
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 ZONE = "Europe/Berlin"
 DEVICES = 8

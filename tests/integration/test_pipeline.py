@@ -22,6 +22,8 @@ import pytest
 from .conftest import Message, Stack, encode, heartbeat_message
 from .oracle import GRANULARITIES, LABELS, METRICS, DeviceKey, Granularity, Metric, Oracle
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 SEED = 20261127
 RANDOM_EVENTS = 3000
 DEVICES_PER_CLIENT = 5

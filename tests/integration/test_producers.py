@@ -25,6 +25,8 @@ from .producers import (
     java_produce,
 )
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 EVENTS = 2_000
 DEVICES = 20
@@ -50,13 +52,14 @@ def token(started: Stack) -> str:
 
 
 @pytest.fixture(scope="module")
-def table(request: pytest.FixtureRequest) -> Iterator[list[str]]:
+def table(request: pytest.FixtureRequest, backend: str) -> Iterator[list[str]]:
+    """The rows of one backend's run, printed at its end."""
     rows: list[str] = []
     yield rows
     show(
         request,
-        "\n| producer setting | counted by the API | expected (oracle) |\n|---|---:|---:|\n"
-        + "\n".join(rows),
+        f"\n| producer setting ({backend}) | counted by the API | expected (oracle) |\n"
+        "|---|---:|---:|\n" + "\n".join(rows),
     )
 
 

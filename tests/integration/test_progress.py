@@ -14,6 +14,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .conftest import TOPIC_PARTITIONS, Stack, _create_topics, devact_executable
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 RATE = 1_000
 DURATION_S = 2
 HEARTBEATS = RATE * DURATION_S

@@ -8,12 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 
 from devtools.services.redis import ping_ok
 from devtools.services.redis_cluster import LocalRedisCluster
 
 from .conftest import consecutive_free_ports
+
+pytestmark = pytest.mark.backends(
+    "cluster", reason="the local cluster that `make services` starts, itself"
+)
 
 VENV_BIN = Path(sys.executable).parent
 CHECKOUT = Path(__file__).resolve().parents[2]

@@ -34,10 +34,10 @@ from state import acl, keys
 from state.scripts import Scripts
 
 from .conftest import Stack, devact_executable, free_port, heartbeat_message
+from .harness.backends import BACKENDS
 from .oracle import Oracle
 from .throwaway_ca import make_tls_files
 
-BACKENDS = ("redis", "cluster")
 COUNT_TIMEOUT_S = 90.0
 WIDE_DAY_USERS = 520
 """Users of one device on one day: past the 500 of an exact set, so that day is a HyperLogLog
@@ -187,6 +187,8 @@ def _node_ports(server: Any) -> list[int]:
     return [server.port]
 
 
+# Both backends, each a Redis or a cluster this module starts TLS-only: the parameter is the
+# suite's own, not the `backends` marker's (the session's services give it Kafka alone).
 @pytest.fixture(scope="module", params=BACKENDS)
 def secured(
     request: pytest.FixtureRequest, services: Any, tmp_path_factory: pytest.TempPathFactory

@@ -28,6 +28,8 @@ from tests.integration.conftest import heartbeat_message, poll_until, run_with_r
 from tests.integration.faultkit.kafka import create_topic, produce
 from tests.integration.faultkit.processes import Api, Process
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 CLIENT = str(uuid.uuid4())
 OTHER_CLIENT = str(uuid.uuid4())
 DEVICE = str(uuid.uuid4())
@@ -57,8 +59,9 @@ def json_lines(log: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("request-id")
+def workdir(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Path:
+    """One per backend: the logs read here must be this backend's processes' alone."""
+    return tmp_path_factory.mktemp(f"request-id-{backend}")
 
 
 @pytest.fixture(scope="module")

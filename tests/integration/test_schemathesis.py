@@ -30,6 +30,8 @@ from schemathesis.checks import not_a_server_error
 from .conftest import Stack, heartbeat_message
 from .oracle import GRANULARITIES, LABELS, METRICS, Oracle
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 SEED = 31_337
 ACTIVITY_PATH = "/v2/clients/{client_id}/analytics/devices/{device_id}/activity"
 CLIENT_PATH = "/v2/clients/{client_id}/analytics/activity"

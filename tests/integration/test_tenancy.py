@@ -21,6 +21,8 @@ import pytest
 from .conftest import Stack, heartbeat_message
 from .oracle import GRANULARITIES, METRICS, DeviceKey, Granularity, Metric, Oracle
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 COUNT_TIMEOUT_S = 90.0
 DLQ_TIMEOUT_S = 60.0
 ZONES = {"A": "Europe/Paris", "B": "Asia/Tokyo"}

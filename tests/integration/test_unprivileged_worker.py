@@ -21,7 +21,12 @@ import pytest
 
 from .conftest import devact_executable, free_port, poll_until
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "the worker's start as an unprivileged user is about its file system rights, not its store"
+    ),
+)
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "Dockerfile"
 NOBODY = 65534

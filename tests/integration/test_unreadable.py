@@ -16,6 +16,8 @@ import pytest
 from .conftest import Stack, free_port, poll_until
 from .producers import aiokafka_produce, counted_total, differences, fleet
 
+pytestmark = pytest.mark.backends("redis", "cluster")
+
 SHIM = Path(__file__).parent / "shims" / "no_snappy"
 ZONE = "Europe/Berlin"
 CATCH_UP_TIMEOUT_S = 90.0
@@ -25,8 +27,9 @@ SEED = 9_100
 
 
 @pytest.fixture(scope="module")
-def flag(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("shim") / "snappy-missing"
+def flag(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Path:
+    """One per backend: the test removes it."""
+    path = tmp_path_factory.mktemp(f"shim-{backend}") / "snappy-missing"
     path.touch()
     return path
 
