@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer
 
 from devtools.services.kafka import ensure_kafka_jars
 
-from .conftest import Stack
+from .harness.stack import Stack
 from .oracle import DeviceKey, Oracle
 
 JAVA_SOURCE = Path(__file__).parent / "java" / "HeartbeatProducer.java"

@@ -24,7 +24,7 @@ from devtools.accuracy import DAY_SIZES, REDIS_TIMEOUT_S, TOLERANCE, Row, measur
 from state.connection import open_store
 from state.encoding import EXACT_USERS_LIMIT
 from state.settings import StoreSettings
-from tests.integration.conftest import show
+from tests.integration.harness.output import show
 
 pytestmark = pytest.mark.backends("redis", "cluster")
 

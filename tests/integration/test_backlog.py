@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import pytest
 
 from devtools.services import LocalStack
-from tests.integration.conftest import Message, encode
+from tests.integration.harness.kafka import Message, encode
 
 from .faultkit.checks import Figures, assert_exact, wait_for_total, wait_until_total
 from .faultkit.kafka import BackgroundProducer, produce, topic_message_count

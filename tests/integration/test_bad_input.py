@@ -33,7 +33,8 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 
-from .conftest import TOPIC_PARTITIONS, Message, Stack, encode, heartbeat_message
+from .harness.kafka import TOPIC_PARTITIONS, Message, encode, heartbeat_message
+from .harness.stack import Stack
 from .oracle import GRANULARITIES, METRICS, DeviceKey, Oracle
 
 pytestmark = pytest.mark.backends("redis", "cluster")

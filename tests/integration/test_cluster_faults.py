@@ -18,16 +18,17 @@ import redis
 
 from devtools.services import Endpoints
 from devtools.services.redis import RedisServer
-from devtools.services.redis_cluster import LocalRedisCluster
+from devtools.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 from state import keys
 
-from .conftest import Message, consecutive_free_ports, poll_until
 from .faultkit.checks import cell_differences, client_differences, wait_until_total
 from .faultkit.kafka import produce
 from .faultkit.pipeline import Run, create_token, register_clients
 from .faultkit.probe import ClusterProbe
 from .faultkit.processes import Api
 from .faultkit.workload import Workload, build_workload
+from .harness.kafka import Message
+from .harness.waiting import poll_until
 
 pytestmark = pytest.mark.backends(
     "cluster",

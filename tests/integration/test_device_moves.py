@@ -16,7 +16,10 @@ from typing import Any
 
 import pytest
 
-from .conftest import Stack, devact_executable, heartbeat_message, poll_until
+from .harness.kafka import heartbeat_message
+from .harness.processes import devact_executable
+from .harness.stack import Stack
+from .harness.waiting import poll_until
 
 pytestmark = pytest.mark.backends(
     "redis",

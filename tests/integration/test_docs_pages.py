@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from .conftest import Stack
+from .harness.stack import Stack
 
 pytestmark = pytest.mark.backends(
     "redis",

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from devtools.services import LocalStack
-from tests.integration.conftest import heartbeat_message, poll_until
+from tests.integration.harness.kafka import heartbeat_message
+from tests.integration.harness.waiting import poll_until
 
 from .faultkit.checks import (
     Figures,

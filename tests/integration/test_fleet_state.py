@@ -20,7 +20,7 @@ from state.encoding import EXACT_USERS_LIMIT
 from state.fleet import FILLER
 from state.writer import ApplyProgress, Positions, Span
 
-from .conftest import run_with_redis as run
+from .harness.store import run_with_redis as run
 
 pytestmark = pytest.mark.backends("redis", "cluster")
 

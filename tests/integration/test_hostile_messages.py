@@ -29,17 +29,13 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 
+from devtools.services import free_port
 from stream.model import MAX_MESSAGE_ELEMENTS
 
-from .conftest import (
-    READY_TIMEOUT_S,
-    TOPIC_PARTITIONS,
-    Message,
-    Stack,
-    free_port,
-    heartbeat_message,
-    show,
-)
+from .harness.kafka import TOPIC_PARTITIONS, Message, heartbeat_message
+from .harness.output import show
+from .harness.stack import Stack
+from .harness.waiting import READY_TIMEOUT_S
 from .oracle import METRICS, Oracle
 
 pytestmark = pytest.mark.backends(

@@ -38,15 +38,10 @@ from devtools.services.kafka import KafkaServer, SaslSslListener, scram_credenti
 from devtools.services.redis import RedisServer
 from stream.kafka import KafkaConnection, check_access
 
-from .conftest import (
-    READY_TIMEOUT_S,
-    Message,
-    Stack,
-    devact_executable,
-    encode,
-    heartbeat_message,
-    poll_until,
-)
+from .harness.kafka import Message, encode, heartbeat_message
+from .harness.processes import devact_executable
+from .harness.stack import Stack
+from .harness.waiting import READY_TIMEOUT_S, poll_until
 from .kafka_tls import BrokerTls, make_broker_tls
 from .oracle import Oracle
 

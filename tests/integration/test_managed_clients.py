@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from .conftest import Stack, heartbeat_message
+from .harness.kafka import heartbeat_message
+from .harness.stack import Stack
 
 pytestmark = pytest.mark.backends(
     "redis",

@@ -26,7 +26,7 @@ from state.batch import Contribution, DayBatch, DeviceBatch
 from state.connection import connect
 from state.settings import StoreSettings
 from state.writer import Positions, Writer
-from tests.integration.conftest import show
+from tests.integration.harness.output import show
 
 pytestmark = pytest.mark.backends(
     "redis",

@@ -20,7 +20,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from .conftest import Stack, devact_executable, free_port, heartbeat_message
+from devtools.services import free_port
+
+from .harness.kafka import heartbeat_message
+from .harness.processes import devact_executable
+from .harness.stack import Stack
 
 pytestmark = pytest.mark.backends(
     "redis",

@@ -21,7 +21,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from .conftest import Stack, heartbeat_message
+from .harness.kafka import heartbeat_message
+from .harness.stack import Stack
 from .oracle import Oracle
 
 pytestmark = pytest.mark.backends("redis", "cluster")

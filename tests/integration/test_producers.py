@@ -14,7 +14,9 @@ from collections.abc import Iterator
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .conftest import TOPIC_PARTITIONS, Stack, show
+from .harness.kafka import TOPIC_PARTITIONS
+from .harness.output import show
+from .harness.stack import Stack
 from .producers import (
     Fleet,
     aiokafka_produce,

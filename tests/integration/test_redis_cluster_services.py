@@ -12,9 +12,7 @@ import pytest
 import redis
 
 from devtools.services.redis import ping_ok
-from devtools.services.redis_cluster import LocalRedisCluster
-
-from .conftest import consecutive_free_ports
+from devtools.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 
 pytestmark = pytest.mark.backends(
     "cluster", reason="the local cluster that `make services` starts, itself"

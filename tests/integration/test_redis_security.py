@@ -28,13 +28,16 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.cluster import RedisCluster
 from redis.exceptions import NoPermissionError, ResponseError
 
+from devtools.services import free_port
 from devtools.services.redis import RedisSecurity, RedisServer, TlsFiles
 from devtools.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 from state import acl, keys
 from state.scripts import Scripts
 
-from .conftest import Stack, devact_executable, free_port, heartbeat_message
 from .harness.backends import BACKENDS
+from .harness.kafka import heartbeat_message
+from .harness.processes import devact_executable
+from .harness.stack import Stack
 from .oracle import Oracle
 from .throwaway_ca import make_tls_files
 

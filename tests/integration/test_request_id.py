@@ -24,9 +24,11 @@ from api.deps import get_reader
 from api.settings import ApiSettings
 from devtools.services import Endpoints, free_port
 from state.logs import JsonFormatter
-from tests.integration.conftest import heartbeat_message, poll_until, run_with_redis
 from tests.integration.faultkit.kafka import create_topic, produce
 from tests.integration.faultkit.processes import Api, Process
+from tests.integration.harness.kafka import heartbeat_message
+from tests.integration.harness.store import run_with_redis
+from tests.integration.harness.waiting import poll_until
 
 pytestmark = pytest.mark.backends("redis", "cluster")
 

@@ -20,7 +20,7 @@ from state.reader import Reader, SeriesQuery
 from state.registry import Registry, hash_token
 from state.writer import Positions, Span
 
-from .conftest import run_with_redis as run
+from .harness.store import run_with_redis as run
 
 pytestmark = pytest.mark.backends("redis", "cluster")
 

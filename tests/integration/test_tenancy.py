@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Stack, heartbeat_message
+from .harness.kafka import heartbeat_message
+from .harness.stack import Stack
 from .oracle import GRANULARITIES, METRICS, DeviceKey, Granularity, Metric, Oracle
 
 pytestmark = pytest.mark.backends("redis", "cluster")

@@ -19,7 +19,8 @@ import pytest
 
 from devtools.services import free_port
 from devtools.services.redis import RedisServer
-from tests.integration.conftest import devact_executable, poll_until
+from tests.integration.harness.processes import devact_executable
+from tests.integration.harness.waiting import poll_until
 
 pytestmark = pytest.mark.backends(
     "redis",

@@ -19,7 +19,10 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import devact_executable, free_port, poll_until
+from devtools.services import free_port
+
+from .harness.processes import devact_executable
+from .harness.waiting import poll_until
 
 pytestmark = pytest.mark.backends(
     "redis",

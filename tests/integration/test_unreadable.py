@@ -13,7 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Stack, free_port, poll_until
+from devtools.services import free_port
+
+from .harness.stack import Stack
+from .harness.waiting import poll_until
 from .producers import aiokafka_produce, counted_total, differences, fleet
 
 pytestmark = pytest.mark.backends("redis", "cluster")

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devtools.services import LocalStack
-from tests.integration.conftest import devact_executable
+from tests.integration.harness.processes import devact_executable
 
 from .constants import PARTITIONS
 from .kafka import create_topic

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from devtools.services import LocalStack, ServiceError, free_port
-from tests.integration.conftest import poll_until
+from tests.integration.harness.waiting import poll_until
 
 from .constants import PROCESS_STOP_TIMEOUT_S
 
