@@ -27,7 +27,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
@@ -41,7 +40,7 @@ from stream.kafka import KafkaConnection, check_access
 from .harness.kafka import Message, encode, heartbeat_message
 from .harness.processes import devact_executable
 from .harness.stack import Stack
-from .harness.waiting import READY_TIMEOUT_S, poll_until
+from .harness.waiting import poll_until
 from .kafka_tls import BrokerTls, make_broker_tls
 from .oracle import Oracle
 
@@ -70,12 +69,7 @@ class SecuredStack(Stack):
         self.env.update(kafka.environment())
 
     def start(self) -> None:
-        self._spawn("worker", ["worker"])
-        port = free_port()
-        self._spawn("api", ["api", "--host", "127.0.0.1", "--port", str(port)])
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
-        self.wait_for(self._api_ready, timeout_s=READY_TIMEOUT_S, what="GET /readyz -> 200")
+        self.start_processes()
 
     def produce(self, messages: Sequence[Message]) -> None:
         async def send() -> None:

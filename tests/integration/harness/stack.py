@@ -71,6 +71,10 @@ class Stack:
                 self.kafka_bootstrap, {self.topic: TOPIC_PARTITIONS, self.dlq_topic: DLQ_PARTITIONS}
             )
         )
+        self.start_processes()
+
+    def start_processes(self) -> None:
+        """The worker, and the API on a free port; returns once the API is ready."""
         self._spawn("worker", ["worker"])
         port = free_port()
         self._spawn("api", ["api", "--host", "127.0.0.1", "--port", str(port)])
