@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -253,22 +254,9 @@ def produce(
     from devact.progress import Meter
     from stream.settings import WorkerSettings
 
-    checkout = Path(__file__).resolve().parents[1]
-    if (checkout / "devtools" / "__init__.py").is_file() and str(checkout) not in sys.path:
-        # An editable install maps only the shipped packages; devtools/ sits beside them in a
-        # checkout, and is in neither the wheel nor the image.
-        sys.path.append(str(checkout))
-    try:
-        from devtools.demo.generator import HeartbeatGenerator
-        from devtools.demo.producer import Publisher, publish_at_rate, scheduled
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] != "devtools":
-            raise
-        typer.echo(
-            "error: `devact produce` is a development tool, available in a source checkout only",
-            err=True,
-        )
-        raise typer.Exit(2) from exc
+    _require_devtools()
+    from devtools.demo.generator import HeartbeatGenerator
+    from devtools.demo.producer import Publisher, publish_at_rate, scheduled
 
     _setup_logging()
     settings = WorkerSettings()
@@ -299,6 +287,21 @@ def produce(
                 await publish_at_rate(pub, generator.live, rate, duration, sent.advance)
 
     asyncio.run(run())
+
+
+def _require_devtools() -> None:
+    """Make the checkout's devtools/ importable, or exit 2 saying why there is none. An editable
+    install maps only the shipped packages, and devtools/ sits beside them in a checkout; the
+    wheel and the image have no devtools/ at all."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "devtools" / "__init__.py").is_file() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))
+    if importlib.util.find_spec("devtools") is None:
+        typer.echo(
+            "error: `devact produce` is a development tool, available in a source checkout only",
+            err=True,
+        )
+        raise typer.Exit(2)
 
 
 def _client_uuid(seed: int, n: int) -> str:
