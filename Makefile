@@ -25,9 +25,9 @@ export UV_PYTHON := $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 # The environment of `make install` and `make test`; `make bench` adds its own extra.
 SYNC = $(UV) sync --frozen --extra dev
 
-# devact.services is stdlib only: stopping must work even without the venv.
-SERVICES = $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m devact.services
-SOURCES = stream api state devact tests bench
+# devtools.services is stdlib only: stopping must work even without the venv.
+SERVICES = $(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m devtools.services
+SOURCES = stream api state devact devtools tests bench
 
 .PHONY: help install lock-check lock upgrade audit services services-down run stop test bench \
 	lint fmt clean
@@ -87,7 +87,8 @@ test: install
 	scripts/ensure-compose.sh
 	@# Grafana's admin password is the operator's own; any value validates the file.
 	GRAFANA_ADMIN_PASSWORD=validate docker compose config -q && echo "docker-compose.yml: valid"
-	@# The session fixture of tests/conftest.py starts Kafka and Redis on free ports and stops them.
+	@# The session fixtures of tests/integration/conftest.py start Kafka and Redis (and the local
+	@# Redis Cluster when a suite runs on it) on free ports and stop them.
 	$(PY) -m pytest
 
 # Starts its own Kafka, Redis and PostgreSQL (installing PostgreSQL and wrk from Debian when

@@ -1,8 +1,9 @@
-"""Accuracy, for the record: the user-count error table of tests/integration/test_accuracy.py.
+"""Accuracy, for the record: the user-count error table of devtools/accuracy.py.
 
-The same scenarios (days of 1 to 100,000 users, and weeks and quarters made of them) written
-through state/'s Writer and read back through its Reader, against the exact set union computed
-by the test module. Run here on the bench's Redis so that the report carries the table.
+The same scenarios tests/integration/test_accuracy.py holds to the rule (days of 1 to 100,000
+users, and weeks and quarters made of them), written through state/'s Writer and read back
+through its Reader, against the exact set union. Run here on the bench's Redis so that the
+report carries the table.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from bench.common import waiting
-from devact.services import Endpoints
+from devtools.accuracy import REDIS_TIMEOUT_S, TOLERANCE, measure, render
+from devtools.services import Endpoints
 from state.connection import connect
 from state.encoding import EXACT_USERS_LIMIT
 from state.settings import StoreSettings
-from tests.integration.test_accuracy import REDIS_TIMEOUT_S, TOLERANCE, measure, render
 
 
 async def run(endpoints: Endpoints) -> dict[str, object]:

@@ -1,7 +1,7 @@
 """Redis Cluster at scale (docs/scaling.md): memory and the 90-day series as the data grow, and
 one Redis against the cluster, side by side.
 
-A local cluster of three primaries with a replica each (``devact.services.redis_cluster``) is
+A local cluster of three primaries with a replica each (``devtools.services.redis_cluster``) is
 loaded through the worker's own apply path (``state.cluster_writer.new_writer``: the device
 scripts, the batch markers and positions), without Kafka, as the query section's loader does.
 Devices of shared use: each has 4 to 15 regulars, and on a day it is used (85% of the days of
@@ -35,7 +35,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
 from devact.progress import Meter
-from devact.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
+from devtools.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 from state.batch import Contribution, DayBatch, DeviceBatch
 from state.cluster_writer import new_writer
 from state.connection import Store, connect, connect_cluster

@@ -25,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio.cluster import RedisCluster
 
 from devact.progress import REFRESH_S, Meter
-from devact.services import Endpoints, LocalStack, free_port
+from devtools.services import Endpoints, LocalStack, free_port
 from state import keys
 from state.cluster_writer import new_writer
 from state.connection import Store

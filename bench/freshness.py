@@ -21,10 +21,10 @@ from redis.asyncio import Redis
 
 from bench.common import VENV_BIN, children, create_topic, kafka, waiting, worker_env
 from devact.progress import Meter
-from devact.services import Endpoints, free_port
+from devtools.demo.generator import HeartbeatGenerator
+from devtools.demo.producer import Publisher, publish_at_rate, scheduled
+from devtools.services import Endpoints, free_port
 from state.registry import Registry
-from stream.generator import HeartbeatGenerator
-from stream.producer import Publisher, publish_at_rate, scheduled
 
 log = logging.getLogger(__name__)
 

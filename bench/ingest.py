@@ -38,8 +38,8 @@ from bench.common import (
 )
 from bench.dataset import Dataset, generate, produce, register_clients, verify
 from devact.progress import Meter
-from devact.services import Endpoints
-from devact.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
+from devtools.services import Endpoints
+from devtools.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 from state.connection import Store, connect_cluster
 from state.settings import StoreSettings
 from stream.kafka import KafkaConnection

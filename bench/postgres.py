@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devact.services.process import ServiceError, ensure_apt_package, log_tail
+from devtools.services.process import ServiceError, ensure_apt_package, log_tail
 
 log = logging.getLogger(__name__)
 

@@ -51,8 +51,8 @@ from bench.query_data import (
 )
 from bench.query_load import HttpServer, _tree_cpu_s, redis_cpu, serving
 from devact.progress import Meter
-from devact.services import Endpoints
-from devact.services.process import free_port
+from devtools.services import Endpoints
+from devtools.services.process import free_port
 from state.connection import connect
 from state.registry import Registry
 from state.settings import StoreSettings

@@ -49,9 +49,9 @@ from bench.common import Child, children, create_topic, kafka, waiting, worker_e
 from bench.query_data import BenchError
 from bench.query_load import HttpServer, _tree_cpu_s
 from devact.progress import Meter
-from devact.services import Endpoints, free_port
+from devtools.demo.producer import Publisher
+from devtools.services import Endpoints, free_port
 from state.registry import Registry
-from stream.producer import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -55,8 +55,8 @@ from bench.query_load import (
     serving,
     sql_server,
 )
-from devact.services.process import free_port
-from devact.services.redis import RedisServer
+from devtools.services.process import free_port
+from devtools.services.redis import RedisServer
 
 SEED = 4
 CHECKED_DEVICES = 6

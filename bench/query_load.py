@@ -25,7 +25,7 @@ from bench.common import waiting
 from bench.postgres import PostgresServer
 from bench.query_data import BenchError
 from bench.sql_api import DSN_ENV
-from devact.services.process import ServiceError, ensure_apt_package, free_port
+from devtools.services.process import ServiceError, ensure_apt_package, free_port
 
 log = logging.getLogger(__name__)
 

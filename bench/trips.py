@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from devact.services import free_port
+from devtools.services import free_port
 from state import writer as writer_module
 from state.batch import Contribution, DayBatch, DeviceBatch
 from state.connection import connect

@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -42,7 +45,7 @@ app.command()(status)
 
 
 class Compression(StrEnum):
-    """Kafka's record batch codecs (stream.producer.COMPRESSIONS): typer lists them in --help."""
+    """Kafka's record batch codecs (devtools.demo.producer.COMPRESSIONS), for typer's --help."""
 
     none = "none"
     gzip = "gzip"
@@ -246,11 +249,14 @@ def produce(
         bool, typer.Option(help="The demo client and device of the README, 14 days of history.")
     ] = False,
 ) -> None:
-    """Generate realistic heartbeats (working hours, quiet weekends) into the topic."""
+    """Generate realistic heartbeats (working hours, quiet weekends) into the topic (a development
+    tool: it runs from a source checkout)."""
     from devact.progress import Meter
-    from stream.generator import HeartbeatGenerator
-    from stream.producer import Publisher, publish_at_rate, scheduled
     from stream.settings import WorkerSettings
+
+    _require_devtools()
+    from devtools.demo.generator import HeartbeatGenerator
+    from devtools.demo.producer import Publisher, publish_at_rate, scheduled
 
     _setup_logging()
     settings = WorkerSettings()
@@ -281,6 +287,21 @@ def produce(
                 await publish_at_rate(pub, generator.live, rate, duration, sent.advance)
 
     asyncio.run(run())
+
+
+def _require_devtools() -> None:
+    """Make the checkout's devtools/ importable, or exit 2 saying why there is none. An editable
+    install maps only the shipped packages, and devtools/ sits beside them in a checkout; the
+    wheel and the image have no devtools/ at all."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "devtools" / "__init__.py").is_file() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))
+    if importlib.util.find_spec("devtools") is None:
+        typer.echo(
+            "error: `devact produce` is a development tool, available in a source checkout only",
+            err=True,
+        )
+        raise typer.Exit(2)
 
 
 def _client_uuid(seed: int, n: int) -> str:

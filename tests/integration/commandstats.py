@@ -26,7 +26,7 @@ IGNORED = frozenset(
 """The probes of the counting itself, the clients' health checks, what a client says when it
 opens a connection, and a replica's replication traffic with its primary (a cluster's replica
 acknowledges its offset with REPLCONF ACK about once a second, and commandstats counted one once
-in a test: tests/integration/test_auth_first_on_cluster.py): none of them reads data."""
+in a test: tests/integration/test_auth_first.py on the cluster): none of them reads data."""
 
 
 def command_calls(url: str) -> Counter[str]:

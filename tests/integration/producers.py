@@ -18,9 +18,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from devact.services.kafka import ensure_kafka_jars
+from devtools.services.kafka import ensure_kafka_jars
 
-from .conftest import Stack
+from .harness.stack import Stack
 from .oracle import DeviceKey, Oracle
 
 JAVA_SOURCE = Path(__file__).parent / "java" / "HeartbeatProducer.java"

@@ -14,7 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Stack, heartbeat_message
+from .harness.kafka import heartbeat_message
+from .harness.stack import Stack
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 ACTIVITY = "/v2/clients/{client}/analytics/devices/{device}/activity"
 UNKNOWN_METRIC_MESSAGE = "Unknown metric: invalid-metric. Valid values: activity-count, user-count"

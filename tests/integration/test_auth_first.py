@@ -20,9 +20,11 @@ from redis.asyncio import Redis
 from state.registry import Registry
 
 from .commandstats import command_calls, ran_between
-from .conftest import Stack, heartbeat_message, run_with_redis
+from .harness.kafka import heartbeat_message
+from .harness.stack import Stack
+from .harness.store import run_with_redis
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 DEVICES = 40
 OTHER_CLIENTS = 60

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from devact.services import LocalStack
-from tests.integration.conftest import Message, encode
+from devtools.services import LocalStack
+from tests.integration.harness.kafka import Message, encode
 
 from .faultkit.checks import Figures, assert_exact, wait_for_total, wait_until_total
 from .faultkit.kafka import BackgroundProducer, produce, topic_message_count
@@ -31,6 +31,14 @@ from .faultkit.workload import (
     build_workload,
     random_heartbeat,
     seeded_uuid,
+)
+
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "it freezes a Redis of its own with SIGSTOP; test_cluster_faults.py freezes a cluster's"
+        " primary"
+    ),
 )
 
 SEED = 20261202

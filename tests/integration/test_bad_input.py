@@ -33,8 +33,11 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 
-from .conftest import TOPIC_PARTITIONS, Message, Stack, encode, heartbeat_message
+from .harness.kafka import TOPIC_PARTITIONS, Message, encode, heartbeat_message
+from .harness.stack import Stack
 from .oracle import GRANULARITIES, METRICS, DeviceKey, Oracle
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 SEED = 9_131
 X_ZONE, Y_ZONE = "America/New_York", "Asia/Kathmandu"

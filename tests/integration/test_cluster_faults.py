@@ -16,18 +16,27 @@ from typing import Any
 import pytest
 import redis
 
-from devact.services import Endpoints
-from devact.services.redis import RedisServer
-from devact.services.redis_cluster import LocalRedisCluster
+from devtools.services import Endpoints
+from devtools.services.redis import RedisServer
+from devtools.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 from state import keys
 
-from .conftest import Message, consecutive_free_ports, poll_until
 from .faultkit.checks import cell_differences, client_differences, wait_until_total
 from .faultkit.kafka import produce
 from .faultkit.pipeline import Run, create_token, register_clients
 from .faultkit.probe import ClusterProbe
 from .faultkit.processes import Api
 from .faultkit.workload import Workload, build_workload
+from .harness.kafka import Message
+from .harness.waiting import poll_until
+
+pytestmark = pytest.mark.backends(
+    "cluster",
+    reason=(
+        "the faults of a cluster's primaries and replicas, on a cluster of its own; "
+        "test_faults.py has one Redis's"
+    ),
+)
 
 SEED = 9_100
 CATCH_UP_S = 240.0

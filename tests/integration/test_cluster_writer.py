@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from devact.services.redis_cluster import LocalRedisCluster
+from devtools.services.redis_cluster import LocalRedisCluster
 from state import keys
 from state.batch import Contribution, DayBatch, DeviceBatch
 from state.cluster_writer import ClusterWriter

@@ -27,10 +27,16 @@ from typing import Any
 import httpx
 import pytest
 
-from .commandstats import command_calls, ran_between
-from .conftest import Stack, devact_executable, free_port, heartbeat_message, poll_until, show
+from devtools.services import free_port
 
-pytestmark = pytest.mark.integration
+from .commandstats import command_calls, ran_between
+from .harness.kafka import heartbeat_message
+from .harness.output import show
+from .harness.processes import devact_executable
+from .harness.stack import Stack
+from .harness.waiting import poll_until
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 DEVICES = 10
 CROWD = 1000

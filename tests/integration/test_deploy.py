@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from devact.services.process import ensure_apt_package
+from devtools.services.process import ensure_apt_package
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -16,7 +16,18 @@ from typing import Any
 
 import pytest
 
-from .conftest import Stack, devact_executable, heartbeat_message, poll_until
+from .harness.kafka import heartbeat_message
+from .harness.processes import devact_executable
+from .harness.stack import Stack
+from .harness.waiting import poll_until
+
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "a move is three single-key commands, routed on a cluster as any other; a second run is"
+        " not worth its share of the suite's time budget"
+    ),
+)
 
 TIMEOUT_S = 90.0
 

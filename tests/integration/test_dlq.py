@@ -18,8 +18,11 @@ from typing import Any
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from .conftest import Message, Stack, encode, heartbeat_message
+from .harness.kafka import Message, encode, heartbeat_message
+from .harness.stack import Stack
 from .oracle import DeviceKey, Oracle
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 SEED = 4242
 X_ZONE, Y_ZONE = "Europe/Berlin", "America/New_York"

@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 
-from .conftest import Stack
+from .harness.stack import Stack
+
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "the pages are files the API serves and its /openapi.json: nothing on them comes from "
+        "the store"
+    ),
+)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 UI_TIMEOUT_MS = 30_000

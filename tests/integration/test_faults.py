@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from devact.services import LocalStack
-from tests.integration.conftest import heartbeat_message, poll_until
+from devtools.services import LocalStack
+from tests.integration.harness.kafka import heartbeat_message
+from tests.integration.harness.waiting import poll_until
 
 from .faultkit.checks import (
     Figures,
@@ -41,6 +42,14 @@ from .faultkit.services import (
     restart_redis,
 )
 from .faultkit.workload import Workload, build_workload, marker_events
+
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "it kills and restarts Kafka and a Redis of its own; test_cluster_faults.py does the "
+        "same to a cluster"
+    ),
+)
 
 CRASH_SEED = 20261128
 CRASH_EVENTS = 100_000

@@ -22,8 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from .conftest import Stack, heartbeat_message, show
+from .harness.kafka import heartbeat_message
+from .harness.output import show
+from .harness.stack import Stack
 from .oracle import Oracle
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 ZONES = ("Asia/Kathmandu", "America/New_York")
 DEVICES = 6

@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 
@@ -19,7 +20,9 @@ from state.encoding import EXACT_USERS_LIMIT
 from state.fleet import FILLER
 from state.writer import ApplyProgress, Positions, Span
 
-from .conftest import run_with_redis as run
+from .harness.store import run_with_redis as run
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 EXPIRE_AT = int((datetime.now(UTC) + timedelta(days=30)).timestamp())
 D1, D2 = date(2026, 11, 2), date(2026, 11, 3)

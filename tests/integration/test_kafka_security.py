@@ -27,28 +27,26 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from pydantic import SecretStr
 
-from devact.services import Endpoints, free_port
-from devact.services.kafka import KafkaServer, SaslSslListener, scram_credential
-from devact.services.redis import RedisServer
+from devtools.services import Endpoints, free_port
+from devtools.services.kafka import KafkaServer, SaslSslListener, scram_credential
+from devtools.services.redis import RedisServer
 from stream.kafka import KafkaConnection, check_access
 
-from .conftest import (
-    READY_TIMEOUT_S,
-    Message,
-    Stack,
-    devact_executable,
-    encode,
-    heartbeat_message,
-    poll_until,
-)
+from .harness.kafka import Message, encode, heartbeat_message
+from .harness.processes import devact_executable
+from .harness.stack import Stack
+from .harness.waiting import poll_until
 from .kafka_tls import BrokerTls, make_broker_tls
 from .oracle import Oracle
+
+pytestmark = pytest.mark.backends(
+    "redis", reason="a broker and a Redis of its own: the subject is Kafka over SASL_SSL"
+)
 
 USER = "devact-worker"
 SEED = 20261207
@@ -71,12 +69,7 @@ class SecuredStack(Stack):
         self.env.update(kafka.environment())
 
     def start(self) -> None:
-        self._spawn("worker", ["worker"])
-        port = free_port()
-        self._spawn("api", ["api", "--host", "127.0.0.1", "--port", str(port)])
-        self.base_url = f"http://127.0.0.1:{port}"
-        self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
-        self.wait_for(self._api_ready, timeout_s=READY_TIMEOUT_S, what="GET /readyz -> 200")
+        self.start_processes()
 
     def produce(self, messages: Sequence[Message]) -> None:
         async def send() -> None:

@@ -26,7 +26,15 @@ from state.batch import Contribution, DayBatch, DeviceBatch
 from state.connection import connect
 from state.settings import StoreSettings
 from state.writer import Positions, Writer
-from tests.integration.conftest import show
+from tests.integration.harness.output import show
+
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "the bytes of one Redis (MEMORY USAGE, INFO memory) written by the one-Redis Writer: "
+        "the figure of one node"
+    ),
+)
 
 SEED = 77
 DEVICES = 100

@@ -34,8 +34,10 @@ from state.reader import Reader, SeriesQuery
 from state.registry import Registry
 from state.writer import Positions
 
-from .conftest import devact_executable
-from .conftest import run_with_redis as run
+from .harness.processes import devact_executable
+from .harness.store import run_with_redis as run
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 LEGACY = Path(__file__).parent / "legacy"
 FIRST = date(2026, 8, 20)

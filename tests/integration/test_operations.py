@@ -27,23 +27,22 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.services import free_port
 from state import keys
 from state.connection import is_cluster
 from state.settings import StoreSettings
 from stream.kafka import KafkaConnection
 from stream.topics import topic_partitions
-from tests.integration.conftest import (
-    Message,
-    Stack,
-    devact_executable,
-    free_port,
-    heartbeat_message,
-    poll_until,
-)
+from tests.integration.harness.kafka import Message, heartbeat_message
+from tests.integration.harness.processes import devact_executable
+from tests.integration.harness.stack import Stack
+from tests.integration.harness.waiting import poll_until
 from tests.integration.oracle import Oracle
 
 from . import test_dlq as mix
 from .test_deploy import metric_names_used
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 TIMEOUT_S = 120.0
 LATER = 25  # heartbeats produced while the worker is stopped

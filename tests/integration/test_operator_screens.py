@@ -20,7 +20,19 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from .conftest import Stack, devact_executable, free_port, heartbeat_message
+from devtools.services import free_port
+
+from .harness.kafka import heartbeat_message
+from .harness.processes import devact_executable
+from .harness.stack import Stack
+
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "the screens print what Kafka's dead-letter topic and the registry hold; the commands' "
+        "Redis reads run on both backends in test_operations.py"
+    ),
+)
 
 DLQ_TIMEOUT_S = 90.0
 ESC = "\x1b"

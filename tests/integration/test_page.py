@@ -21,8 +21,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from .conftest import Stack, heartbeat_message
+from .harness.kafka import heartbeat_message
+from .harness.stack import Stack
 from .oracle import Oracle
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 ZONE = "Europe/Berlin"

@@ -19,8 +19,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from .conftest import Message, Stack, encode, heartbeat_message
+from .harness.kafka import Message, encode, heartbeat_message
+from .harness.stack import Stack
 from .oracle import GRANULARITIES, LABELS, METRICS, DeviceKey, Granularity, Metric, Oracle
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 SEED = 20261127
 RANDOM_EVENTS = 3000

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .conftest import TOPIC_PARTITIONS, Stack, show
+from .harness.kafka import TOPIC_PARTITIONS
+from .harness.output import show
+from .harness.stack import Stack
 from .producers import (
     Fleet,
     aiokafka_produce,
@@ -24,6 +26,8 @@ from .producers import (
     fleet,
     java_produce,
 )
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 EVENTS = 2_000
@@ -50,13 +54,14 @@ def token(started: Stack) -> str:
 
 
 @pytest.fixture(scope="module")
-def table(request: pytest.FixtureRequest) -> Iterator[list[str]]:
+def table(request: pytest.FixtureRequest, backend: str) -> Iterator[list[str]]:
+    """The rows of one backend's run, printed at its end."""
     rows: list[str] = []
     yield rows
     show(
         request,
-        "\n| producer setting | counted by the API | expected (oracle) |\n|---|---:|---:|\n"
-        + "\n".join(rows),
+        f"\n| producer setting ({backend}) | counted by the API | expected (oracle) |\n"
+        "|---|---:|---:|\n" + "\n".join(rows),
     )
 
 

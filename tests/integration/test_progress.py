@@ -12,7 +12,11 @@ import subprocess
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .conftest import TOPIC_PARTITIONS, Stack, _create_topics, devact_executable
+from .harness.kafka import TOPIC_PARTITIONS, create_topics
+from .harness.processes import devact_executable
+from .harness.stack import Stack
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 RATE = 1_000
 DURATION_S = 2
@@ -54,7 +58,7 @@ def end_offsets(stack: Stack) -> int:
 def produced(stack: Stack) -> subprocess.CompletedProcess[str]:
     """The module's topic (no worker reads it), filled by ``devact produce`` with
     ``HEARTBEATS`` heartbeats of devices no other test has (a seed of its own)."""
-    asyncio.run(_create_topics(stack.kafka_bootstrap, {stack.topic: TOPIC_PARTITIONS}))
+    asyncio.run(create_topics(stack.kafka_bootstrap, {stack.topic: TOPIC_PARTITIONS}))
     seed = str(random.randrange(1, 2**31))
     return devact(
         stack, "produce", "--rate", str(RATE), "--duration", str(DURATION_S), "--seed", seed

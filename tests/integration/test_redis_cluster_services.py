@@ -1,5 +1,5 @@
 """`make services` with DEVACT_REDIS_CLUSTER=1: a real local Redis Cluster of three primaries
-with a replica each (devact/services/redis_cluster.py)."""
+with a replica each (devtools/services/redis_cluster.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import redis
 
-from devact.services.redis import ping_ok
-from devact.services.redis_cluster import LocalRedisCluster
+from devtools.services.redis import ping_ok
+from devtools.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 
-from .conftest import consecutive_free_ports
+pytestmark = pytest.mark.backends(
+    "cluster", reason="the local cluster that `make services` starts, itself"
+)
 
 VENV_BIN = Path(sys.executable).parent
+CHECKOUT = Path(__file__).resolve().parents[2]
+"""Where `python -m devtools.services` runs, as `make services` does: devtools/ is not installed."""
 
 
 def _roles(port: int) -> list[str]:
@@ -63,7 +68,7 @@ def test_a_local_cluster_of_three_primaries_with_a_replica_each(tmp_path: Path) 
 
 
 def test_make_services_with_redis_cluster_prints_the_cluster_s_url(tmp_path: Path) -> None:
-    """`DEVACT_REDIS_CLUSTER=1 make services` is `python -m devact.services up` with that
+    """`DEVACT_REDIS_CLUSTER=1 make services` is `python -m devtools.services up` with that
     variable: it starts Kafka and the cluster, and prints the URL to use; `down` stops them
     without being told about the cluster."""
     first = consecutive_free_ports(6)
@@ -76,15 +81,16 @@ def test_make_services_with_redis_cluster_prints_the_cluster_s_url(tmp_path: Pat
     }
     env.pop("DEVACT_KAFKA_BOOTSTRAP", None)
     env.pop("DEVACT_REDIS_URL", None)
-    services = [sys.executable, "-m", "devact.services"]
+    services = [sys.executable, "-m", "devtools.services"]
     try:
-        up = subprocess.run([*services, "up"], env=env, capture_output=True, text=True,
-                            timeout=180, check=False)  # fmt: skip
+        up = subprocess.run([*services, "up"], env=env, cwd=CHECKOUT, capture_output=True,
+                            text=True, timeout=180, check=False)  # fmt: skip
         assert up.returncode == 0, up.stderr
         assert f"DEVACT_REDIS_URL=redis://127.0.0.1:{first}/0" in up.stdout.splitlines()
         assert _roles(first) == ["master"] * 3 + ["slave"] * 3
     finally:
         down = subprocess.run([*services, "down"], env={**env, "DEVACT_REDIS_CLUSTER": "0"},
-                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+                              cwd=CHECKOUT, capture_output=True, text=True, timeout=120,
+                              check=False)  # fmt: skip
     assert down.returncode == 0, down.stderr
     assert not any(ping_ok(p) for p in range(first, first + 6))  # every node stopped

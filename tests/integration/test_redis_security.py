@@ -28,16 +28,19 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.cluster import RedisCluster
 from redis.exceptions import NoPermissionError, ResponseError
 
-from devact.services.redis import RedisSecurity, RedisServer, TlsFiles
-from devact.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
+from devtools.services import free_port
+from devtools.services.redis import RedisSecurity, RedisServer, TlsFiles
+from devtools.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 from state import acl, keys
 from state.scripts import Scripts
 
-from .conftest import Stack, devact_executable, free_port, heartbeat_message
+from .harness.backends import BACKENDS
+from .harness.kafka import heartbeat_message
+from .harness.processes import devact_executable
+from .harness.stack import Stack
 from .oracle import Oracle
 from .throwaway_ca import make_tls_files
 
-BACKENDS = ("redis", "cluster")
 COUNT_TIMEOUT_S = 90.0
 WIDE_DAY_USERS = 520
 """Users of one device on one day: past the 500 of an exact set, so that day is a HyperLogLog
@@ -187,6 +190,8 @@ def _node_ports(server: Any) -> list[int]:
     return [server.port]
 
 
+# Both backends, each a Redis or a cluster this module starts TLS-only: the parameter is the
+# suite's own, not the `backends` marker's (the session's services give it Kafka alone).
 @pytest.fixture(scope="module", params=BACKENDS)
 def secured(
     request: pytest.FixtureRequest, services: Any, tmp_path_factory: pytest.TempPathFactory

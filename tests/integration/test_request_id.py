@@ -22,11 +22,15 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.deps import get_reader
 from api.settings import ApiSettings
-from devact.services import Endpoints, free_port
+from devtools.services import Endpoints, free_port
 from state.logs import JsonFormatter
-from tests.integration.conftest import heartbeat_message, poll_until, run_with_redis
 from tests.integration.faultkit.kafka import create_topic, produce
 from tests.integration.faultkit.processes import Api, Process
+from tests.integration.harness.kafka import heartbeat_message
+from tests.integration.harness.store import run_with_redis
+from tests.integration.harness.waiting import poll_until
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 CLIENT = str(uuid.uuid4())
 OTHER_CLIENT = str(uuid.uuid4())
@@ -57,8 +61,9 @@ def json_lines(log: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("request-id")
+def workdir(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Path:
+    """One per backend: the logs read here must be this backend's processes' alone."""
+    return tmp_path_factory.mktemp(f"request-id-{backend}")
 
 
 @pytest.fixture(scope="module")

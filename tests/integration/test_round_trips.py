@@ -19,7 +19,7 @@ from state.errors import LostWrites, StoreUnavailable
 from state.scripts import Scripts
 from state.writer import ApplyProgress, Positions, Span, Writer
 
-from .conftest import run_with_redis as run
+from .harness.store import run_with_redis as run
 
 T = TypeVar("T")
 DAY = date(2026, 12, 1)

@@ -11,7 +11,7 @@ import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
 
-from devact.services.redis_cluster import LocalRedisCluster
+from devtools.services.redis_cluster import LocalRedisCluster
 from state import resp
 from state.routing import Routed, send_routed
 

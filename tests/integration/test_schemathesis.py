@@ -27,8 +27,11 @@ from hypothesis import strategies as st
 from schemathesis import BaseSchema, Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from .conftest import Stack, heartbeat_message
+from .harness.kafka import heartbeat_message
+from .harness.stack import Stack
 from .oracle import GRANULARITIES, LABELS, METRICS, Oracle
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 SEED = 31_337
 ACTIVITY_PATH = "/v2/clients/{client_id}/analytics/devices/{device_id}/activity"

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
+import pytest
 from redis.asyncio import Redis
 from redis.client import NEVER_DECODE
 
@@ -19,7 +20,9 @@ from state.reader import Reader, SeriesQuery
 from state.registry import Registry, hash_token
 from state.writer import Positions, Span
 
-from .conftest import run_with_redis as run
+from .harness.store import run_with_redis as run
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 T = TypeVar("T")
 NOW = datetime(2026, 11, 27, 12, tzinfo=UTC)

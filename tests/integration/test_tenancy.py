@@ -18,8 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Stack, heartbeat_message
+from .harness.kafka import heartbeat_message
+from .harness.stack import Stack
 from .oracle import GRANULARITIES, METRICS, DeviceKey, Granularity, Metric, Oracle
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 COUNT_TIMEOUT_S = 90.0
 DLQ_TIMEOUT_S = 60.0

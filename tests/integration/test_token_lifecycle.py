@@ -21,8 +21,13 @@ import pytest
 
 from state import keys
 
-from .conftest import Stack, devact_executable, heartbeat_message, poll_until
+from .harness.kafka import heartbeat_message
+from .harness.processes import devact_executable
+from .harness.stack import Stack
+from .harness.waiting import poll_until
 from .test_operations import sync_redis
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 CLOSE_WITHIN_S = 10.0
 """The issue's bound: a revoked or expired token's open live stream ends within it."""

@@ -17,9 +17,17 @@ from typing import Any
 import httpx
 import pytest
 
-from devact.services import free_port
-from devact.services.redis import RedisServer
-from tests.integration.conftest import devact_executable, poll_until
+from devtools.services import free_port
+from devtools.services.redis import RedisServer
+from tests.integration.harness.processes import devact_executable
+from tests.integration.harness.waiting import poll_until
+
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "it stops and starts a Redis of its own; test_cluster_faults.py stops a cluster's primary"
+    ),
+)
 
 CONTRACT_LIMIT_S = 2.0
 CLIENT = "aa7cf840-9ca9-46a3-9778-9015d6580d50"

@@ -19,9 +19,17 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import devact_executable, free_port, poll_until
+from devtools.services import free_port
 
-pytestmark = pytest.mark.integration
+from .harness.processes import devact_executable
+from .harness.waiting import poll_until
+
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "the worker's start as an unprivileged user is about its file system rights, not its store"
+    ),
+)
 
 DOCKERFILE = Path(__file__).resolve().parents[2] / "Dockerfile"
 NOBODY = 65534

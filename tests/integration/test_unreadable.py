@@ -13,8 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Stack, free_port, poll_until
+from devtools.services import free_port
+
+from .harness.stack import Stack
+from .harness.waiting import poll_until
 from .producers import aiokafka_produce, counted_total, differences, fleet
+
+pytestmark = pytest.mark.backends("redis", "cluster")
 
 SHIM = Path(__file__).parent / "shims" / "no_snappy"
 ZONE = "Europe/Berlin"
@@ -25,8 +30,9 @@ SEED = 9_100
 
 
 @pytest.fixture(scope="module")
-def flag(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("shim") / "snappy-missing"
+def flag(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Path:
+    """One per backend: the test removes it."""
+    path = tmp_path_factory.mktemp(f"shim-{backend}") / "snappy-missing"
     path.touch()
     return path
 

@@ -32,17 +32,21 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from devact.services.redis import RedisServer
+from devtools.services import free_port
+from devtools.services.redis import RedisServer
 from stream.app import ensure_topics
 from stream.settings import WorkerSettings
 from stream.topics import timestamp_type
-from tests.integration.conftest import (
-    TOPIC_PARTITIONS,
-    Stack,
-    encode,
-    free_port,
-    heartbeat_message,
-    poll_until,
+from tests.integration.harness.kafka import TOPIC_PARTITIONS, encode, heartbeat_message
+from tests.integration.harness.stack import Stack
+from tests.integration.harness.waiting import poll_until
+
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "the verdicts are decided from Kafka's record times and the retention, before the "
+        "store; its rebuilds go into empty Redis servers of its own"
+    ),
 )
 
 CLIENT = "5e6f7a8b-0000-4000-8000-00000000c11e"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from devact.services.redis import TlsFiles
+from devtools.services.redis import TlsFiles
 
 _DAYS = "2"
 """Long enough for any test session; a stolen copy is worthless the day after."""

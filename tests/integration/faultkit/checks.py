@@ -11,7 +11,7 @@ from typing import Any
 
 from state import keys
 from state.encoding import EXACT_USERS_LIMIT
-from tests.integration.conftest import poll_until
+from tests.integration.harness.waiting import poll_until
 
 from . import fleet_keys
 from .constants import FAST_POLL_S

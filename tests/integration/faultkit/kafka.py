@@ -14,7 +14,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.structs import TopicPartition
 
 from stream.topics import STAMPED_BY_BROKER
-from tests.integration.conftest import Message
+from tests.integration.harness.kafka import Message
 
 from .constants import FAST_POLL_S, PARTITIONS
 

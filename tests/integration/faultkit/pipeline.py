@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from devact.services import LocalStack
-from tests.integration.conftest import devact_executable
+from devtools.services import LocalStack
+from tests.integration.harness.processes import devact_executable
 
 from .constants import PARTITIONS
 from .kafka import create_topic

@@ -13,8 +13,9 @@ from typing import IO
 
 import httpx
 
-from devact.services import free_port
-from tests.integration.conftest import devact_executable, poll_until
+from devtools.services import free_port
+from tests.integration.harness.processes import devact_executable
+from tests.integration.harness.waiting import poll_until
 from tests.integration.oracle import DeviceKey
 
 from .constants import PROCESS_STOP_TIMEOUT_S

@@ -7,8 +7,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from devact.services import LocalStack, ServiceError, free_port
-from tests.integration.conftest import poll_until
+from devtools.services import LocalStack, ServiceError, free_port
+from tests.integration.harness.waiting import poll_until
 
 from .constants import PROCESS_STOP_TIMEOUT_S
 

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 from state import keys
-from tests.integration.conftest import Message, encode, heartbeat_message
+from tests.integration.harness.kafka import Message, encode, heartbeat_message
 from tests.integration.oracle import DeviceKey, Oracle
 
 # Zones whose local midnight is far from UTC's, three of them with 30 or 45 minute offsets.

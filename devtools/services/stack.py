@@ -6,9 +6,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from devact.services.kafka import KafkaServer, ensure_kafka_jars
-from devact.services.redis import RedisServer, ensure_redis_installed
-from devact.services.redis_cluster import LocalRedisCluster
+from devtools.services.kafka import KafkaServer, ensure_kafka_jars
+from devtools.services.redis import RedisServer, ensure_redis_installed
+from devtools.services.redis_cluster import LocalRedisCluster
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from devact.services.process import ServiceError, free_port, port_is_free
-from devact.services.redis import RedisSecurity, RedisServer, ensure_redis_installed
-from state.settings import redacted_url
+from devtools.services.process import ServiceError, free_port, port_is_free
+from devtools.services.redis import RedisSecurity, RedisServer, ensure_redis_installed
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +62,9 @@ class LocalRedisCluster:
         if self._state(self.nodes[0].port).get("cluster_known_nodes") != str(len(self.nodes)):
             self._create()
         self._wait_ok()
+        # Imported here: `down`, `status` and `--help` run on the standard library alone.
+        from state.settings import redacted_url
+
         log.info("redis cluster: ready, %d nodes, on %s", len(self.nodes), redacted_url(self.url))
 
     def stop(self) -> None:

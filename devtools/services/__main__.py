@@ -1,4 +1,4 @@
-"""`python -m devact.services up|down|status`: the local services of DEVACT_RUN_DIR.
+"""`python -m devtools.services up|down|status`: the local services of DEVACT_RUN_DIR.
 
 Environment: DEVACT_RUN_DIR (default `<repo>/.run`), DEVACT_KAFKA_PORT (9092),
 DEVACT_REDIS_PORT (6379), DEVACT_REDIS_CLUSTER (1: a local Redis Cluster of three primaries with
@@ -14,10 +14,10 @@ import os
 import sys
 from pathlib import Path
 
-from devact.services.process import ServiceError
-from devact.services.stack import LocalStack
+from devtools.services.process import ServiceError
+from devtools.services.stack import LocalStack
 
-log = logging.getLogger("devact.services")
+log = logging.getLogger("devtools.services")
 
 
 def default_run_dir() -> Path:
@@ -38,7 +38,7 @@ def stack_from_env() -> LocalStack:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devact.services", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.services", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status"])
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from devact.services.process import ManagedProcess, ServiceError, ensure_apt_package, port_is_free
-from state.settings import redacted_url
+from devtools.services.process import ManagedProcess, ServiceError, ensure_apt_package, port_is_free
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +151,9 @@ class RedisServer:
             READY_DEADLINE_S,
             [self.log_file, self.out_file],
         )
+        # Imported here: `down`, `status` and `--help` run on the standard library alone.
+        from state.settings import redacted_url
+
         log.info("%s: ready on %s", self.name, redacted_url(self.url))
 
     def stop(self) -> None:

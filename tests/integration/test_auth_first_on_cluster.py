@@ -1,4 +1,0 @@
-"""test_auth_first.py again, on a real local Redis Cluster (cluster_suite.py)."""
-
-from .cluster_suite import services  # noqa: F401 - the cluster instead of one Redis
-from .test_auth_first import *  # noqa: F403 - the same tests, collected again here
