@@ -1,5 +1,6 @@
-"""state/writer.py over state/cluster_transport.py on a real local Redis Cluster: batches counted exactly and once,
-positions and markers on every primary, a primary that lost writes caught."""
+"""state/writer.py over state/cluster_transport.py on a real local Redis Cluster: batches
+counted exactly and once, positions and markers on every primary, a primary that lost writes
+caught."""
 
 from __future__ import annotations
 
