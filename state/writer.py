@@ -47,6 +47,11 @@ __all__ = [  # the write side's types, where their importers found them before w
     "new_writer",
 ]
 
+Record = Callable[[int, list[Any], ApplyProgress], None]
+"""What a round trip's replies tell (its index among its kind, the replies of its body)."""
+Body = Callable[[int, list[Primary]], Trip]
+"""The commands of round trip ``n`` (among its kind), for the primaries in use."""
+
 _KNOWN_DEVICES_LIMIT = 200_000
 """Bound of the writer's memory of (client, device) pairs already in their client's set."""
 
@@ -122,10 +127,10 @@ def _client_cuts(calls: Sequence[ClientCall]) -> list[range]:
     return cut([c.events for c in calls])
 
 
-def _client_trips(calls: Sequence[ClientCall], cuts: list[range]) -> Callable[[int], Trip]:
+def _client_trips(calls: Sequence[ClientCall], cuts: list[range]) -> Body:
     """The client calls' round trips, each call routed by its client's slot."""
 
-    def trip(n: int) -> Trip:
+    def trip(n: int, _: list[Primary]) -> Trip:
         chosen = [calls[i] for i in cuts[n]]
         return Trip([c.command for c in chosen],
                     [keys.client_devices_index(c.client_id) for c in chosen])  # fmt: skip
@@ -141,11 +146,6 @@ def _nothing_sent_back(trip: int, replies: list[Any], progress: ApplyProgress) -
 
 _MARKER_TTL_MS = 86_400_000
 """The batch marker is a few bytes per worker; a day outlives any batch."""
-
-Record = Callable[[int, list[Any], ApplyProgress], None]
-"""What a round trip's replies tell (its index among its kind, the replies of its body)."""
-Body = Callable[[int, list[Primary]], Trip]
-"""The commands of round trip ``n`` (among its kind), for the primaries in use."""
 
 
 class Writer:
@@ -254,16 +254,14 @@ class Writer:
                 if undecided is not DEFERRED and int(undecided):
                     progress.finer.add(call.client_id)
 
-        client_trip = _client_trips(calls, client_cuts)
-        await self._stream(len(client_cuts), lambda n, _: client_trip(n), done, progress,
-                           record_clients)  # fmt: skip
+        client_trips = _client_trips(calls, client_cuts)
+        await self._stream(len(client_cuts), client_trips, done, progress, record_clients)
         done += len(client_cuts)
         if progress.finer:  # one segment per offset: nothing is sent back this time
             finer = client_calls(sha, packed.batches, refused, progress.finer)
             finer_cuts = _client_cuts(finer)
-            finer_trip = _client_trips(finer, finer_cuts)
-            await self._stream(len(finer_cuts), lambda n, _: finer_trip(n), done, progress,
-                               _nothing_sent_back)  # fmt: skip
+            finer_trips = _client_trips(finer, finer_cuts)
+            await self._stream(len(finer_cuts), finer_trips, done, progress, _nothing_sent_back)
             done += len(finer_cuts)
         if progress.previous is None:
             await self._last_trip(packed, positions, progress, done)

@@ -40,7 +40,7 @@ def _events(seed: int, devices: list[tuple[str, str]], count: int) -> list[tuple
     return out
 
 
-def _batch(events: list[tuple[Any, ...]]) -> tuple[list[DeviceBatch], Positions]:
+def _batch(events: list[tuple[Any, ...]], topic: str = "cw") -> tuple[list[DeviceBatch], Positions]:
     by_device: dict[str, DeviceBatch] = {}
     spans: dict[int, list[int]] = {}
     for client, device, day, partition, offset, count, user in events:
@@ -51,7 +51,7 @@ def _batch(events: list[tuple[Any, ...]]) -> tuple[list[DeviceBatch], Positions]
         span = spans.setdefault(partition, [offset, offset])
         span[1] = offset
     return list(by_device.values()), Positions(
-        "cw", {p: Span(first, last) for p, (first, last) in spans.items()}
+        topic, {p: Span(first, last) for p, (first, last) in spans.items()}
     )
 
 
@@ -205,3 +205,34 @@ def test_the_reader_answers_from_every_primary(redis_cluster: LocalRedisCluster)
     assert fleet.values == [[sum(per_day.get((d, day), 0) for _, d in devices) for day in DAYS]]
     totals = dict(zip(ranking.devices, ranking.values.tolist(), strict=True))
     assert totals == {d: sum(per_day.get((d, day), 0) for day in DAYS) for _, d in devices}
+
+
+def test_scripts_a_cluster_forgot_are_loaded_again_and_counted_once(
+    redis_cluster: LocalRedisCluster,
+) -> None:
+    """Every primary empties its script cache (``SCRIPT FLUSH``, what restarts do) between
+    two batches: the next batch's scripts answer NOSCRIPT, are loaded on every primary, and
+    the batch is counted exactly once."""
+    client = str(uuid.uuid4())
+    devices = [(client, str(uuid.uuid4())) for _ in range(30)]
+    events = _events(4, devices, 600)
+    oracle: dict[tuple[str, date], int] = {}
+    for _, device, day, _, _, count, _ in events:
+        oracle[(device, day)] = oracle.get((device, day), 0) + count
+
+    async def body() -> dict[int, int | None]:
+        store = connect_cluster(StoreSettings(redis_url=redis_cluster.url, redis_timeout_s=5))
+        try:
+            writer = Writer(store)
+            batches, positions = _batch(events[:300], "cw-noscript")
+            await writer.apply(batches, positions)
+            await store.script_flush()  # on every primary (redis-py routes it so)
+            batches, positions = _batch(events[300:], "cw-noscript")
+            await writer.apply(batches, positions)
+            return await writer.applied_positions("cw-noscript", [0, 1])
+        finally:
+            await store.aclose()
+
+    positions = asyncio.run(body())
+    assert _counters(redis_cluster, set(oracle)) == oracle
+    assert positions == {p: max(e[4] for e in events if e[3] == p) for p in (0, 1)}

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -180,3 +181,51 @@ def test_round_trips_lost_by_redis_are_applied_again_from_the_batch_start(
     final, position = run(services, body)
     assert final == expected(batches)
     assert position == "19"
+
+
+def test_scripts_redis_forgot_mid_batch_are_loaded_again_and_every_device_counted_once(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis empties its script cache (``SCRIPT FLUSH``, what a restart does) once the first
+    round trip is answered: the round trips after it answer NOSCRIPT, the scripts are loaded
+    once, and the batch resumes after what was answered."""
+    batches = devices(30, seed=3)
+    topic = f"trips-{uuid.uuid4().hex}"
+    flusher = SyncRedis.from_url(services.redis_url)
+    calls: list[int] = []
+    real = resp.stream_patiently
+
+    async def flushing(
+        redis: Redis,
+        count: int,
+        segment: Callable[[int], Sequence[bytes]],
+        answered: Callable[[int, list[Any]], None],
+        window: int = 2,
+    ) -> None:
+        calls.append(count)
+
+        def then_flush(index: int, replies: list[Any]) -> None:
+            answered(index, replies)
+            if len(calls) == 1 and index == 0:
+                flusher.script_flush()
+
+        await real(redis, count, segment, then_flush, window)
+
+    monkeypatch.setattr(resp, "stream_patiently", flushing)
+
+    async def body(redis: Redis) -> tuple[list[int], list[int], str | None]:
+        result = await Writer(redis).apply(batches, positions(topic, 30))
+        applied = [r.applied + r.skipped for r in result.devices]
+        return await counts(redis, batches), applied, await redis.get(keys.applied(topic, 0))
+
+    try:
+        final, applied, position = run(services, body)
+    finally:
+        flusher.close()
+    assert calls[0] == 5
+    assert calls[1] in (3, 4)  # resumed after the trips answered before the NOSCRIPT
+    assert final == expected(batches)
+    # Every heartbeat is accounted for, and counted once (a script of the round trip that met
+    # the flush may have run before it: sent again, it skips its events).
+    assert applied == [3] * 30
+    assert position == "29"
