@@ -49,11 +49,6 @@ class Primary:
     name: str
     tag: str | None = None
 
-    @property
-    def route(self) -> str:
-        """A key of this primary's, to route a command by."""
-        return self.tag or ""
-
     def batch_marker(self, writer_id: str) -> str:
         if self.tag is None:
             return keys.batch_marker(writer_id)

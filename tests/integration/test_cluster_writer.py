@@ -40,6 +40,14 @@ def _events(seed: int, devices: list[tuple[str, str]], count: int) -> list[tuple
     return out
 
 
+def _oracle(events: list[tuple[Any, ...]]) -> dict[tuple[str, date], int]:
+    """Each device-day's activity: the sum of its events' counts."""
+    oracle: dict[tuple[str, date], int] = {}
+    for _, device, day, _, _, count, _ in events:
+        oracle[(device, day)] = oracle.get((device, day), 0) + count
+    return oracle
+
+
 def _batch(events: list[tuple[Any, ...]], topic: str = "cw") -> tuple[list[DeviceBatch], Positions]:
     by_device: dict[str, DeviceBatch] = {}
     spans: dict[int, list[int]] = {}
@@ -71,9 +79,7 @@ def test_batches_on_a_cluster_are_counted_exactly_once(redis_cluster: LocalRedis
     client = str(uuid.uuid4())
     devices = [(client, str(uuid.uuid4())) for _ in range(60)]
     events = _events(1, devices, 3000)
-    oracle: dict[tuple[str, date], int] = {}
-    for _, device, day, _, _, count, _ in events:
-        oracle[(device, day)] = oracle.get((device, day), 0) + count
+    oracle = _oracle(events)
 
     async def body() -> tuple[dict[int, int | None], dict[int, int | None]]:
         store = connect_cluster(StoreSettings(redis_url=redis_cluster.url, redis_timeout_s=5))
@@ -116,9 +122,7 @@ def test_a_primary_that_lost_a_round_trip_is_caught(redis_cluster: LocalRedisClu
     client = str(uuid.uuid4())
     devices = [(client, str(uuid.uuid4())) for _ in range(40)]
     events = _events(2, devices, 600)
-    oracle: dict[tuple[str, date], int] = {}
-    for _, device, day, _, _, count, _ in events:
-        oracle[(device, day)] = oracle.get((device, day), 0) + count
+    oracle = _oracle(events)
 
     async def body() -> bool:
         store = connect_cluster(StoreSettings(redis_url=redis_cluster.url, redis_timeout_s=5))
@@ -216,9 +220,7 @@ def test_scripts_a_cluster_forgot_are_loaded_again_and_counted_once(
     client = str(uuid.uuid4())
     devices = [(client, str(uuid.uuid4())) for _ in range(30)]
     events = _events(4, devices, 600)
-    oracle: dict[tuple[str, date], int] = {}
-    for _, device, day, _, _, count, _ in events:
-        oracle[(device, day)] = oracle.get((device, day), 0) + count
+    oracle = _oracle(events)
 
     async def body() -> dict[int, int | None]:
         store = connect_cluster(StoreSettings(redis_url=redis_cluster.url, redis_timeout_s=5))

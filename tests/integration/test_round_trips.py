@@ -33,13 +33,13 @@ def small_trips(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(writer, "SCRIPTS_PER_TRIP", SCRIPTS_PER_TRIP)
 
 
-class BreakingStream:
-    """``resp.stream_patiently`` whose connection breaks right after the n-th round trip it
-    answers (counted over every call, for each n in ``break_after``); records how many round
-    trips each call was given."""
+class HookedStream:
+    """``resp.stream_patiently`` that calls ``hook(self)`` right after each round trip it
+    answers; records how many round trips each call was given and how many were answered (over
+    every call)."""
 
-    def __init__(self, break_after: set[int]) -> None:
-        self.break_after = break_after
+    def __init__(self, hook: Callable[[HookedStream], None]) -> None:
+        self.hook = hook
         self.calls: list[int] = []
         self.answered = 0
         self.real = resp.stream_patiently
@@ -57,16 +57,22 @@ class BreakingStream:
         def counting(index: int, replies: list[Any]) -> None:
             answered(index, replies)
             self.answered += 1
-            if self.answered in self.break_after:
-                raise RedisConnectionError("connection reset (injected)")
+            self.hook(self)
 
         await self.real(redis, count, segment, counting, window)
 
 
 @pytest.fixture
-def breaking(monkeypatch: pytest.MonkeyPatch) -> Callable[[set[int]], BreakingStream]:
-    def install(break_after: set[int]) -> BreakingStream:
-        stream = BreakingStream(break_after)
+def breaking(monkeypatch: pytest.MonkeyPatch) -> Callable[[set[int]], HookedStream]:
+    """A stream whose connection breaks right after the n-th round trip it answers, for each
+    n in ``break_after``."""
+
+    def install(break_after: set[int]) -> HookedStream:
+        def hook(stream: HookedStream) -> None:
+            if stream.answered in break_after:
+                raise RedisConnectionError("connection reset (injected)")
+
+        stream = HookedStream(hook)
         monkeypatch.setattr(resp, "stream_patiently", stream)
         return stream
 
@@ -104,7 +110,7 @@ def positions(topic: str, count: int) -> Positions:
 
 
 def test_a_retry_resumes_after_the_round_trips_redis_answered(
-    services: Any, breaking: Callable[[set[int]], BreakingStream]
+    services: Any, breaking: Callable[[set[int]], HookedStream]
 ) -> None:
     """The connection breaks after round trips 2 and 3 are answered (the first break is retried
     at once, the second is an outage): the next call sends only what was not answered."""
@@ -140,7 +146,7 @@ def test_a_retry_resumes_after_the_round_trips_redis_answered(
 
 
 def test_round_trips_lost_by_redis_are_applied_again_from_the_batch_start(
-    services: Any, breaking: Callable[[set[int]], BreakingStream]
+    services: Any, breaking: Callable[[set[int]], HookedStream]
 ) -> None:
     """Redis forgets the first round trip after answering it (a restart replaying an AOF that
     misses its last second): the next round trip finds the marker gone, and the positions do
@@ -192,26 +198,13 @@ def test_scripts_redis_forgot_mid_batch_are_loaded_again_and_every_device_counte
     batches = devices(30, seed=3)
     topic = f"trips-{uuid.uuid4().hex}"
     flusher = SyncRedis.from_url(services.redis_url)
-    calls: list[int] = []
-    real = resp.stream_patiently
 
-    async def flushing(
-        redis: Redis,
-        count: int,
-        segment: Callable[[int], Sequence[bytes]],
-        answered: Callable[[int, list[Any]], None],
-        window: int = 2,
-    ) -> None:
-        calls.append(count)
+    def flush_after_the_first(stream: HookedStream) -> None:
+        if stream.answered == 1:
+            flusher.script_flush()
 
-        def then_flush(index: int, replies: list[Any]) -> None:
-            answered(index, replies)
-            if len(calls) == 1 and index == 0:
-                flusher.script_flush()
-
-        await real(redis, count, segment, then_flush, window)
-
-    monkeypatch.setattr(resp, "stream_patiently", flushing)
+    stream = HookedStream(flush_after_the_first)
+    monkeypatch.setattr(resp, "stream_patiently", stream)
 
     async def body(redis: Redis) -> tuple[list[int], list[int], str | None]:
         result = await Writer(redis).apply(batches, positions(topic, 30))
@@ -222,8 +215,8 @@ def test_scripts_redis_forgot_mid_batch_are_loaded_again_and_every_device_counte
         final, applied, position = run(services, body)
     finally:
         flusher.close()
-    assert calls[0] == 5
-    assert calls[1] in (3, 4)  # resumed after the trips answered before the NOSCRIPT
+    assert stream.calls[0] == 5
+    assert stream.calls[1] in (3, 4)  # resumed after the trips answered before the NOSCRIPT
     assert final == expected(batches)
     # Every heartbeat is accounted for, and counted once (a script of the round trip that met
     # the flush may have run before it: sent again, it skips its events).
