@@ -37,18 +37,18 @@ class UnknownTimezone(StateError):
     """A client timezone is not a valid IANA name."""
 
 
+UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, ClusterDownError, TryAgainError)
+"""What says that Redis, or the Redis Cluster node of a slot, cannot be reached now or did not
+answer in time: raised by a send, or a command's reply in its place (``CLUSTERDOWN`` and
+``TRYAGAIN`` say it of a slot; ``BusyLoadingError``, a restart still loading its data, is a
+``ConnectionError``). The one list of state/: the transports and the reader use it."""
+
+
 @contextmanager
 def unavailable_on_failure() -> Iterator[None]:
-    """Turn a Redis that cannot be reached or does not answer into :class:`StoreUnavailable`
-    (``BusyLoadingError``, a restart still loading its data, is a ``ConnectionError`` too; on a
-    Redis Cluster, ``CLUSTERDOWN`` and ``TRYAGAIN`` say the same of a slot)."""
+    """Turn a Redis that cannot be reached or does not answer (``UNREACHABLE``) into
+    :class:`StoreUnavailable`."""
     try:
         yield
-    except (
-        RedisConnectionError,
-        RedisTimeoutError,
-        OSError,
-        ClusterDownError,
-        TryAgainError,
-    ) as exc:
+    except UNREACHABLE as exc:
         raise StoreUnavailable(str(exc)) from exc

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from hiredis import pack_command
@@ -99,10 +99,8 @@ async def send(redis: Redis, commands: Sequence[bytes], raw_from: int | None = N
     connection that died with a Redis restart must not cost a request. Sending again is safe for
     what state/ sends: reads, and scripts that skip what they have already applied.
     """
-    try:
-        return await _exchange(redis, commands, patient=False, raw_from=raw_from)
-    except (RedisConnectionError, OSError):
-        return await _exchange(redis, commands, patient=False, raw_from=raw_from)
+    raw = None if raw_from is None else [i >= raw_from for i in range(len(commands))]
+    return await _exchange(redis, commands, patient=False, raw=raw)
 
 
 async def send_patiently(redis: Redis, commands: Sequence[bytes]) -> list[Any]:
@@ -112,10 +110,7 @@ async def send_patiently(redis: Redis, commands: Sequence[bytes]) -> list[Any]:
     answers, or answers BUSY or LOADING) from one that is gone. A busy one is waited for; only
     an unreachable one raises (``TimeoutError``), and so does a connection that stays silent
     for ``PATIENCE_S`` while Redis answers others."""
-    try:
-        return await _exchange(redis, commands, patient=True)
-    except (RedisConnectionError, OSError):
-        return await _exchange(redis, commands, patient=True)
+    return await _exchange(redis, commands, patient=True)
 
 
 PATIENCE_S = 120.0
@@ -126,70 +121,98 @@ _RESCHEDULE_EVERY_S = 0.01
 """Replies read within this long of the last deadline update leave the deadline as it is:
 moving a timer per reply would cost more than reading small replies."""
 
+Read = Callable[[Any, int, list[Any]], Awaitable[None]]
+"""``read(connection, count, replies)``: read until ``count`` replies are in ``replies``."""
+
 
 async def stream_patiently(
     redis: Redis,
-    segments: Sequence[Sequence[bytes]],
+    count: int,
+    segment: Callable[[int], Sequence[bytes]],
     answered: Callable[[int, list[Any]], None],
     window: int = 2,
 ) -> None:
-    """Send ``segments`` in order on one connection, at most ``window`` of them unanswered at a
-    time, and call ``answered(index, replies)`` as each one's replies are all in (error replies
-    in their place). Patient as :func:`send_patiently`. Redis works on the next segment while
-    the caller looks at the last one's replies, so cutting work into segments costs no idle
-    round trip; what ``answered`` recorded before a failure stays recorded, and the caller
-    resumes from there. A broken connection is not retried here (the caller resumes), and an
-    exception raised by ``answered`` ends the stream (the connection is dropped with it)."""
+    """Send ``count`` segments (``segment(index)``, asked for just before it is sent) in order
+    on one connection, at most ``window`` of them unanswered at a time, and call
+    ``answered(index, replies)`` as each one's replies are all in (error replies in their
+    place). Patient as :func:`send_patiently`. Redis works on the next segment while the caller
+    looks at the last one's replies, so cutting work into segments costs no idle round trip;
+    what ``answered`` recorded before a failure stays recorded, and the caller resumes from
+    there. A broken connection is not retried here (the caller resumes), and an exception
+    raised by ``answered`` ends the stream (the connection is dropped with it)."""
     pool = redis.connection_pool
     connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+
+    async def read(connection: Any, count: int, replies: list[Any]) -> None:
+        await _read(redis, connection, count, replies, patient=True)
+
+    await exchange_on(connection, pool.release, count, segment, answered, read, window)
+
+
+async def exchange_on(
+    connection: Any,
+    release: Callable[[Any], Awaitable[None] | None],
+    count: int,
+    segment: Callable[[int], Sequence[bytes]],
+    answered: Callable[[int, list[Any]], None],
+    read: Read,
+    window: int = 1,
+) -> None:
+    """The one way state/ talks to a connection: send ``count`` segments of packed commands
+    (``segment(index)``, each in one write, at most ``window`` unanswered), ``read`` each one's
+    replies (error replies in their place: the connection is still in step) and hand them to
+    ``answered``; then ``release`` the connection. Any failure (a timeout, a broken connection,
+    a cancellation) disconnects it first, so that replies left unread never reach its next
+    user; a timeout is raised as a Redis ``TimeoutError`` that says how far the reading got.
+
+    The pool has just checked the connection (it reconnects one the server closed), so the
+    periodic health-check PING, another round trip, is not sent."""
     replies: list[Any] = []
-    count = 0
+    sizes: list[int] = []
+    reading = 0
     try:
-        sent = 0
-        for index, segment in enumerate(segments):
-            while sent < min(index + window, len(segments)):
-                await connection.send_packed_command(b"".join(segments[sent]), check_health=False)
-                sent += 1
-            replies, count = [], len(segment)
-            await _read(redis, connection, count, replies, patient=True)
+        for index in range(count):
+            while len(sizes) < min(index + window, count):
+                commands = segment(len(sizes))
+                sizes.append(len(commands))
+                await connection.send_packed_command(b"".join(commands), check_health=False)
+            replies, reading = [], sizes[index]
+            await read(connection, reading, replies)
             answered(index, replies)
     except TimeoutError as exc:
         await connection.disconnect()
-        raise _timeout(connection, replies, count) from exc
+        raise _timeout(connection, replies, reading) from exc
     except BaseException:
         await connection.disconnect()
         raise
     finally:
-        await pool.release(connection)
+        released = release(connection)
+        if released is not None:
+            await released
 
 
 async def _exchange(
-    redis: Redis, commands: Sequence[bytes], *, patient: bool, raw_from: int | None = None
+    redis: Redis, commands: Sequence[bytes], *, patient: bool, raw: Sequence[bool] | None = None
 ) -> list[Any]:
-    """One attempt of :func:`send` or :func:`send_patiently`.
+    """:func:`send` or :func:`send_patiently`: one segment on a pooled connection, made once
+    more at once when the connection breaks."""
 
-    An error reply (``ResponseError``, e.g. NOSCRIPT) is returned in its place, not raised: the
-    connection is still in step. Any other failure (a timeout, a broken connection, a
-    cancellation) disconnects the connection before it goes back to the pool, so that replies
-    left unread never reach its next user; the error is raised.
-    """
-    pool = redis.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-    replies: list[Any] = []
+    async def read(connection: Any, count: int, replies: list[Any]) -> None:
+        await _read(redis, connection, count, replies, patient=patient, raw=raw)
+
+    async def attempt() -> list[Any]:
+        out: list[Any] = []
+        pool = redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        await exchange_on(
+            connection, pool.release, 1, lambda _: commands, lambda _, r: out.extend(r), read
+        )
+        return out
+
     try:
-        # The pool has just checked the connection (it reconnects one the server closed), so
-        # the periodic health-check PING, another round trip, is not needed.
-        await connection.send_packed_command(b"".join(commands), check_health=False)
-        await _read(redis, connection, len(commands), replies, patient=patient, raw_from=raw_from)
-        return replies
-    except TimeoutError as exc:
-        await connection.disconnect()
-        raise _timeout(connection, replies, len(commands)) from exc
-    except BaseException:
-        await connection.disconnect()
-        raise
-    finally:
-        await pool.release(connection)
+        return await attempt()
+    except (RedisConnectionError, OSError):
+        return await attempt()
 
 
 def _timeout(connection: Any, replies: list[Any], count: int) -> RedisTimeoutError:
@@ -199,6 +222,15 @@ def _timeout(connection: Any, replies: list[Any], count: int) -> RedisTimeoutErr
     )
 
 
+async def read_within_timeout(
+    connection: Any, count: int, replies: list[Any], raw: Sequence[bool] | None = None
+) -> None:
+    """Read until ``count`` replies are in ``replies``, within the connection's socket timeout
+    in all (one timer, not one per reply); ``raw``: which replies to leave undecoded."""
+    async with asyncio.timeout(connection.socket_timeout):
+        await _read_replies(connection, count, replies, raw=raw)
+
+
 async def _read(
     redis: Redis,
     connection: Any,
@@ -206,23 +238,22 @@ async def _read(
     replies: list[Any],
     *,
     patient: bool,
-    raw_from: int | None = None,
+    raw: Sequence[bool] | None = None,
 ) -> None:
-    """Read until ``count`` replies are in ``replies``. Impatient: within the socket timeout
-    in all (one timer, not one per reply). Patient: the timeout bounds silence; when it runs
-    out, Redis is asked whether it is reachable, and a reachable one is waited for."""
-    timeout = connection.socket_timeout
+    """Read until ``count`` replies are in ``replies``. Impatient: ``read_within_timeout``.
+    Patient: the timeout bounds silence; when it runs out, Redis is asked whether it is
+    reachable, and a reachable one is waited for."""
     if not patient:
-        async with asyncio.timeout(timeout):
-            await _read_replies(connection, count, replies, raw_from=raw_from)
+        await read_within_timeout(connection, count, replies, raw)
         return
+    timeout = connection.socket_timeout
     loop = asyncio.get_running_loop()
     silent_since = loop.time()
     while len(replies) < count:
         read = len(replies)
         try:
             async with asyncio.timeout(timeout) as deadline:
-                await _read_replies(connection, count, replies, deadline, raw_from)
+                await _read_replies(connection, count, replies, deadline, raw)
         except TimeoutError:
             now = loop.time()
             if len(replies) > read:
@@ -240,7 +271,7 @@ async def _read_replies(
     count: int,
     replies: list[Any],
     deadline: asyncio.Timeout | None = None,
-    raw_from: int | None = None,
+    raw: Sequence[bool] | None = None,
 ) -> None:
     """Read replies until ``count`` are in ``replies``; push ``deadline`` on while they come.
 
@@ -253,13 +284,14 @@ async def _read_replies(
     moved = loop.time()
     while len(replies) < count:
         try:
-            raw = raw_from is not None and len(replies) >= raw_from
             replies.append(
                 await connection.read_response(
-                    disable_decoding=raw, timeout=math.inf, disconnect_on_error=False
+                    disable_decoding=raw is not None and raw[len(replies)],
+                    timeout=math.inf,
+                    disconnect_on_error=False,
                 )
             )
-        except ResponseError as error:  # a reply, not a broken connection: read on
+        except ResponseError as error:  # a reply (NOSCRIPT, MOVED...), not a broken connection
             replies.append(error)
         if deadline is not None and (now := loop.time()) - moved > _RESCHEDULE_EVERY_S:
             deadline.reschedule(now + (connection.socket_timeout or 0.0))

@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import AskError, MovedError, RedisError, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import AskError, MovedError, RedisError
 
 from state import resp
+from state.errors import UNREACHABLE
 
 REDIRECTS = 3
 """Redirects one command may follow before the send fails (a slot moved twice meanwhile)."""
@@ -68,7 +66,7 @@ async def send_routed(
         answers = await _gather(sends, commands, raw_from)
         failures = [found for found in answers if isinstance(found, BaseException)]
         for failure in failures:
-            if not isinstance(failure, _UNREACHABLE):
+            if not isinstance(failure, UNREACHABLE):
                 raise failure
         if failures:
             # A primary gone (killed, frozen, or failed over to its replica): the next send
@@ -98,10 +96,6 @@ async def send_routed(
         if not pending:
             return replies
     raise TooManyRedirects(f"{len(pending)} commands still redirected after {REDIRECTS} tries")
-
-
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-"""What a node that cannot be reached raises: its commands get it as their reply."""
 
 
 async def _gather(
@@ -149,7 +143,7 @@ async def answers(node: ClusterNode) -> bool:
     """Whether ``node`` answers a ``PING`` within its connections' timeout."""
     try:
         (reply,) = await _exchange(node, [_PING], False, [False])
-    except (*_UNREACHABLE, RedisError):
+    except (RedisError, OSError):
         return False
     return not isinstance(reply, Exception)
 
@@ -158,29 +152,20 @@ async def _exchange(
     node: ClusterNode, commands: list[bytes], ask: bool, raw: list[bool]
 ) -> list[Any]:
     """One write of ``commands`` on one of the node's connections, and their replies, within
-    the connection's socket timeout (``raw``: which to leave undecoded). With ``ask``, each
-    command follows an ``ASKING`` (whose reply is dropped). A connection that fails is
-    disconnected before it goes back."""
-    packed = b"".join(_ASKING + c for c in commands) if ask else b"".join(commands)
-    count = len(commands) * (2 if ask else 1)
-    connection = node.acquire_connection()
+    the connection's socket timeout (``raw``: which to leave undecoded), as ``resp.send``
+    exchanges them. With ``ask``, each command follows an ``ASKING`` (whose reply is
+    dropped)."""
+    if ask:
+        commands = [part for c in commands for part in (_ASKING, c)]
+        raw = [part for undecoded in raw for part in (False, undecoded)]
     replies: list[Any] = []
-    try:
-        await connection.send_packed_command(packed, check_health=False)
-        async with asyncio.timeout(connection.socket_timeout):
-            while len(replies) < count:
-                undecoded = raw[len(replies) // 2 if ask else len(replies)]
-                try:
-                    replies.append(
-                        await connection.read_response(
-                            disable_decoding=undecoded, timeout=math.inf, disconnect_on_error=False
-                        )
-                    )
-                except ResponseError as error:  # a reply (MOVED, ASK, NOSCRIPT...): read on
-                    replies.append(error)
-    except BaseException:
-        await connection.disconnect()
-        raise
-    finally:
-        node.release(connection)
-    return replies[1::2] if ask else replies
+
+    def answered(_: int, found: list[Any]) -> None:
+        replies.extend(found[1::2] if ask else found)
+
+    async def read(connection: Any, count: int, found: list[Any]) -> None:
+        await resp.read_within_timeout(connection, count, found, raw)
+
+    connection = node.acquire_connection()
+    await resp.exchange_on(connection, node.release, 1, lambda _: commands, answered, read)
+    return replies

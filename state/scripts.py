@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -14,6 +14,20 @@ from redis.exceptions import NoScriptError
 
 Send = Callable[[Redis, Sequence[bytes]], Awaitable[list[Any]]]
 """How packed commands reach Redis: ``resp.send`` or ``resp.send_patiently``."""
+T = TypeVar("T")
+
+
+class ScriptsMissing(NoScriptError):
+    """Redis answered NOSCRIPT: a restart emptied its script cache (``raise_errors``)."""
+
+
+def raise_errors(replies: Sequence[Any]) -> None:
+    """Raise :class:`ScriptsMissing` when a reply is NOSCRIPT, else the first error reply."""
+    if any(isinstance(reply, NoScriptError) for reply in replies):
+        raise ScriptsMissing("NOSCRIPT: Redis does not know the scripts")
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
 
 
 def _source(name: str) -> str:
@@ -69,16 +83,26 @@ class Scripts:
         ):
             await redis.script_load(script.script)
 
-    async def send(self, redis: Redis, send: Send, commands: Sequence[bytes]) -> list[Any]:
-        """Every reply of ``commands``, which call scripts by SHA only. When Redis does not know
-        them (a restart empties its script cache), they are loaded and the commands sent once
-        more: safe for what state/ sends, reads and scripts that skip what they already applied.
-        Any error reply is raised."""
-        replies = await send(redis, commands)
-        if any(isinstance(reply, NoScriptError) for reply in replies):
+    async def reloading(
+        self, redis: Redis | RedisCluster, attempt: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``attempt()``; when Redis did not know the scripts (:class:`ScriptsMissing`), they
+        are loaded and it is made once more. Safe for what state/ sends: reads, and scripts that
+        skip what they already applied (a writer's attempt resumes after what was answered).
+        The one place of state/ that handles NOSCRIPT."""
+        try:
+            return await attempt()
+        except ScriptsMissing:
             await self.load(redis)
+        return await attempt()
+
+    async def send(self, redis: Redis, send: Send, commands: Sequence[bytes]) -> list[Any]:
+        """Every reply of ``commands``, which call scripts by SHA only (``reloading``). Any
+        error reply is raised."""
+
+        async def attempt() -> list[Any]:
             replies = await send(redis, commands)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
+            raise_errors(replies)
+            return replies
+
+        return await self.reloading(redis, attempt)

@@ -1,45 +1,59 @@
-"""Applying a batch of heartbeats to Redis: counters, user sketches, ownership, TTLs."""
+"""Applying a batch of heartbeats to Redis: counters, user sketches, ownership, TTLs.
+
+``Writer`` is the one ``BatchWriter`` (state/write_types.py): the same round trips, batch
+markers and applied positions on one Redis and on a Redis Cluster, written once over "the
+primaries in use" of its transport (state/transport.py; one Redis is one primary, a cluster's
+are in state/cluster_transport.py).
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
 
 from state import keys, resp
 from state.batch import DeviceBatch
+from state.cluster_transport import ClusterTransport
 from state.dates import month_expires_at
 from state.encoding import EXACT_USERS_LIMIT, user_hashes
-from state.errors import LostWrites, unavailable_on_failure
+from state.errors import LostWrites, StoreUnavailable, unavailable_on_failure
 from state.fleet import ClientCall, client_calls
-from state.resp import evalsha as _evalsha
-from state.scripts import Scripts
+from state.scripts import Scripts, raise_errors
+from state.transport import DEFERRED, OneRedis, Primary, Transport, Trip
+from state.write_types import (
+    ApplyProgress,
+    ApplyResult,
+    BatchResult,
+    BatchWriter,
+    PackedBatch,
+    Positions,
+    Span,
+)
+
+__all__ = [  # the write side's types, where their importers found them before write_types.py
+    "ApplyProgress",
+    "ApplyResult",
+    "BatchResult",
+    "BatchWriter",
+    "PackedBatch",
+    "Positions",
+    "Span",
+    "Writer",
+    "new_writer",
+]
+
+Record = Callable[[int, list[Any], ApplyProgress], None]
+"""What a round trip's replies tell (its index among its kind, the replies of its body)."""
+Body = Callable[[int, list[Primary]], Trip]
+"""The commands of round trip ``n`` (among its kind), for the primaries in use."""
 
 _KNOWN_DEVICES_LIMIT = 200_000
 """Bound of the writer's memory of (client, device) pairs already in their client's set."""
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    applied: int = 0
-    """Events counted now."""
-    skipped: int = 0
-    """Events found already applied (a replay); they change nothing."""
-    owner: str | None = None
-    """Set when the device belongs to another client: nothing of the batch was applied."""
-    deferred: bool = False
-    """Its node could not be reached (a Redis Cluster primary down): nothing was applied, and
-    the partitions' positions on that node stay behind, so the events are read again and
-    applied once it is back (state/cluster_writer.py)."""
-
-    @property
-    def rejected(self) -> bool:
-        return self.owner is not None
 
 
 def _script_call(batch: DeviceBatch) -> tuple[list[str], list[str | int | bytes]]:
@@ -65,77 +79,6 @@ def _script_call(batch: DeviceBatch) -> tuple[list[str], list[str | int | bytes]
     args.append(len(batch.days))
     args += day_args
     return script_keys, args
-
-
-@dataclass(frozen=True, slots=True)
-class Span:
-    """The offsets of one partition's messages in a batch."""
-
-    first: int
-    last: int
-    force: bool = False
-    """Advance even if ``first`` does not follow the stored position (the caller knows the log
-    holds nothing readable in between)."""
-    after: int | None = None
-    """The offset the reader delivered just before ``first``, when known: the batch continues a
-    stored position equal to it, whatever lies between (transaction markers, aborted records)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Positions:
-    """What a batch covers, per partition; once it is applied, the applied positions advance."""
-
-    topic: str
-    spans: dict[int, Span]
-
-
-@dataclass(frozen=True, slots=True)
-class PackedBatch:
-    """Device batches with their script calls already encoded, cut into round trips."""
-
-    batches: Sequence[DeviceBatch]
-    commands: list[bytes]
-    trips: list[range]
-    """The indexes of ``commands`` (and ``batches``) sent in each round trip, in order."""
-    clients: list[ClientCall] = field(default_factory=list)
-    """The client aggregates' calls, for when every device batch is accepted."""
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    devices: list[ApplyResult]
-    """One per device batch, in order."""
-    previous: dict[int, int | None]
-    """Per partition, the applied position Redis held before this batch (None: nothing). When
-    a span's first offset is past it + 1, Redis lost writes and the position did not move."""
-
-
-@dataclass(slots=True)
-class ApplyProgress:
-    """How far applying one batch got: the round trips Redis answered and their results. A
-    retry (after a time-out, a broken connection) resumes after them instead of sending the
-    whole batch again; what they applied stays applied."""
-
-    batch_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-    trips_done: int = 0
-    devices: list[ApplyResult] = field(default_factory=list)
-    previous: dict[int, int | None] | None = None
-    """Set by the last round trip, which advances the applied positions."""
-    finer: set[str] = field(default_factory=set)
-    """The clients whose aggregate call was partly replayed: it goes again as one segment per
-    offset (state/fleet.py)."""
-    down_slots: set[int] = field(default_factory=set)
-    """On a Redis Cluster, the slots whose commands this batch deferred (their primary could
-    not be reached); it only grows until the batch restarts (state/cluster_writer.py)."""
-
-    def restart(self) -> None:
-        """Forget everything: Redis lost writes, the batch is applied again from its start."""
-        self.batch_id = uuid.uuid4().hex
-        self.trips_done = 0
-        self.devices.clear()
-        self.previous = None
-        self.finer.clear()
-        self.down_slots.clear()
 
 
 SCRIPTS_PER_TRIP = 256
@@ -184,29 +127,21 @@ def _client_cuts(calls: Sequence[ClientCall]) -> list[range]:
     return cut([c.events for c in calls])
 
 
-def _call_keys(calls: Sequence[ClientCall], cuts: list[range]) -> list[list[str]]:
-    """The key each client call is routed by, per round trip (its client's slot)."""
-    return [[keys.client_devices_index(calls[i].client_id) for i in trip] for trip in cuts]
+def _client_trips(calls: Sequence[ClientCall], cuts: list[range]) -> Body:
+    """The client calls' round trips, each call routed by its client's slot."""
+
+    def trip(n: int, _: list[Primary]) -> Trip:
+        chosen = [calls[i] for i in cuts[n]]
+        return Trip([c.command for c in chosen],
+                    [keys.client_devices_index(c.client_id) for c in chosen])  # fmt: skip
+
+    return trip
 
 
 def _nothing_sent_back(trip: int, replies: list[Any], progress: ApplyProgress) -> None:
     """Calls of one segment per offset decide every segment (apply_client.lua)."""
     if any(r is not DEFERRED and int(r) for r in replies):
         raise RuntimeError("a one-offset segment was left undecided")
-
-
-class _Deferred:
-    """The reply of a command not sent: its Redis Cluster primary could not be reached."""
-
-    def __repr__(self) -> str:
-        return "DEFERRED"
-
-
-DEFERRED = _Deferred()
-
-
-class _ScriptsMissing(Exception):
-    """Redis answered NOSCRIPT (a restart emptied its script cache)."""
 
 
 _MARKER_TTL_MS = 86_400_000
@@ -216,18 +151,20 @@ _MARKER_TTL_MS = 86_400_000
 class Writer:
     """Applies device batches. Safe to call again with the same events: replays are skipped."""
 
-    def __init__(self, redis: Redis, *, fleet: bool = True) -> None:
-        self._redis = redis
+    def __init__(self, redis: Redis | RedisCluster, *, fleet: bool = True) -> None:
+        self._transport: Transport = (
+            ClusterTransport(redis) if isinstance(redis, RedisCluster) else OneRedis(redis)
+        )
         self._fleet = fleet
         self._scripts = Scripts.register(redis)
         self._known_devices: set[tuple[str, str]] = set()
-        self._marker = keys.batch_marker(uuid.uuid4().hex)
+        self._writer_id = uuid.uuid4().hex
 
     def pack(self, batches: Sequence[DeviceBatch]) -> PackedBatch:
         """Encode the device batches' script calls (CPU only: done while Redis is still busy
         with the previous batch)."""
         sha = self._scripts.apply_device.sha
-        commands = [_evalsha(sha, *_script_call(b)) for b in batches]
+        commands = [resp.evalsha(sha, *_script_call(b)) for b in batches]
         clients = client_calls(self._scripts.apply_client.sha, batches) if self._fleet else []
         return PackedBatch(batches, commands, cut_trips(batches), clients)
 
@@ -241,63 +178,67 @@ class Writer:
         devices and advance the partitions' applied positions.
 
         Each device batch is one atomic script call; they go in round trips bounded by work
-        (``cut_trips``), two in flight at a time on one connection (``resp.stream_patiently``).
-        The clients' aggregate calls follow (state/fleet.py: they need to know which devices
-        were accepted), cut the same way, and a last round trip registers devices and advances
-        the positions. Redis runs a
-        pipeline in order and its AOF logs it in order, so a position that survives a crash
-        implies the device scripts before it did. Each round trip ends by setting this writer's
-        batch marker and the next one starts by reading it back: a marker that is not the
-        previous round trip's means Redis lost that round trip's writes, and
-        :class:`LostWrites` asks for the batch again from its start. Otherwise a failure
-        part-way is resumed from ``progress``; scripts skip what they already applied.
+        (``cut_trips``), ``window`` in flight at a time (the transport's). The clients'
+        aggregate calls follow (state/fleet.py: they need to know which devices were
+        accepted), cut the same way, and a last round trip registers devices and advances the
+        positions on every primary in use. Redis runs a pipeline in order and its AOF logs it in
+        order, so a position that survives a crash implies the device scripts before it did.
+        Each round trip ends by setting this writer's batch marker on every primary in use and
+        the next one starts by reading them back: a marker that is not the previous round
+        trip's means Redis lost that round trip's writes, and :class:`LostWrites` asks for the
+        batch again from its start. Otherwise a failure part-way is resumed from ``progress``;
+        scripts skip what they already applied.
         """
         progress = progress or ApplyProgress()
-        loaded = reconnected = False
+
+        async def rest() -> None:
+            try:
+                await self._apply_rest(packed, positions, progress)
+            except (RedisConnectionError, OSError):
+                # A pooled connection that died with a Redis restart: once more at once.
+                await self._apply_rest(packed, positions, progress)
+
         with unavailable_on_failure():
-            while True:
-                try:
-                    await self._apply_rest(packed, positions, progress)
-                    break
-                except _ScriptsMissing:  # a restarted Redis: load them, resume
-                    if loaded:
-                        raise NoScriptError("scripts missing right after loading them") from None
-                    loaded = True
-                    await self._scripts.load(self._redis)
-                except (RedisConnectionError, OSError):
-                    # A pooled connection that died with a Redis restart: once more at once.
-                    if reconnected:
-                        raise
-                    reconnected = True
+            await self._scripts.reloading(self._transport.store, rest)
         assert progress.previous is not None
         return BatchResult(list(progress.devices), progress.previous)
 
     async def applied_positions(
         self, topic: str, partitions: Sequence[int]
     ) -> dict[int, int | None]:
-        """Per partition, the highest offset whose batch is fully applied (None: nothing)."""
+        """Per partition, the highest offset whose batch is fully applied (None: nothing): the
+        lowest a reachable primary holds (None as soon as one holds none)."""
         if not partitions:
             return {}
-        command = resp.command("MGET", *(keys.applied(topic, p) for p in partitions))
+
+        def mget(primary: Primary) -> bytes:
+            return resp.command("MGET", *(primary.applied(topic, p) for p in partitions))
+
         with unavailable_on_failure():
-            (values,) = await resp.send_patiently(self._redis, [command])
-        return {p: None if v is None else int(v) for p, v in zip(partitions, values, strict=True)}
+            per_primary = await self._transport.read_primaries(mget)
+        raise_errors(per_primary)
+        return {p: _lowest(values[i] for values in per_primary) for i, p in enumerate(partitions)}
+
+    def leaving_out(self) -> bool:
+        """Whether a part of the store is left out, unreachable (a cluster's primary)."""
+        return self._transport.leaving_out()
 
     async def _apply_rest(
         self, packed: PackedBatch, positions: Positions, progress: ApplyProgress
     ) -> None:
         """The round trips not yet answered: the device scripts', then the client aggregates'
         (state/fleet.py; they need to know which devices were accepted), then the last."""
-        device_trips = [packed.commands[t.start : t.stop] for t in packed.trips]
-        device_keys = [
-            [keys.device_meta(b.device_id) for b in packed.batches[t.start : t.stop]]
-            for t in packed.trips
-        ]
-        await self._stream(device_trips, device_keys, 0, progress, self._record_devices)
-        done = len(device_trips)
-        if self._holding(progress):
+
+        def device_trip(n: int, _: list[Primary]) -> Trip:
+            t = packed.trips[n]
+            meta = [keys.device_meta(b.device_id) for b in packed.batches[t.start : t.stop]]
+            return Trip(packed.commands[t.start : t.stop], meta)
+
+        done = len(packed.trips)
+        await self._stream(done, device_trip, 0, progress, self._record_devices)
+        if progress.left_out:
             # Some devices' results are not known: the clients' calls wait for the re-read
-            # that applies those devices (state/cluster_writer.py).
+            # that applies those devices (state/cluster_transport.py).
             if progress.previous is None:
                 await self._last_trip(packed, positions, progress, progress.trips_done)
             return
@@ -313,66 +254,66 @@ class Writer:
                 if undecided is not DEFERRED and int(undecided):
                     progress.finer.add(call.client_id)
 
-        client_trips = [[calls[i].command for i in trip] for trip in client_cuts]
-        await self._stream(client_trips, _call_keys(calls, client_cuts), done, progress,
-                           record_clients)  # fmt: skip
-        done += len(client_trips)
+        client_trips = _client_trips(calls, client_cuts)
+        await self._stream(len(client_cuts), client_trips, done, progress, record_clients)
+        done += len(client_cuts)
         if progress.finer:  # one segment per offset: nothing is sent back this time
             finer = client_calls(sha, packed.batches, refused, progress.finer)
             finer_cuts = _client_cuts(finer)
-            finer_trips = [[finer[i].command for i in trip] for trip in finer_cuts]
-            await self._stream(finer_trips, _call_keys(finer, finer_cuts), done, progress,
-                               _nothing_sent_back)  # fmt: skip
-            done += len(finer_trips)
+            finer_trips = _client_trips(finer, finer_cuts)
+            await self._stream(len(finer_cuts), finer_trips, done, progress, _nothing_sent_back)
+            done += len(finer_cuts)
         if progress.previous is None:
             await self._last_trip(packed, positions, progress, done)
 
     async def _stream(
         self,
-        trips: list[list[bytes]],
-        trip_keys: list[list[str]],
+        count: int,
+        body: Body,
         first: int,
         progress: ApplyProgress,
-        record: Callable[[int, list[Any], ApplyProgress], None],
+        record: Record,
+        *,
+        last: bool = False,
     ) -> None:
-        """Send the round trips (numbered from ``first`` in the batch) not yet answered.
-        ``trip_keys``: the key each script is routed by (used on a cluster only)."""
+        """Send the round trips (numbered from ``first`` in the batch) not yet answered, each
+        on every primary in use: read its batch marker back (after the batch's first round
+        trip), the trip's ``body``, then set its marker, or delete it (the ``last``)."""
         start = progress.trips_done - first
-        if not 0 <= start < len(trips):
+        if not 0 <= start < count:
             return
-        segments = [self._trip(first + i, trips[i], progress) for i in range(start, len(trips))]
+        markers: dict[int, int] = {}
+        """Per round trip sent, the markers it reads back and sets (one per primary)."""
 
-        def answered(offset: int, replies: list[Any]) -> None:
-            index = first + start + offset
-            if index > 0:
-                self._check_marker(replies[0], index, progress)
-                replies = replies[1:]
-            scripts = replies[:-1]  # the last: setting the marker
-            if any(isinstance(r, NoScriptError) for r in scripts):
-                raise _ScriptsMissing
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-            record(start + offset, scripts, progress)
+        def trip(n: int) -> Trip:
+            index = first + start + n
+            primaries = self._transport.in_use(progress.left_out)
+            if not primaries:  # nothing to do but wait, as on one Redis; then from the start
+                progress.restart()
+                raise StoreUnavailable("no primary of the store can be reached")
+            names = [p.batch_marker(self._writer_id) for p in primaries]
+            markers[n] = len(names)
+            inner = body(start + n, primaries)
+            checks = [resp.command("GET", m) for m in names] if index > 0 else []
+            if last:
+                ends = [resp.command("DEL", m) for m in names]  # nothing left at rest
+            else:
+                value = f"{progress.batch_id}:{index}"
+                ends = [resp.command("SET", m, value, "PX", _MARKER_TTL_MS) for m in names]
+            return Trip([*checks, *inner.commands, *ends],
+                        [*(names if checks else ()), *inner.keys, *names])  # fmt: skip
+
+        def answered(n: int, replies: list[Any]) -> None:
+            index = first + start + n
+            checked = markers[n] if index > 0 else 0
+            for found in replies[:checked]:
+                if found is not DEFERRED:
+                    self._check_marker(found, index, progress)
+            raise_errors(replies[checked:])
+            record(start + n, replies[checked : len(replies) - markers.pop(n)], progress)
             progress.trips_done = index + 1
 
-        await resp.stream_patiently(self._redis, segments, answered)
-
-    def _trip(self, index: int, scripts: list[bytes], progress: ApplyProgress) -> list[bytes]:
-        """Round trip ``index``: check the marker, the scripts, set the marker."""
-        commands = [resp.command("GET", self._marker)] if index > 0 else []
-        commands += scripts
-        marker = f"{progress.batch_id}:{index}"
-        commands.append(resp.command("SET", self._marker, marker, "PX", _MARKER_TTL_MS))
-        return commands
-
-    def _holding(self, progress: ApplyProgress) -> bool:
-        """Whether the clients' aggregate calls wait (never on one Redis)."""
-        return False
-
-    def leaving_out(self) -> bool:
-        """Whether a part of the store is left out, unreachable (never on one Redis)."""
-        return False
+        await self._transport.stream(count - start, trip, answered, progress.left_out)
 
     @staticmethod
     def _record_devices(trip: int, replies: list[Any], progress: ApplyProgress) -> None:
@@ -396,43 +337,48 @@ class Writer:
     async def _last_trip(
         self, packed: PackedBatch, positions: Positions, progress: ApplyProgress, index: int
     ) -> None:
-        """Register new devices and advance the positions, once every other trip is done."""
-        commands = [resp.command("GET", self._marker)] if index > 0 else []
-        new_devices = self._new_devices(packed.batches, progress.devices)
-        commands += [
-            resp.command("SADD", keys.client_devices(client_id), device_id)
-            for client_id, device_id in sorted(new_devices)
-        ]
+        """Register new devices, advance the positions on every primary in use and tell the
+        live streams, once every other trip is done."""
+        new_devices = sorted(self._new_devices(packed.batches, progress.devices))
         partitions = sorted(positions.spans)
-        commands += self._advances(positions)
-        commands.append(resp.command("DEL", self._marker))  # nothing left at rest
-        changed = _changed_devices(packed.batches, progress.devices)
-        if changed:
-            # One message per batch, whatever its size: live streams (api/live.py) re-read the
-            # devices they watch. Sent after the positions: the counts are in Redis by then.
-            commands.append(resp.command("PUBLISH", keys.CHANGES_CHANNEL, " ".join(changed)))
-        replies = await self._scripts.send(self._redis, resp.send_patiently, commands)
-        if index > 0:
-            self._check_marker(replies[0], index, progress)
-            replies = replies[1:]
-        self._remember(new_devices)
-        advanced = replies[len(new_devices) : len(new_devices) + len(partitions)]
-        progress.previous = {
-            p: None if int(found) < 0 else int(found)
-            for p, found in zip(partitions, advanced, strict=True)
-        }
-        progress.trips_done = index + 1
+        sha = self._scripts.advance_applied.sha
+        advancing: list[int] = []
+        """The primaries the positions advance on (one round trip: one entry)."""
 
-    def _advances(self, positions: Positions) -> list[bytes]:
-        advance_sha = self._scripts.advance_applied.sha
-        return [
-            _evalsha(
-                advance_sha,
-                [keys.applied(positions.topic, p)],
-                [span.first, span.last, int(span.force), -2 if span.after is None else span.after],
-            )
-            for p, span in sorted(positions.spans.items())
-        ]
+        def body(_: int, primaries: list[Primary]) -> Trip:
+            commands = [resp.command("SADD", keys.client_devices(c), d) for c, d in new_devices]
+            routes = [keys.client_devices(c) for c, _ in new_devices]
+            for primary in primaries:
+                for p in partitions:
+                    span, key = positions.spans[p], primary.applied(positions.topic, p)
+                    after = -2 if span.after is None else span.after
+                    commands.append(resp.evalsha(sha, [key], [span.first, span.last,
+                                                              int(span.force), after]))  # fmt: skip
+                    routes.append(key)
+            changed = _changed_devices(packed.batches, progress.devices)
+            if changed:
+                # One message per batch, whatever its size: live streams (api/live.py) re-read
+                # the devices they watch. Sent after the positions: the counts are there by then.
+                commands.append(resp.command("PUBLISH", keys.CHANGES_CHANNEL, " ".join(changed)))
+                routes.append(keys.CHANGES_CHANNEL)
+            advancing.append(len(primaries))
+            return Trip(commands, routes)
+
+        def record(_: int, replies: list[Any], progress: ApplyProgress) -> None:
+            added = zip(new_devices, replies[: len(new_devices)], strict=True)
+            self._remember({d for d, r in added if r is not DEFERRED})
+            advanced = replies[len(new_devices) :]
+            width = len(partitions)
+            progress.previous = {
+                p: _lowest(
+                    found
+                    for n in range(advancing[-1])
+                    if (found := advanced[n * width + i]) is not DEFERRED
+                )
+                for i, p in enumerate(partitions)
+            }
+
+        await self._stream(1, body, index, progress, record, last=True)
 
     def _new_devices(
         self, batches: Sequence[DeviceBatch], results: Sequence[ApplyResult]
@@ -452,3 +398,16 @@ class Writer:
         if len(self._known_devices) + len(devices) > _KNOWN_DEVICES_LIMIT:
             self._known_devices.clear()
         self._known_devices |= devices
+
+
+def _lowest(values: Iterable[Any]) -> int | None:
+    """The lowest of positions as the primaries hold them; None (nothing applied) as soon as
+    one holds none (-1 or None): a primary that lost every write, or one new to the cluster,
+    is read again from the start of the partition (the scripts skip what it still has)."""
+    found = [None if v is None or int(v) < 0 else int(v) for v in values]
+    return None if not found or None in found else min(v for v in found if v is not None)
+
+
+def new_writer(redis: Redis | RedisCluster, *, fleet: bool = True) -> Writer:
+    """The writer for ``redis``, one Redis or a Redis Cluster (its transport tells them apart)."""
+    return Writer(redis, fleet=fleet)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 from state.errors import LostWrites, StoreUnavailable
 from state.logs import log_fields
 from state.registry import Registry
-from state.writer import ApplyProgress, PackedBatch, Positions, Span, Writer
+from state.write_types import ApplyProgress, BatchWriter, PackedBatch, Positions, Span
 from stream.dlq import DeadLetterRecord, to_records
 from stream.model import DEFAULT_LIMITS, MessageLimits, Reason, Rejection
 from stream.pacing import Pacer
@@ -74,7 +74,7 @@ class BatchOutcome:
     dead_letters: int
     deferred: int = 0
     """Events of devices whose Redis Cluster primary could not be reached: applied later, when
-    the gap repair reads them again (state/cluster_writer.py)."""
+    the gap repair reads them again (state/write_types.py)."""
     reasons: tuple[Reason, ...] = ()
     """The dead letters' reasons, one per dead letter."""
     generated: tuple[datetime, ...] = ()
@@ -89,7 +89,7 @@ class BatchProcessor:
     def __init__(
         self,
         registry: Registry,
-        writer: Writer,
+        writer: BatchWriter,
         send: SendDeadLetters,
         clock: Clock,
         default_timezone: str,

@@ -1,5 +1,6 @@
-"""state/cluster_writer.py on a real local Redis Cluster: batches counted exactly and once,
-positions and markers on every primary, a primary that lost writes caught."""
+"""state/writer.py over state/cluster_transport.py on a real local Redis Cluster: batches
+counted exactly and once, positions and markers on every primary, a primary that lost writes
+caught."""
 
 from __future__ import annotations
 
@@ -14,13 +15,12 @@ import redis
 from devtools.services.redis_cluster import LocalRedisCluster
 from state import keys
 from state.batch import Contribution, DayBatch, DeviceBatch
-from state.cluster_writer import ClusterWriter
 from state.connection import connect_cluster
 from state.errors import LostWrites
 from state.reader import Reader, SeriesQuery, ranking_plan, series_plan
 from state.registry import Registry
 from state.settings import StoreSettings
-from state.writer import ApplyProgress, Positions, Span
+from state.writer import ApplyProgress, Positions, Span, Writer
 
 EXPIRE_AT = int((datetime.now(UTC) + timedelta(days=30)).timestamp())
 DAYS = [date(2026, 11, 20) + timedelta(days=n) for n in range(5)]
@@ -40,7 +40,15 @@ def _events(seed: int, devices: list[tuple[str, str]], count: int) -> list[tuple
     return out
 
 
-def _batch(events: list[tuple[Any, ...]]) -> tuple[list[DeviceBatch], Positions]:
+def _oracle(events: list[tuple[Any, ...]]) -> dict[tuple[str, date], int]:
+    """Each device-day's activity: the sum of its events' counts."""
+    oracle: dict[tuple[str, date], int] = {}
+    for _, device, day, _, _, count, _ in events:
+        oracle[(device, day)] = oracle.get((device, day), 0) + count
+    return oracle
+
+
+def _batch(events: list[tuple[Any, ...]], topic: str = "cw") -> tuple[list[DeviceBatch], Positions]:
     by_device: dict[str, DeviceBatch] = {}
     spans: dict[int, list[int]] = {}
     for client, device, day, partition, offset, count, user in events:
@@ -51,7 +59,7 @@ def _batch(events: list[tuple[Any, ...]]) -> tuple[list[DeviceBatch], Positions]
         span = spans.setdefault(partition, [offset, offset])
         span[1] = offset
     return list(by_device.values()), Positions(
-        "cw", {p: Span(first, last) for p, (first, last) in spans.items()}
+        topic, {p: Span(first, last) for p, (first, last) in spans.items()}
     )
 
 
@@ -71,20 +79,18 @@ def test_batches_on_a_cluster_are_counted_exactly_once(redis_cluster: LocalRedis
     client = str(uuid.uuid4())
     devices = [(client, str(uuid.uuid4())) for _ in range(60)]
     events = _events(1, devices, 3000)
-    oracle: dict[tuple[str, date], int] = {}
-    for _, device, day, _, _, count, _ in events:
-        oracle[(device, day)] = oracle.get((device, day), 0) + count
+    oracle = _oracle(events)
 
     async def body() -> tuple[dict[int, int | None], dict[int, int | None]]:
         store = connect_cluster(StoreSettings(redis_url=redis_cluster.url, redis_timeout_s=5))
         try:
-            writer = ClusterWriter(store)
+            writer = Writer(store)
             for first in range(0, len(events), 700):
                 batches, positions = _batch(events[first : first + 700])
                 await writer.apply(batches, positions)
             applied = await writer.applied_positions("cw", [0, 1])
             # The same events again, cut elsewhere (a replay after a crash): nothing moves.
-            again = ClusterWriter(store)
+            again = Writer(store)
             for first in range(0, len(events), 1000):
                 batches, positions = _batch(events[first : first + 1000])
                 await again.apply(batches, positions)
@@ -116,14 +122,12 @@ def test_a_primary_that_lost_a_round_trip_is_caught(redis_cluster: LocalRedisClu
     client = str(uuid.uuid4())
     devices = [(client, str(uuid.uuid4())) for _ in range(40)]
     events = _events(2, devices, 600)
-    oracle: dict[tuple[str, date], int] = {}
-    for _, device, day, _, _, count, _ in events:
-        oracle[(device, day)] = oracle.get((device, day), 0) + count
+    oracle = _oracle(events)
 
     async def body() -> bool:
         store = connect_cluster(StoreSettings(redis_url=redis_cluster.url, redis_timeout_s=5))
         try:
-            writer = ClusterWriter(store)
+            writer = Writer(store)
             batches, positions = _batch(events)
             packed = writer.pack(batches)
             # Round trips of 10 scripts: the batch takes several.
@@ -132,8 +136,6 @@ def test_a_primary_that_lost_a_round_trip_is_caught(redis_cluster: LocalRedisClu
                                    for i in range(0, len(batches), 10)],
                                   packed.clients)  # fmt: skip
             progress = ApplyProgress()
-            await store.initialize()
-            tags = writer._primary_tags()
             lost = False
 
             original = writer._record_devices
@@ -143,9 +145,14 @@ def test_a_primary_that_lost_a_round_trip_is_caught(redis_cluster: LocalRedisClu
                 original(trip, replies, progress)
                 if trip == 1 and not lost:  # after round trip 1: one primary forgets it
                     lost = True
-                    tag = next(iter(tags.values()))
-                    sync = redis.RedisCluster.from_url(redis_cluster.url)
-                    sync.delete(keys.node_batch_marker(tag, writer._writer_id))
+                    sync = redis.RedisCluster.from_url(redis_cluster.url, decode_responses=True)
+                    markers = [
+                        m
+                        for m in sync.scan_iter(match=keys.node_batch_marker("da:{n:*}", "*"))
+                        if (sync.get(m) or "").startswith(progress.batch_id)
+                    ]
+                    assert len(markers) == 3  # one per primary
+                    sync.delete(markers[0])
                     sync.close()
 
             writer._record_devices = record  # type: ignore[method-assign]
@@ -180,7 +187,7 @@ def test_the_reader_answers_from_every_primary(redis_cluster: LocalRedisCluster)
             registry = Registry(store)  # type: ignore[arg-type]
             await registry.add_client(client, "UTC", "cluster", datetime.now(UTC))
             batches, positions = _batch(events)
-            await ClusterWriter(store).apply(batches, positions)
+            await Writer(store).apply(batches, positions)
             reader = Reader(store)
             views = [
                 await reader.device_view(client, d, SeriesQuery("activity-count", plan))
@@ -202,3 +209,32 @@ def test_the_reader_answers_from_every_primary(redis_cluster: LocalRedisCluster)
     assert fleet.values == [[sum(per_day.get((d, day), 0) for _, d in devices) for day in DAYS]]
     totals = dict(zip(ranking.devices, ranking.values.tolist(), strict=True))
     assert totals == {d: sum(per_day.get((d, day), 0) for day in DAYS) for _, d in devices}
+
+
+def test_scripts_a_cluster_forgot_are_loaded_again_and_counted_once(
+    redis_cluster: LocalRedisCluster,
+) -> None:
+    """Every primary empties its script cache (``SCRIPT FLUSH``, what restarts do) between
+    two batches: the next batch's scripts answer NOSCRIPT, are loaded on every primary, and
+    the batch is counted exactly once."""
+    client = str(uuid.uuid4())
+    devices = [(client, str(uuid.uuid4())) for _ in range(30)]
+    events = _events(4, devices, 600)
+    oracle = _oracle(events)
+
+    async def body() -> dict[int, int | None]:
+        store = connect_cluster(StoreSettings(redis_url=redis_cluster.url, redis_timeout_s=5))
+        try:
+            writer = Writer(store)
+            batches, positions = _batch(events[:300], "cw-noscript")
+            await writer.apply(batches, positions)
+            await store.script_flush()  # on every primary (redis-py routes it so)
+            batches, positions = _batch(events[300:], "cw-noscript")
+            await writer.apply(batches, positions)
+            return await writer.applied_positions("cw-noscript", [0, 1])
+        finally:
+            await store.aclose()
+
+    positions = asyncio.run(body())
+    assert _counters(redis_cluster, set(oracle)) == oracle
+    assert positions == {p: max(e[4] for e in events if e[3] == p) for p in (0, 1)}

@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -32,13 +33,13 @@ def small_trips(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(writer, "SCRIPTS_PER_TRIP", SCRIPTS_PER_TRIP)
 
 
-class BreakingStream:
-    """``resp.stream_patiently`` whose connection breaks right after the n-th round trip it
-    answers (counted over every call, for each n in ``break_after``); records how many round
-    trips each call was given."""
+class HookedStream:
+    """``resp.stream_patiently`` that calls ``hook(self)`` right after each round trip it
+    answers; records how many round trips each call was given and how many were answered (over
+    every call)."""
 
-    def __init__(self, break_after: set[int]) -> None:
-        self.break_after = break_after
+    def __init__(self, hook: Callable[[HookedStream], None]) -> None:
+        self.hook = hook
         self.calls: list[int] = []
         self.answered = 0
         self.real = resp.stream_patiently
@@ -46,25 +47,32 @@ class BreakingStream:
     async def __call__(
         self,
         redis: Redis,
-        segments: Sequence[Sequence[bytes]],
+        count: int,
+        segment: Callable[[int], Sequence[bytes]],
         answered: Callable[[int, list[Any]], None],
         window: int = 2,
     ) -> None:
-        self.calls.append(len(segments))
+        self.calls.append(count)
 
         def counting(index: int, replies: list[Any]) -> None:
             answered(index, replies)
             self.answered += 1
-            if self.answered in self.break_after:
-                raise RedisConnectionError("connection reset (injected)")
+            self.hook(self)
 
-        await self.real(redis, segments, counting, window)
+        await self.real(redis, count, segment, counting, window)
 
 
 @pytest.fixture
-def breaking(monkeypatch: pytest.MonkeyPatch) -> Callable[[set[int]], BreakingStream]:
-    def install(break_after: set[int]) -> BreakingStream:
-        stream = BreakingStream(break_after)
+def breaking(monkeypatch: pytest.MonkeyPatch) -> Callable[[set[int]], HookedStream]:
+    """A stream whose connection breaks right after the n-th round trip it answers, for each
+    n in ``break_after``."""
+
+    def install(break_after: set[int]) -> HookedStream:
+        def hook(stream: HookedStream) -> None:
+            if stream.answered in break_after:
+                raise RedisConnectionError("connection reset (injected)")
+
+        stream = HookedStream(hook)
         monkeypatch.setattr(resp, "stream_patiently", stream)
         return stream
 
@@ -102,7 +110,7 @@ def positions(topic: str, count: int) -> Positions:
 
 
 def test_a_retry_resumes_after_the_round_trips_redis_answered(
-    services: Any, breaking: Callable[[set[int]], BreakingStream]
+    services: Any, breaking: Callable[[set[int]], HookedStream]
 ) -> None:
     """The connection breaks after round trips 2 and 3 are answered (the first break is retried
     at once, the second is an outage): the next call sends only what was not answered."""
@@ -122,8 +130,8 @@ def test_a_retry_resumes_after_the_round_trips_redis_answered(
         after_failure = await counts(redis, batches)
         result = await w.apply_packed(packed, positions(topic, 30), progress)
         # All five trips, the three after the first break, the two after the second (never an
-        # answered round trip again), then the client aggregates' round trip.
-        assert stream.calls == [5, 3, 2, 1]
+        # answered round trip again), then the client aggregates' round trip and the last.
+        assert stream.calls == [5, 3, 2, 1, 1]
         assert all(r.applied + r.skipped == 3 for r in result.devices)
         return after_failure, await counts(redis, batches), [r.applied for r in result.devices]
 
@@ -138,7 +146,7 @@ def test_a_retry_resumes_after_the_round_trips_redis_answered(
 
 
 def test_round_trips_lost_by_redis_are_applied_again_from_the_batch_start(
-    services: Any, breaking: Callable[[set[int]], BreakingStream]
+    services: Any, breaking: Callable[[set[int]], HookedStream]
 ) -> None:
     """Redis forgets the first round trip after answering it (a restart replaying an AOF that
     misses its last second): the next round trip finds the marker gone, and the positions do
@@ -179,3 +187,38 @@ def test_round_trips_lost_by_redis_are_applied_again_from_the_batch_start(
     final, position = run(services, body)
     assert final == expected(batches)
     assert position == "19"
+
+
+def test_scripts_redis_forgot_mid_batch_are_loaded_again_and_every_device_counted_once(
+    services: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis empties its script cache (``SCRIPT FLUSH``, what a restart does) once the first
+    round trip is answered: the round trips after it answer NOSCRIPT, the scripts are loaded
+    once, and the batch resumes after what was answered."""
+    batches = devices(30, seed=3)
+    topic = f"trips-{uuid.uuid4().hex}"
+    flusher = SyncRedis.from_url(services.redis_url)
+
+    def flush_after_the_first(stream: HookedStream) -> None:
+        if stream.answered == 1:
+            flusher.script_flush()
+
+    stream = HookedStream(flush_after_the_first)
+    monkeypatch.setattr(resp, "stream_patiently", stream)
+
+    async def body(redis: Redis) -> tuple[list[int], list[int], str | None]:
+        result = await Writer(redis).apply(batches, positions(topic, 30))
+        applied = [r.applied + r.skipped for r in result.devices]
+        return await counts(redis, batches), applied, await redis.get(keys.applied(topic, 0))
+
+    try:
+        final, applied, position = run(services, body)
+    finally:
+        flusher.close()
+    assert stream.calls[0] == 5
+    assert stream.calls[1] in (3, 4)  # resumed after the trips answered before the NOSCRIPT
+    assert final == expected(batches)
+    # Every heartbeat is accounted for, and counted once (a script of the round trip that met
+    # the flush may have run before it: sent again, it skips its events).
+    assert applied == [3] * 30
+    assert position == "29"

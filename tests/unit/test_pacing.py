@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from state.batch import DeviceBatch
-from state.writer import ApplyResult, BatchResult, PackedBatch, Positions
+from state.write_types import ApplyResult, BatchResult, PackedBatch, Positions
 from stream.pacing import SLICE_S, Pacer
 from stream.plan import PIECE_EVENTS, Message
 from stream.processor import BatchProcessor
@@ -53,6 +53,9 @@ class NoDevices:
     ) -> BatchResult:
         return BatchResult([ApplyResult() for _ in packed.batches], {})
 
+    def leaving_out(self) -> bool:
+        return False
+
 
 class NoClients:
     async def timezones(self, *_: object) -> dict[str, str]:
@@ -70,7 +73,7 @@ def processor(clock: Clock, sent: list[object]) -> BatchProcessor:
 
     return BatchProcessor(
         registry=NoClients(),  # type: ignore[arg-type]
-        writer=NoDevices(),  # type: ignore[arg-type]
+        writer=NoDevices(),
         send=send,
         clock=lambda: NOW,
         default_timezone="UTC",

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from state.batch import DeviceBatch
-from state.writer import ApplyResult, BatchResult, PackedBatch, Positions, Span
+from state.write_types import ApplyResult, BatchResult, PackedBatch, Positions, Span
 from stream.plan import Continuity, Message
 from stream.processor import BatchProcessor
 
@@ -48,6 +48,9 @@ class MemoryState:
                 self.stored[p] = span.last
         return BatchResult([ApplyResult() for _ in batches], previous)
 
+    def leaving_out(self) -> bool:
+        return False
+
 
 class Log:
     """A partition log that still holds offsets from ``earliest`` on, read in chunks of 4;
@@ -83,7 +86,7 @@ class Letters:
 def processor(state: MemoryState, log: Log, letters: Letters | None = None) -> BatchProcessor:
     return BatchProcessor(
         registry=NoClients(),  # type: ignore[arg-type]
-        writer=state,  # type: ignore[arg-type]
+        writer=state,
         send=letters or Letters(),
         clock=lambda: NOW,
         default_timezone="UTC",

@@ -56,7 +56,7 @@ def processor(
 ) -> BatchProcessor:
     return BatchProcessor(
         registry=NoClients(),  # type: ignore[arg-type]
-        writer=MemoryState(),  # type: ignore[arg-type]
+        writer=MemoryState(),
         send=letters or Letters(),
         clock=clock,
         default_timezone="UTC",

@@ -161,6 +161,33 @@ def test_a_silent_server_times_out_as_a_redis_timeout_and_is_disconnected() -> N
     assert connection.disconnected
 
 
+def test_a_stream_keeps_its_window_unanswered_and_builds_each_segment_when_it_is_sent() -> None:
+    connection = FakeConnection(list(range(6)))  # three segments of two commands
+    redis = FakeRedis(connection)
+    seen: list[tuple[str, int, int]] = []  # (what, segment, writes made by then)
+
+    def segment(index: int) -> list[bytes]:
+        seen.append(("built", index, len(connection.sent)))
+        return [b"a%d" % index, b"b%d" % index]
+
+    def answered(index: int, replies: list[Any]) -> None:
+        assert replies == [2 * index, 2 * index + 1]
+        seen.append(("answered", index, len(connection.sent)))
+
+    asyncio.run(resp.stream_patiently(redis, 3, segment, answered, window=2))  # type: ignore[arg-type]
+    assert seen == [
+        ("built", 0, 0),
+        ("built", 1, 1),  # the second goes out before the first is answered
+        ("answered", 0, 2),
+        ("built", 2, 2),  # the third only once the first is answered: two unanswered at most
+        ("answered", 1, 3),
+        ("answered", 2, 3),
+    ]
+    assert connection.sent == [b"a0b0", b"a1b1", b"a2b2"]  # one write per segment
+    assert redis.connection_pool.in_use == 0
+    assert not connection.disconnected
+
+
 class SlowConnection(FakeConnection):
     """Reply ``n`` is ready ``due[n]`` seconds after the commands went out (a busy server);
     reading is cancel-safe, as redis-py's parser is."""
