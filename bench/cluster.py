@@ -2,7 +2,7 @@
 one Redis against the cluster, side by side.
 
 A local cluster of three primaries with a replica each (``devtools.services.redis_cluster``) is
-loaded through the worker's own apply path (``state.cluster_writer.new_writer``: the device
+loaded through the worker's own apply path (``state.writer.new_writer``: the device
 scripts, the batch markers and positions), without Kafka, as the query section's loader does.
 Devices of shared use: each has 4 to 15 regulars, and on a day it is used (85% of the days of
 the last 300) 1 to 10 of them; a heartbeat per user and day carries its activity. The fleet
@@ -37,13 +37,12 @@ from redis.asyncio.cluster import RedisCluster
 from devact.progress import Meter
 from devtools.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
 from state.batch import Contribution, DayBatch, DeviceBatch
-from state.cluster_writer import new_writer
 from state.connection import Store, connect, connect_cluster
 from state.dates import day_expires_at
 from state.reader import Reader, SeriesQuery, series_plan
 from state.registry import Registry
 from state.settings import StoreSettings
-from state.writer import Positions
+from state.writer import Positions, new_writer
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from redis.asyncio.cluster import RedisCluster
 from devact.progress import REFRESH_S, Meter
 from devtools.services import Endpoints, LocalStack, free_port
 from state import keys
-from state.cluster_writer import new_writer
 from state.connection import Store
+from state.writer import new_writer
 from stream.kafka import KafkaConnection
 from stream.settings import WorkerSettings
 from stream.topics import STAMPED_BY_BROKER
@@ -178,7 +178,7 @@ async def wait_applied(
 
     The positions are written by state/ in the same Redis transaction as the counters they
     cover, so "position at end" means "Redis holds every event". On a Redis Cluster they are
-    read as the worker reads them (the lowest any primary holds, state/cluster_writer.py).
+    read as the worker reads them (the lowest any primary holds, state/writer.py).
     """
     partitions = sorted(end_offsets)
     position_keys = [keys.applied(topic, p) for p in partitions]

@@ -23,8 +23,8 @@ import aiohttp
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from state.cluster_writer import new_writer
 from state.connection import Store, open_store
+from state.writer import new_writer
 from stream.dlq import read_dead_letters
 from stream.lag import group_offsets
 from stream.settings import WorkerSettings

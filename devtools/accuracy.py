@@ -21,12 +21,11 @@ from datetime import date, timedelta
 from redis.asyncio import Redis
 
 from state.batch import Contribution, DayBatch, DeviceBatch
-from state.cluster_writer import new_writer
 from state.dates import Granularity, buckets
 from state.encoding import EXACT_USERS_LIMIT
 from state.errors import LostWrites, StoreUnavailable
 from state.reader import Reader, SeriesQuery
-from state.writer import BatchResult, Positions, Writer
+from state.writer import BatchResult, Positions, Writer, new_writer
 
 SEED = 20_260_105
 TOLERANCE = 0.02  # docs/api.md: within 2% once a day of the bucket holds more than 500 users

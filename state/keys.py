@@ -174,7 +174,7 @@ def batch_marker(writer_id: str) -> str:
 
 def node_tag(number: int) -> str:
     """A hash tag for keys that must live on one Redis Cluster primary: ``number`` is searched
-    until the tag's slot is that node's (state/cluster_writer.py)."""
+    until the tag's slot is that node's (state/cluster_transport.py)."""
     return f"{PREFIX}:{{n:{number}}}"
 
 

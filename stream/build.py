@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from state.cluster_writer import new_writer
 from state.connection import Store
 from state.registry import Registry
+from state.writer import new_writer
 from stream.processor import BatchProcessor, Clock, Reread, SendDeadLetters
 from stream.refusals import Refusals
 from stream.reread import partition_reader

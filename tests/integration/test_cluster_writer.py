@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import pytest
 import redis
 
 from devtools.services.redis_cluster import LocalRedisCluster
@@ -21,6 +22,11 @@ from state.reader import Reader, SeriesQuery, ranking_plan, series_plan
 from state.registry import Registry
 from state.settings import StoreSettings
 from state.writer import ApplyProgress, Positions, Span, Writer
+
+pytestmark = pytest.mark.backends(
+    "cluster",
+    reason="the writer and reader over the cluster transport; test_round_trips.py has one Redis's",
+)
 
 EXPIRE_AT = int((datetime.now(UTC) + timedelta(days=30)).timestamp())
 DAYS = [date(2026, 11, 20) + timedelta(days=n) for n in range(5)]

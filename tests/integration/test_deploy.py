@@ -21,6 +21,10 @@ import yaml
 
 from devtools.services.process import ensure_apt_package
 
+pytestmark = pytest.mark.backends(
+    "redis", reason="it checks deploy/'s files and Prometheus; nothing comes from the store"
+)
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"

@@ -15,10 +15,9 @@ from redis.client import NEVER_DECODE
 
 from state import keys
 from state.batch import Contribution, DayBatch, DeviceBatch
-from state.cluster_writer import new_writer
 from state.encoding import EXACT_USERS_LIMIT
 from state.fleet import FILLER
-from state.writer import ApplyProgress, Positions, Span
+from state.writer import ApplyProgress, Positions, Span, new_writer
 
 from .harness.store import run_with_redis as run
 

@@ -26,13 +26,12 @@ from redis.asyncio import Redis
 
 from state import keys
 from state.batch import Contribution, DayBatch, DeviceBatch
-from state.cluster_writer import new_writer
 from state.dates import Bucket
 from state.encoding import EXACT_USERS_LIMIT, user_member
 from state.migrate import LEGACY_DAY_PATTERN
 from state.reader import Reader, SeriesQuery
 from state.registry import Registry
-from state.writer import Positions
+from state.writer import Positions, new_writer
 
 from .harness.processes import devact_executable
 from .harness.store import run_with_redis as run

@@ -41,6 +41,14 @@ from .harness.stack import Stack
 from .oracle import Oracle
 from .throwaway_ca import make_tls_files
 
+pytestmark = pytest.mark.backends(
+    "redis",
+    reason=(
+        "the session's Redis serves its Kafka side only; the suite's own TLS and ACL servers, "
+        "one Redis and a cluster, are the parameters of its ``secured`` fixture"
+    ),
+)
+
 COUNT_TIMEOUT_S = 90.0
 WIDE_DAY_USERS = 520
 """Users of one device on one day: past the 500 of an exact set, so that day is a HyperLogLog

@@ -15,6 +15,8 @@ from devtools.services.redis_cluster import LocalRedisCluster
 from state import resp
 from state.routing import Routed, send_routed
 
+pytestmark = pytest.mark.backends("cluster", reason="slots, MOVED and ASK exist on a cluster only")
+
 
 @pytest.fixture
 def cluster(redis_cluster: LocalRedisCluster) -> LocalRedisCluster:

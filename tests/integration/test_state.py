@@ -14,11 +14,10 @@ from redis.client import NEVER_DECODE
 
 from state import keys
 from state.batch import Contribution, DayBatch, DeviceBatch
-from state.cluster_writer import new_writer
 from state.dates import Bucket
 from state.reader import Reader, SeriesQuery
 from state.registry import Registry, hash_token
-from state.writer import Positions, Span
+from state.writer import Positions, Span, new_writer
 
 from .harness.store import run_with_redis as run
 

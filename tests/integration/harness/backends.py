@@ -3,8 +3,9 @@
 A module says so with ``pytestmark = pytest.mark.backends(...)``. ``backends("redis",
 "cluster")`` runs every test of it that reaches the store (through the ``services`` or ``stack``
 fixture) once per backend, and the test id names it: ``test_x[redis]``, ``test_x[cluster]``.
-A single backend needs its reason: ``backends("redis", reason="...")``. A module that says
-nothing runs on one Redis.
+A single backend needs its reason: ``backends("redis", reason="...")``. Every suite says
+which it runs on, even one that reaches no store (its reason says so): a new suite cannot
+quietly run on one backend only.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from devtools.services import Endpoints
 
 Backend = Literal["redis", "cluster"]
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
-DEFAULT: Backend = "redis"
 MARKER = "backends"
 MARKER_HELP = (
     f"{MARKER}(*names, reason=...): the Redis backends the suite runs on, of "
@@ -27,10 +27,13 @@ MARKER_HELP = (
 
 
 def declared(node: pytest.Item | pytest.Collector) -> tuple[Backend, ...]:
-    """The backends ``node``'s module declares (``DEFAULT`` alone when it declares none)."""
+    """The backends ``node``'s module declares."""
     marker = node.get_closest_marker(MARKER)
     if marker is None:
-        return (DEFAULT,)
+        raise pytest.UsageError(
+            f"{node.nodeid}: say which Redis backends the suite runs on: "
+            f'pytestmark = pytest.mark.{MARKER}("redis", "cluster") (harness/backends.py)'
+        )
     names = marker.args
     unknown = [n for n in names if n not in BACKENDS]
     if not names or unknown or len(set(names)) != len(names):

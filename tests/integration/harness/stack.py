@@ -224,9 +224,9 @@ class Stack:
     def applied_positions(self, partitions: int) -> dict[int, int | None]:
         """Per partition of the topic, the applied position the worker keeps in Redis (on a
         cluster, the lowest its primaries hold), read as the worker reads it."""
-        from state.cluster_writer import new_writer
         from state.connection import open_store
         from state.settings import StoreSettings
+        from state.writer import new_writer
 
         async def read() -> dict[int, int | None]:
             redis = open_store(StoreSettings(redis_url=self.env["DEVACT_REDIS_URL"]))
