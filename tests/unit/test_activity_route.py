@@ -4,7 +4,8 @@ docs/api.md. The reader is a stub; no Redis."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from api.app import create_app
 from api.auth import Authenticator
 from api.deps import get_auth, get_reader
 from api.settings import ApiSettings
-from state.reader import DeviceView, SeriesPlan, SeriesQuery
+from state.dates import buckets, previous_range
+from state.queries import Comparison, Period, Series, SeriesAnswer, SeriesQuery
 from state.registry import TokenGrant, hash_token
 
 CLIENT = "aa7cf840-9ca9-46a3-9778-9015d6580d50"
@@ -25,11 +27,12 @@ AUTH = {"Authorization": "Bearer da_token"}
 
 
 class StubReader:
-    """Grants the token CLIENT, whose device DEVICE is; answers 1, 2, 3, ... per bucket."""
+    """Grants the token CLIENT, whose device DEVICE is; answers 1, 2, 3, ... per bucket, and
+    the sum of the buckets as a range's total."""
 
     def __init__(self) -> None:
         self.grants: list[str] = []
-        self.calls: list[tuple[str, str, SeriesQuery | None]] = []
+        self.calls: list[SeriesQuery] = []
 
     async def grant(self, token_hash: str) -> TokenGrant | None:
         self.grants.append(token_hash)
@@ -37,26 +40,24 @@ class StubReader:
             return None
         return TokenGrant(frozenset({CLIENT}), all_clients=False)
 
-    async def device_view(
-        self,
-        client_id: str,
-        device_id: str,
-        query: SeriesQuery | None,
-        extra: Sequence[SeriesQuery] = (),
-    ) -> DeviceView:
-        self.calls.append((client_id, device_id, query))
-        values = None if query is None else _counting(query)
-        return DeviceView(
-            client_exists=True,
-            device_owner=CLIENT,
-            values=values,
-            extra=[_counting(q) for q in extra],
-        )
+    async def series(self, query: SeriesQuery) -> SeriesAnswer:
+        self.calls.append(query)
+        return SeriesAnswer(None, _counting(query, query.first, query.last))
+
+    async def compare(self, query: SeriesQuery) -> Comparison:
+        self.calls.append(query)
+        before = previous_range(query.first, query.last)
+        periods = [
+            Period(first, last, series, sum(series.values))
+            for first, last in [(query.first, query.last)] + ([] if before is None else [before])
+            for series in [_counting(query, first, last)]
+        ]
+        return Comparison(None, periods[0], periods[1] if len(periods) > 1 else None)
 
 
-def _counting(query: SeriesQuery) -> list[int]:
-    assert isinstance(query.buckets, SeriesPlan)
-    return list(range(1, len(query.buckets.sizes) + 1))
+def _counting(query: SeriesQuery, first: date, last: date) -> Series:
+    found = buckets(first, last, query.granularity)
+    return Series(tuple(b.first.isoformat() for b in found), list(range(1, len(found) + 1)))
 
 
 @pytest.fixture
@@ -99,7 +100,7 @@ def test_the_series_of_a_valid_request_with_granularity_left_out_is_daily(
         ],
     }
     assert reader.grants == [hash_token("da_token")]
-    assert [call[:2] for call in reader.calls] == [(CLIENT, DEVICE)]
+    assert [(q.client, q.device) for q in reader.calls] == [(CLIENT, DEVICE)]
 
 
 def test_path_ids_in_upper_case_are_read_in_lower_case(
@@ -112,7 +113,7 @@ def test_path_ids_in_upper_case_are_read_in_lower_case(
     )
     assert response.status_code == 200
     assert response.json()["data"][0] == {"date": "2026-01-01", "value": 1}
-    assert reader.calls[0][:2] == (CLIENT, DEVICE)
+    assert (reader.calls[0].client, reader.calls[0].device) == (CLIENT, DEVICE)
 
 
 def test_no_bearer_token_is_401_before_redis_is_asked(
