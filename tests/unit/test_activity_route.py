@@ -16,7 +16,7 @@ from api.auth import Authenticator
 from api.deps import get_auth, get_reader
 from api.settings import ApiSettings
 from state.dates import buckets, previous_range
-from state.queries import Comparison, Period, Series, SeriesAnswer, SeriesQuery
+from state.queries import Comparison, Missing, Period, Series, SeriesAnswer, SeriesQuery
 from state.registry import TokenGrant, hash_token
 
 CLIENT = "aa7cf840-9ca9-46a3-9778-9015d6580d50"
@@ -27,12 +27,14 @@ AUTH = {"Authorization": "Bearer da_token"}
 
 
 class StubReader:
-    """Grants the token CLIENT, whose device DEVICE is; answers 1, 2, 3, ... per bucket, and
-    the sum of the buckets as a range's total."""
+    """Grants the token CLIENT, whose device DEVICE is; answers 1, 2, 3, ... per bucket, and as
+    a range's total the sum of its buckets (activity-count) or 10 per day (user-count, which is
+    not the sum of the buckets)."""
 
     def __init__(self) -> None:
         self.grants: list[str] = []
         self.calls: list[SeriesQuery] = []
+        self.missing: Missing | None = None
 
     async def grant(self, token_hash: str) -> TokenGrant | None:
         self.grants.append(token_hash)
@@ -42,17 +44,23 @@ class StubReader:
 
     async def series(self, query: SeriesQuery) -> SeriesAnswer:
         self.calls.append(query)
-        return SeriesAnswer(None, _counting(query, query.first, query.last))
+        return SeriesAnswer(self.missing, _counting(query, query.first, query.last))
 
     async def compare(self, query: SeriesQuery) -> Comparison:
         self.calls.append(query)
         before = previous_range(query.first, query.last)
         periods = [
-            Period(first, last, series, sum(series.values))
+            Period(first, last, series, _total(query, first, last, series))
             for first, last in [(query.first, query.last)] + ([] if before is None else [before])
             for series in [_counting(query, first, last)]
         ]
-        return Comparison(None, periods[0], periods[1] if len(periods) > 1 else None)
+        return Comparison(self.missing, periods[0], periods[1] if len(periods) > 1 else None)
+
+
+def _total(query: SeriesQuery, first: date, last: date, series: Series) -> int:
+    if query.metric == "activity-count":
+        return sum(series.values)
+    return 10 * ((last - first).days + 1)
 
 
 def _counting(query: SeriesQuery, first: date, last: date) -> Series:
@@ -250,3 +258,67 @@ def test_every_route_of_the_api_documents_an_example_answer(client: TestClient) 
     for path in routes:
         content = paths[path]["get"]["responses"]["200"]["content"]
         assert any("example" in media for media in content.values()), path
+
+
+def test_compare_answers_the_totals_of_state_and_a_previous_period_clipped_at_year_1(
+    client: TestClient,
+) -> None:
+    """0001-01-03 .. 01-07 is 5 days; the days before it are 01-01 and 01-02 alone."""
+    response = get(
+        client,
+        metric="user-count",
+        start_date="0001-01-03",
+        end_date="0001-01-07",
+        compare="previous_period",
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["total"], body["change"]) == (50, (50 - 20) / 20)
+    assert body["previous"] == {
+        "period": {"start": "0001-01-01", "end": "0001-01-02"},
+        "total": 20,
+        "data": [{"date": "0001-01-01", "value": 1}, {"date": "0001-01-02", "value": 2}],
+    }
+
+
+def test_compare_from_the_first_day_of_the_calendar_has_no_previous_period(
+    client: TestClient,
+) -> None:
+    response = get(
+        client,
+        metric="activity-count",
+        start_date="0001-01-01",
+        end_date="0001-01-02",
+        compare="previous_period",
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["total"], body["change"]) == (3, None)
+    assert body["previous"] == {"period": None, "total": 0, "data": []}
+
+
+@pytest.mark.parametrize("compare", [None, "previous_period"])
+@pytest.mark.parametrize(
+    ("missing", "message", "details"),
+    [
+        ("client", f"Unknown client: {CLIENT}", {"client_id": CLIENT.upper()}),
+        ("device", f"Unknown device for this client: {DEVICE}", {"device_id": DEVICE.upper()}),
+    ],
+)
+def test_what_state_finds_missing_is_a_404_naming_the_id_as_given(
+    client: TestClient,
+    reader: StubReader,
+    missing: Missing,
+    message: str,
+    details: dict[str, str],
+    compare: str | None,
+) -> None:
+    reader.missing = missing
+    query = {"metric": "activity-count", "start_date": "2026-01-01", "end_date": "2026-01-02"}
+    response = client.get(
+        TEMPLATE.format(client_id=CLIENT.upper(), device_id=DEVICE.upper()),
+        params=query | ({} if compare is None else {"compare": compare}),
+        headers=AUTH,
+    )
+    assert response.status_code == 404
+    assert response.json()["error"] == {"code": "not_found", "message": message, "details": details}
