@@ -37,7 +37,7 @@ def label(metric: Metric, granularity: Granularity) -> str:
 COMPARES = ("previous_period",)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request (state/queries.py says why)
 class PathId:
     """A client or device id of the path: as the request spelled it (for errors' details) and
     lower-case, as state/ knows it (docs/api.md). Made once per request, at its start: the
@@ -52,7 +52,7 @@ class PathId:
         return cls(name, given, given.lower())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request (state/queries.py says why)
 class ActivityParams:
     query: SeriesQuery
     compare: bool = False

@@ -110,22 +110,22 @@ class Reader:
     async def compare(self, query: SeriesQuery) -> Comparison:
         """The query's series and total beside those of the previous range
         (``dates.previous_range``), bucketed by the same rules, in one round trip."""
-        before = previous_range(query.first, query.last)
-        ranges = [(query.first, query.last)] + ([] if before is None else [before])
-        plans = [series_plan(first, last, query.granularity) for first, last in ranges]
+        first, last, granularity = query.first, query.last, query.granularity
+        before = previous_range(first, last)
+        plans = [series_plan(first, last, granularity)]
+        if before is not None:
+            plans.append(series_plan(before[0], before[1], granularity))
         users = query.metric == "user-count"
         if users:  # distinct users over a whole range: not the sum of its buckets' users
-            plans += [whole_plan(first, last) for first, last in ranges]
+            plans += [whole_plan(first, last)] + ([] if before is None else [whole_plan(*before)])
         missing, values = await self._read(query, plans)
-        count = len(ranges)
-        totals = [v[0] for v in values[count:]] if users else [sum(v) for v in values]
-        periods = [
-            Period(first, last, Series(plan.dates, series), total)
-            for (first, last), plan, series, total in zip(
-                ranges, plans[:count], values[:count], totals, strict=True
-            )
-        ]
-        return Comparison(missing, periods[0], periods[1] if before is not None else None)
+        count = len(plans) // 2 if users else len(plans)
+        totals = [v[0] for v in values[count:]] if users else list(map(sum, values))
+        current = Period(first, last, Series(plans[0].dates, values[0]), totals[0])
+        if before is None:
+            return Comparison(missing, current, None)
+        previous = Period(*before, Series(plans[1].dates, values[1]), totals[1])
+        return Comparison(missing, current, previous)
 
     async def missing(self, client_id: str, device_id: str) -> Missing | None:
         """Whether the client and its device are there (one round trip, no series)."""
