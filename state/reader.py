@@ -232,10 +232,13 @@ class Reader:
         key = values if query.order == "asc" else -values
         # Sorted by value, then by position: the devices are in id order already.
         ranked = np.lexsort((np.arange(len(devices.devices)), key))[: query.limit]
+        # Through Python lists and ints: picking by numpy scalars made the body of 1,000 devices
+        # take twice as long (timeit, 10,000 devices, 2026-12-07).
+        ids = [devices.devices[i] for i in ranked.tolist()]
         return Ranking(
             client_exists=True,
             total_devices=len(devices.devices),
-            devices=[(devices.devices[i], int(values[i])) for i in ranked],
+            devices=list(zip(ids, values[ranked].tolist(), strict=True)),
         )
 
     async def _fleet(self, client_id: str, owned: int, indexed: int) -> _Fleet:
