@@ -95,7 +95,7 @@ def parse_activity_params(
     compare: str | None = None,
 ) -> ActivityParams | InvalidParameter:
     """The first invalid parameter wins, in the order of the contract's table: path, metric,
-    granularity, dates, the range, then compare. ``device_id`` None: a client-wide series."""
+    granularity, dates, the range, then compare. ``device`` None: a client-wide series."""
     for path_id in (client,) if device is None else (client, device):
         if wrong := _uuid(path_id):
             return wrong

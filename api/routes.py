@@ -259,7 +259,7 @@ async def device_ranking(
         )
     )
     ranking = await reader.ranking(query)
-    _check_found(None if ranking.client_exists else "client", client, None)
+    _check_found(ranking.missing, client, None)
     return _json(ranking_body(query, ranking))
 
 

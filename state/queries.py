@@ -85,7 +85,8 @@ class RankingQuery:
 
 @dataclass(slots=True)
 class Ranking:
-    client_exists: bool
+    missing: Missing | None
+    """Only ever the client: a ranking names no device."""
     total_devices: int
     """Every device the client owns, zeros included."""
     devices: list[tuple[str, int]]

@@ -216,7 +216,7 @@ class Reader:
         ]
         replies = await self._round_trip(commands, routes, raw_from=3, stale_ok=(0, 1))
         if not replies[0]:
-            return Ranking(client_exists=False, total_devices=0, devices=[])
+            return Ranking(missing="client", total_devices=0, devices=[])
         devices = await self._fleet(client_id, int(replies[1]), int(replies[2]))
         values = np.zeros(len(devices.devices), dtype=np.int64)
         if devices.size:
@@ -236,7 +236,7 @@ class Reader:
         # take twice as long (timeit, 10,000 devices, 2026-12-07).
         ids = [devices.devices[i] for i in ranked.tolist()]
         return Ranking(
-            client_exists=True,
+            missing=None,
             total_devices=len(devices.devices),
             devices=list(zip(ids, values[ranked].tolist(), strict=True)),
         )

@@ -276,7 +276,7 @@ def test_a_ranking_orders_every_device_by_value_then_id_and_keeps_the_first_limi
     totals = {device: sum(activity[i]) for i, device in indexed.items()} | {OTHERS[4]: 0}
     sign = 1 if order == "asc" else -1
     ranked = sorted(totals.items(), key=lambda item: (sign * item[1], item[0]))[:limit]
-    assert answer == Ranking(client_exists=True, total_devices=5, devices=ranked)
+    assert answer == Ranking(missing=None, total_devices=5, devices=ranked)
 
 
 def test_a_ranking_of_an_unknown_client_ranks_nothing(
@@ -287,7 +287,7 @@ def test_a_ranking_of_an_unknown_client_ranks_nothing(
     answer = asyncio.run(
         reader.ranking(RankingQuery(CLIENT, "activity-count", first, first, "desc", 10))
     )
-    assert answer == Ranking(client_exists=False, total_devices=0, devices=[])
+    assert answer == Ranking(missing="client", total_devices=0, devices=[])
 
 
 def test_scripts_unknown_to_redis_are_loaded_and_the_request_sent_again(
