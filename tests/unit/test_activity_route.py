@@ -215,20 +215,25 @@ def test_requests_are_counted_by_route_and_status(client: TestClient) -> None:
     assert f'devact_api_request_seconds_count{{route="{TEMPLATE}"}} 3.0' in text
 
 
+def compared(client: TestClient, metric: str, start_date: str, end_date: str) -> Any:
+    """The body of a successful compare=previous_period request."""
+    response = get(
+        client,
+        metric=metric,
+        start_date=start_date,
+        end_date=end_date,
+        compare="previous_period",
+    )
+    assert response.status_code == 200
+    return response.json()
+
+
 def test_compare_adds_the_total_the_previous_period_and_the_change(
     client: TestClient, reader: StubReader
 ) -> None:
     """The stub answers 1, 2, 3, ... per bucket for every series: this range's 1 + 2 + 3 = 6,
     the previous three days' 6 too, so the change is 0."""
-    response = get(
-        client,
-        metric="activity-count",
-        start_date="2026-03-01",
-        end_date="2026-03-03",
-        compare="previous_period",
-    )
-    assert response.status_code == 200
-    body = response.json()
+    body = compared(client, "activity-count", "2026-03-01", "2026-03-03")
     assert body["total"] == 6
     assert body["previous"] == {
         "period": {"start": "2026-02-26", "end": "2026-02-28"},
@@ -264,15 +269,7 @@ def test_compare_answers_the_totals_of_state_and_a_previous_period_clipped_at_ye
     client: TestClient,
 ) -> None:
     """0001-01-03 .. 01-07 is 5 days; the days before it are 01-01 and 01-02 alone."""
-    response = get(
-        client,
-        metric="user-count",
-        start_date="0001-01-03",
-        end_date="0001-01-07",
-        compare="previous_period",
-    )
-    assert response.status_code == 200
-    body = response.json()
+    body = compared(client, "user-count", "0001-01-03", "0001-01-07")
     assert (body["total"], body["change"]) == (50, (50 - 20) / 20)
     assert body["previous"] == {
         "period": {"start": "0001-01-01", "end": "0001-01-02"},
@@ -284,15 +281,7 @@ def test_compare_answers_the_totals_of_state_and_a_previous_period_clipped_at_ye
 def test_compare_from_the_first_day_of_the_calendar_has_no_previous_period(
     client: TestClient,
 ) -> None:
-    response = get(
-        client,
-        metric="activity-count",
-        start_date="0001-01-01",
-        end_date="0001-01-02",
-        compare="previous_period",
-    )
-    assert response.status_code == 200
-    body = response.json()
+    body = compared(client, "activity-count", "0001-01-01", "0001-01-02")
     assert (body["total"], body["change"]) == (3, None)
     assert body["previous"] == {"period": None, "total": 0, "data": []}
 
