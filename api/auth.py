@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 
 from api.access_log import note_token
 from api.errors import Forbidden, Unauthorized
+from api.params import PathId
 from state.errors import StoreUnavailable
 from state.reader import Reader
 from state.registry import TokenGrant, hash_token, token_id
@@ -113,14 +114,15 @@ class Authenticator:
         self._remember(digest, grant)
         return grant
 
-    async def authorize(self, token: str, client: str, given: str) -> TokenGrant:
-        """The grant of a token that may read ``client`` (the id lower-case; ``given`` as the
-        path spelled it, for the error's details), or 401 / 403."""
+    async def authorize(self, token: str, client: PathId) -> TokenGrant:
+        """The grant of a token that may read ``client``, or 401 / 403."""
         grant = await self.grant(token)
         if grant is None:
             raise Unauthorized("Unknown, revoked or expired token")
-        if not grant.allows(client):
-            raise Forbidden(f"This token has no access to client {client}", {"client_id": given})
+        if not grant.allows(client.id):
+            raise Forbidden(
+                f"This token has no access to client {client.id}", {"client_id": client.given}
+            )
         return grant
 
     def forget(self, token_hashes: Iterable[str] | None = None) -> None:

@@ -27,7 +27,8 @@ from api.errors import TooManyRequests
 from api.metrics import ApiMetrics
 from state.changes import changes
 from state.connection import Store
-from state.reader import Metric, Reader, SeriesQuery, series_plan
+from state.queries import Metric, SeriesQuery
+from state.reader import Reader
 from state.registry import hash_token
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,9 @@ class Channel:
         while True:
             self._again = False
             today = self.today()
-            query = SeriesQuery(self.metric, series_plan(today, today, "daily"))
-            view = await reader.device_view(self.client_id, self.device_id, query)
-            self.point = (today.isoformat(), (view.values or [0])[0])
+            query = SeriesQuery(self.client_id, self.device_id, self.metric, today, today)
+            answer = await reader.series(query)
+            self.point = (today.isoformat(), answer.series.values[0])
             self.changed.set()
             self.changed = asyncio.Event()
             if not self._again:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from typing import get_args
 
 from api.errors import InvalidParameter
-from state.dates import GRANULARITIES, Bucket, Granularity, days_inclusive
-from state.reader import Metric, RankingPlan, SeriesPlan, ranking_plan, series_plan
+from state.dates import GRANULARITIES, Bucket, Granularity, buckets, days_inclusive
+from state.queries import Metric, Order, RankingQuery, SeriesQuery
 
 METRICS: tuple[Metric, ...] = get_args(Metric)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
@@ -37,36 +37,38 @@ def label(metric: Metric, granularity: Granularity) -> str:
 COMPARES = ("previous_period",)
 
 
-@dataclass(frozen=True, slots=True)
-class Period:
-    start: date
-    end: date
-    plan: SeriesPlan
-    """The range's buckets and their days, shared by every request of the same range."""
+@dataclass(slots=True)  # not frozen: made per request (state/queries.py says why)
+class PathId:
+    """A client or device id of the path: as the request spelled it (for errors' details) and
+    lower-case, as state/ knows it (docs/api.md). Made once per request, at its start: the
+    token is judged on the id before the parameters are checked."""
+
+    name: str
+    given: str
+    id: str
+
+    @classmethod
+    def of(cls, name: str, given: str) -> PathId:
+        return cls(name, given, given.lower())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made per request (state/queries.py says why)
 class ActivityParams:
-    metric: Metric
-    granularity: Granularity
-    start: date
-    end: date
-    plan: SeriesPlan
-    """The range's buckets and their days, shared by every request of the same range."""
+    query: SeriesQuery
     compare: bool = False
-    previous: Period | None = None
-    """With ``compare``: the same number of days ending the day before ``start``, bucketed by
-    the same rules; clipped at 0001-01-01, and None when ``start`` is that day."""
+    """compare=previous_period: the answer adds the total, the previous period and the change."""
 
     @property
     def buckets(self) -> list[Bucket]:
-        return list(self.plan.buckets)
+        query = self.query
+        return buckets(query.first, query.last, query.granularity)
 
 
-def _uuid(name: str, value: str) -> str | InvalidParameter:
-    if not _UUID.fullmatch(value):
-        return InvalidParameter(f"Invalid {name}: {value}. Expected a UUID", {name: value})
-    return value.lower()
+def _uuid(path_id: PathId) -> InvalidParameter | None:
+    if _UUID.fullmatch(path_id.given):
+        return None
+    name, value = path_id.name, path_id.given
+    return InvalidParameter(f"Invalid {name}: {value}. Expected a UUID", {name: value})
 
 
 def _date(name: str, value: str | None) -> date | InvalidParameter:
@@ -82,19 +84,9 @@ def _date(name: str, value: str | None) -> date | InvalidParameter:
         )
 
 
-def previous_period(start: date, end: date, granularity: Granularity) -> Period | None:
-    """The period a compare=previous_period answer sets beside ``[start, end]``."""
-    if start == date.min:
-        return None
-    days = days_inclusive(start, end)
-    last = start - timedelta(days=1)
-    first = date.min if (start - date.min).days < days else start - timedelta(days=days)
-    return Period(first, last, series_plan(first, last, granularity))
-
-
 def parse_activity_params(
-    client_id: str,
-    device_id: str | None,
+    client: PathId,
+    device: PathId | None,
     metric: str | None,
     start_date: str | None,
     end_date: str | None,
@@ -103,12 +95,10 @@ def parse_activity_params(
     compare: str | None = None,
 ) -> ActivityParams | InvalidParameter:
     """The first invalid parameter wins, in the order of the contract's table: path, metric,
-    granularity, dates, the range, then compare. ``device_id`` None: a client-wide series."""
-    path = [("client_id", client_id)] + ([] if device_id is None else [("device_id", device_id)])
-    for name, value in path:
-        checked = _uuid(name, value)
-        if isinstance(checked, InvalidParameter):
-            return checked
+    granularity, dates, the range, then compare. ``device`` None: a client-wide series."""
+    for path_id in (client,) if device is None else (client, device):
+        if wrong := _uuid(path_id):
+            return wrong
     typed_metric = _metric(metric)
     if isinstance(typed_metric, InvalidParameter):
         return typed_metric
@@ -137,27 +127,16 @@ def parse_activity_params(
             f"Unknown compare: {compare}. Valid values: {', '.join(COMPARES)}",
             {"compare": compare},
         )
-    typed_granularity = _GRANULARITY_OF[chosen]
-    return ActivityParams(
-        typed_metric,
-        typed_granularity,
-        start,
-        end,
-        series_plan(start, end, typed_granularity),
-        compare=compare is not None,
-        previous=previous_period(start, end, typed_granularity) if compare else None,
-    )
+    device_id = None if device is None else device.id
+    query = SeriesQuery(client.id, device_id, typed_metric, start, end, _GRANULARITY_OF[chosen])
+    return ActivityParams(query, compare=compare is not None)
 
 
 def parse_live_params(
-    client_id: str, device_id: str, metric: str | None
+    client: PathId, device: PathId, metric: str | None
 ) -> Metric | InvalidParameter:
     """The live stream's parameters: the path ids and the metric, checked as for the series."""
-    for name, value in (("client_id", client_id), ("device_id", device_id)):
-        checked = _uuid(name, value)
-        if isinstance(checked, InvalidParameter):
-            return checked
-    return _metric(metric)
+    return _uuid(client) or _uuid(device) or _metric(metric)
 
 
 def _metric(metric: str | None) -> Metric | InvalidParameter:
@@ -170,35 +149,24 @@ def _metric(metric: str | None) -> Metric | InvalidParameter:
     return "activity-count" if metric == "activity-count" else "user-count"
 
 
-ORDERS = ("desc", "asc")
+ORDERS: tuple[Order, ...] = get_args(Order)
+_ORDER_OF: dict[str, Order] = {o: o for o in ORDERS}
 LIMIT_DEFAULT, LIMIT_MAX = 10, 1000
 _LIMIT = re.compile(r"[0-9]{1,4}")
 
 
-@dataclass(frozen=True, slots=True)
-class RankingParams:
-    metric: Metric
-    start: date
-    end: date
-    order: str
-    limit: int
-    plan: RankingPlan
-
-
 def parse_ranking_params(
-    client_id: str,
+    client: PathId,
     metric: str | None,
     start_date: str | None,
     end_date: str | None,
     order: str | None,
     limit: str | None,
     max_range_days: int,
-) -> RankingParams | InvalidParameter:
+) -> RankingQuery | InvalidParameter:
     """The ranking's parameters; the first invalid one wins, in the contract's order: path,
     metric, dates, the range, order, limit."""
-    ranged = parse_activity_params(
-        client_id, None, metric, start_date, end_date, None, max_range_days
-    )
+    ranged = parse_activity_params(client, None, metric, start_date, end_date, None, max_range_days)
     if isinstance(ranged, InvalidParameter):
         return ranged
     chosen = "desc" if order is None else order
@@ -214,11 +182,7 @@ def parse_ranking_params(
                 {"limit": limit},
             )
         count = int(limit)
-    return RankingParams(
-        ranged.metric,
-        ranged.start,
-        ranged.end,
-        chosen,
-        count,
-        ranking_plan(ranged.start, ranged.end),
+    query = ranged.query
+    return RankingQuery(
+        query.client, query.metric, query.first, query.last, _ORDER_OF[chosen], count
     )

@@ -1,14 +1,11 @@
-"""The ranking's body: every device the client owns, ordered by its value over the range, ties
-by device id, the first ``limit`` of them (docs/api.md)."""
+"""The ranking's body: the first ``limit`` of a client's devices, as state/ ranks them
+(docs/api.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from api.params import RankingParams
+from state.queries import Ranking, RankingQuery
 
 RANKING_QUERY = {
     "metric": "activity-count or user-count",
@@ -19,19 +16,13 @@ RANKING_QUERY = {
 }
 
 
-def ranking_body(
-    params: RankingParams, devices: Sequence[str], values: np.ndarray
-) -> dict[str, Any]:
-    """``devices``: every device of the client, by id; ``values``: theirs, in that order."""
-    key = values if params.order == "asc" else -values
-    # Sorted by value, then by position: the devices are in id order already.
-    ranked = np.lexsort((np.arange(len(devices)), key))[: params.limit]
+def ranking_body(query: RankingQuery, ranking: Ranking) -> dict[str, Any]:
     return {
-        "metric": params.metric,
-        "label": "Total Activity" if params.metric == "activity-count" else "Users",
-        "period": {"start": params.start.isoformat(), "end": params.end.isoformat()},
-        "order": params.order,
-        "limit": params.limit,
-        "total_devices": len(devices),
-        "devices": [{"device_id": devices[i], "value": int(values[i])} for i in ranked],
+        "metric": query.metric,
+        "label": "Total Activity" if query.metric == "activity-count" else "Users",
+        "period": {"start": query.first.isoformat(), "end": query.last.isoformat()},
+        "order": query.order,
+        "limit": query.limit,
+        "total_devices": ranking.total_devices,
+        "devices": [{"device_id": device, "value": value} for device, value in ranking.devices],
     }

@@ -11,20 +11,22 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from api.auth import Authenticator
 from api.deps import AuthDep, ReaderDep, TokenDep, app_settings
 from api.errors import InvalidParameter, NotFound, Unauthorized
 from api.head import HEAD_SCOPE_KEY
 from api.live import LiveHub, LiveResponse, live_points
 from api.params import (
     ActivityParams,
-    RankingParams,
+    PathId,
     parse_activity_params,
     parse_live_params,
     parse_ranking_params,
 )
 from api.ranking import RANKING_QUERY, ranking_body
-from api.series import SeriesRequest
-from state.reader import DeviceView, Metric
+from api.series import compare_body, series_body
+from state.queries import Metric, Missing, RankingQuery
+from state.reader import Reader
 
 router = APIRouter()
 P = TypeVar("P")
@@ -149,11 +151,23 @@ def _documented_parameters(device: bool) -> list[dict[str, Any]]:
     return path + query
 
 
-def _parse(request: Request, device_id: str | None) -> ActivityParams | InvalidParameter:
+def _ids(request: Request) -> tuple[PathId, PathId | None]:
+    """The path's client and device (None on a client route) ids, normalised once."""
+    path = request.path_params
+    device = path.get("device_id")
+    return (
+        PathId.of("client_id", path["client_id"]),
+        None if device is None else PathId.of("device_id", device),
+    )
+
+
+def _parse(
+    request: Request, client: PathId, device: PathId | None
+) -> ActivityParams | InvalidParameter:
     args = request.query_params
     return parse_activity_params(
-        request.path_params["client_id"],
-        device_id,
+        client,
+        device,
         args.get("metric"),
         args.get("start_date"),
         args.get("end_date"),
@@ -171,13 +185,27 @@ def _valid(params: P | InvalidParameter) -> P:
     return params
 
 
-def _check_found(view: DeviceView, client_id: str, device_id: str) -> None:
-    """A device route's 404s: an unknown client, or a device that is not the client's."""
-    client, device = client_id.lower(), device_id.lower()
-    if not view.client_exists:
-        raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
-    if view.device_owner != client:
-        raise NotFound(f"Unknown device for this client: {device}", {"device_id": device_id})
+def _check_found(missing: Missing | None, client: PathId, device: PathId | None) -> None:
+    """The 404s: an unknown client, or a device that is not the client's."""
+    if missing is None:
+        return
+    if missing == "client" or device is None:
+        raise NotFound(f"Unknown client: {client.id}", {"client_id": client.given})
+    raise NotFound(f"Unknown device for this client: {device.id}", {"device_id": device.given})
+
+
+async def _series(request: Request, token: str, auth: Authenticator, reader: Reader) -> Response:
+    """A series route's answer, of a device or of a whole client (docs/api.md)."""
+    client, device = _ids(request)
+    await auth.authorize(token, client)
+    params = _valid(_parse(request, client, device))
+    if params.compare:
+        comparison = await reader.compare(params.query)
+        _check_found(comparison.missing, client, device)
+        return _json(compare_body(params.query, comparison))
+    answer = await reader.series(params.query)
+    _check_found(answer.missing, client, device)
+    return _json(series_body(params.query, answer.series))
 
 
 @router.get(
@@ -192,14 +220,7 @@ async def device_activity(
     # The path and query parameters are read here, not declared to FastAPI: they are plain
     # strings that parse_activity_params checks, and FastAPI's per-parameter machinery cost more
     # than the rest of the route (about 90 microseconds a request). openapi_extra documents them.
-    client_id, device_id = request.path_params["client_id"], request.path_params["device_id"]
-    client, device = client_id.lower(), device_id.lower()
-    await auth.authorize(token, client, client_id)
-    wanted = SeriesRequest(_valid(_parse(request, device_id)))
-    view = await reader.device_view(client, device, wanted.queries[0], wanted.queries[1:])
-    _check_found(view, client_id, device_id)
-    assert view.values is not None
-    return _json(wanted.body([view.values, *view.extra]))
+    return await _series(request, token, auth, reader)
 
 
 @router.get(
@@ -211,14 +232,7 @@ async def device_activity(
 async def client_activity(
     request: Request, token: TokenDep, auth: AuthDep, reader: ReaderDep
 ) -> Response:
-    client_id = request.path_params["client_id"]
-    client = client_id.lower()
-    await auth.authorize(token, client, client_id)
-    wanted = SeriesRequest(_valid(_parse(request, None)))
-    view = await reader.client_view(client, wanted.queries)
-    if not view.client_exists:
-        raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
-    return _json(wanted.body(view.values))
+    return await _series(request, token, auth, reader)
 
 
 @router.get(
@@ -230,13 +244,12 @@ async def client_activity(
 async def device_ranking(
     request: Request, token: TokenDep, auth: AuthDep, reader: ReaderDep
 ) -> Response:
-    client_id = request.path_params["client_id"]
-    client = client_id.lower()
-    await auth.authorize(token, client, client_id)
+    client, _ = _ids(request)
+    await auth.authorize(token, client)
     args = request.query_params
-    params: RankingParams = _valid(
+    query: RankingQuery = _valid(
         parse_ranking_params(
-            client_id,
+            client,
             args.get("metric"),
             args.get("start_date"),
             args.get("end_date"),
@@ -245,10 +258,9 @@ async def device_ranking(
             app_settings(request).max_range_days,
         )
     )
-    view = await reader.ranking_view(client, params.metric, params.plan)
-    if not view.client_exists:
-        raise NotFound(f"Unknown client: {client}", {"client_id": client_id})
-    return _json(ranking_body(params, view.devices, view.values))
+    ranking = await reader.ranking(query)
+    _check_found(ranking.missing, client, None)
+    return _json(ranking_body(query, ranking))
 
 
 @router.get(
@@ -268,24 +280,21 @@ async def device_ranking(
 async def device_live(
     request: Request, token: TokenDep, auth: AuthDep, reader: ReaderDep
 ) -> Response:
-    client_id, device_id = request.path_params["client_id"], request.path_params["device_id"]
-    client, device = client_id.lower(), device_id.lower()
-    await auth.authorize(token, client, client_id)
-    metric: Metric = _valid(
-        parse_live_params(client_id, device_id, request.query_params.get("metric"))
-    )
-    view = await reader.device_view(client, device, None)
-    _check_found(view, client_id, device_id)
+    client, device = _ids(request)
+    assert device is not None  # the route's path has one
+    await auth.authorize(token, client)
+    metric: Metric = _valid(parse_live_params(client, device, request.query_params.get("metric")))
+    _check_found(await reader.missing(client.id, device.id), client, device)
     if request.scope.get(HEAD_SCOPE_KEY):
         return Response(media_type="text/event-stream")
     hub: LiveHub = request.app.state.live
     release = hub.admit(token)  # 429 beyond the process's or the token's cap
     try:
-        zone = await reader.client_timezone(client) or app_settings(request).default_timezone
+        zone = await reader.client_timezone(client.id) or app_settings(request).default_timezone
     except BaseException:
         release()
         raise
-    points = live_points(hub, reader, auth, token, client, device, metric, ZoneInfo(zone))
+    points = live_points(hub, reader, auth, token, client.id, device.id, metric, ZoneInfo(zone))
     return LiveResponse(points, release)
 
 

@@ -39,7 +39,8 @@ from devtools.services.redis_cluster import LocalRedisCluster, consecutive_free_
 from state.batch import Contribution, DayBatch, DeviceBatch
 from state.connection import Store, connect, connect_cluster
 from state.dates import day_expires_at
-from state.reader import Reader, SeriesQuery, series_plan
+from state.queries import SeriesQuery
+from state.reader import Reader
 from state.registry import Registry
 from state.settings import StoreSettings
 from state.writer import Positions, new_writer
@@ -120,21 +121,21 @@ async def _load(store: Store, fleet: Fleet, device_days: int, description: str) 
 
 async def _series_times(store: Store, fleet: Fleet, description: str) -> dict[str, float]:
     reader, rng = Reader(store), random.Random(7)
-    plan = series_plan(fleet.today - timedelta(days=89), fleet.today, "daily")
+    first, last = fleet.today - timedelta(days=89), fleet.today
     out: dict[str, float] = {}
     for metric in ("activity-count", "user-count"):
-        query = SeriesQuery(metric, plan)  # type: ignore[arg-type]
-        await reader.device_view(fleet.client, fleet.devices[0], query)  # scripts loaded
+        warm = SeriesQuery(fleet.client, fleet.devices[0], metric, first, last)  # type: ignore[arg-type]
+        await reader.series(warm)  # scripts loaded
         samples = []
         with Meter(f"{description}, {metric}", REQUESTS, "requests") as asked:
             for _ in range(REQUESTS):
                 device = rng.choice(fleet.devices)
+                asking = SeriesQuery(fleet.client, device, metric, first, last)  # type: ignore[arg-type]
                 started = time.perf_counter()
-                view = await reader.device_view(fleet.client, device, query)
+                answer = await reader.series(asking)
                 samples.append((time.perf_counter() - started) * 1000)
                 asked.advance()
-                assert view.device_owner == fleet.client
-                assert view.values is not None
+                assert answer.missing is None
         name = "activity" if metric == "activity-count" else "users"
         out[f"{name}_p50_ms"] = _percentile(samples, 50)
         out[f"{name}_p99_ms"] = _percentile(samples, 99)

@@ -2,9 +2,10 @@
 ``python bench/device_series.py REDIS_URL [DEVICES]`` (the Redis is flushed).
 
 Written to compare key layouts side by side: it uses only what every layout's ``state`` has
-(``Writer.apply``, ``Reader.device_view``), so it runs against an older checkout too, with that
-checkout first on ``PYTHONPATH`` (before 2026-12-07, ``device_view`` took the token first: pass
-it there). The data are seeded: the same devices every run (shared
+(``Writer.apply``, ``Reader.series``), so it runs against an older checkout too, with that
+checkout first on ``PYTHONPATH`` (before issue 21 the read was ``device_view(client, device,
+SeriesQuery(metric, series_plan(...)))``, and before 2026-12-07 it took the token first: call it
+so there). The data are seeded: the same devices every run (shared
 devices, 4 to 15 regulars each, 1 to 10 of them on 85% of the last 300 days). Prints
 ``used_memory`` growth per device-day, and per metric the p50/p99 of 1,000 requests and Redis's
 CPU per request (``INFO cpu``).
@@ -25,7 +26,8 @@ from redis.asyncio import Redis
 
 from state.batch import Contribution, DayBatch, DeviceBatch
 from state.dates import day_expires_at
-from state.reader import Reader, SeriesQuery, series_plan
+from state.queries import SeriesQuery
+from state.reader import Reader
 from state.registry import Registry
 from state.writer import Positions, Writer
 
@@ -80,14 +82,14 @@ async def main(url: str, devices: int) -> None:
         "bytes_per_device_day": round(grown / device_days, 1),
     }
     reader, rng = Reader(redis), random.Random(7)
-    plan = series_plan(today - timedelta(days=89), today, "daily")
+    first = today - timedelta(days=89)
     for metric in ("activity-count", "user-count"):
-        query = SeriesQuery(metric, plan)  # type: ignore[arg-type]
-        await reader.device_view(client, ids[0], query)
+        await reader.series(SeriesQuery(client, ids[0], metric, first, today))  # type: ignore[arg-type]
         samples, cpu = [], await cpu_s(redis)
         for _ in range(REQUESTS):
+            query = SeriesQuery(client, rng.choice(ids), metric, first, today)  # type: ignore[arg-type]
             started = time.perf_counter()
-            await reader.device_view(client, rng.choice(ids), query)
+            await reader.series(query)
             samples.append((time.perf_counter() - started) * 1000)
         cpu = await cpu_s(redis) - cpu
         samples.sort()

@@ -29,7 +29,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
 from api.errors import InvalidParameter, NotFound, install_error_handlers
-from api.params import label, parse_activity_params
+from api.params import PathId, label, parse_activity_params
 from state.dates import Granularity
 
 DSN_ENV = "BENCH_PG_DSN"
@@ -105,23 +105,25 @@ def create_app(dsn: str) -> FastAPI:
         end_date: Annotated[str | None, Query()] = None,
         granularity: Annotated[str | None, Query()] = None,
     ) -> Response:
-        params = parse_activity_params(
-            client_id, device_id, metric, start_date, end_date, granularity, MAX_RANGE_DAYS
+        client, device = PathId.of("client_id", client_id), PathId.of("device_id", device_id)
+        parsed = parse_activity_params(
+            client, device, metric, start_date, end_date, granularity, MAX_RANGE_DAYS
         )
-        if isinstance(params, InvalidParameter):
-            raise params
+        if isinstance(parsed, InvalidParameter):
+            raise parsed
+        params = parsed.query
         rows = await request.app.state.pool.fetch(
             series_sql(params.metric, params.granularity),
-            client_id.lower(),
-            device_id.lower(),
-            params.start,
-            params.end,
+            client.id,
+            device.id,
+            params.first,
+            params.last,
         )
         if not rows:
             raise NotFound(f"Unknown client: {client_id}", {"client_id": client_id})
         # A calendar bucket's first day, clipped to the range, is the point's date (docs/api.md).
         found: dict[date, int] = {
-            max(row["bucket"], params.start): int(row["value"])
+            max(row["bucket"], params.first): int(row["value"])
             for row in rows
             if row["bucket"] is not None
         }
@@ -129,10 +131,10 @@ def create_app(dsn: str) -> FastAPI:
             "metric": params.metric,
             "label": label(params.metric, params.granularity),
             "granularity": params.granularity,
-            "period": {"start": params.start.isoformat(), "end": params.end.isoformat()},
+            "period": {"start": params.first.isoformat(), "end": params.last.isoformat()},
             "data": [
                 {"date": b.first.isoformat(), "value": found.get(b.first, 0)}
-                for b in params.buckets
+                for b in parsed.buckets
             ],
         }
         return Response(orjson.dumps(body), media_type="application/json")

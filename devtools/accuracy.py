@@ -24,7 +24,8 @@ from state.batch import Contribution, DayBatch, DeviceBatch
 from state.dates import Granularity, buckets
 from state.encoding import EXACT_USERS_LIMIT
 from state.errors import LostWrites, StoreUnavailable
-from state.reader import Reader, SeriesQuery
+from state.queries import SeriesQuery
+from state.reader import Reader
 from state.writer import BatchResult, Positions, Writer, new_writer
 
 SEED = 20_260_105
@@ -183,10 +184,9 @@ async def measure(redis: Redis) -> list[Row]:
             result = await apply_as_the_worker_does(writer, group)
             assert all(not r.rejected for r in result.devices)
         last = scenario.first + timedelta(days=len(scenario.days) - 1)
-        query = SeriesQuery("user-count", buckets(scenario.first, last, scenario.granularity))
-        view = await reader.device_view(client, device, query)
-        assert view.values is not None
-        rows += expected_rows(scenario, view.values)
+        granularity = scenario.granularity
+        query = SeriesQuery(client, device, "user-count", scenario.first, last, granularity)
+        rows += expected_rows(scenario, (await reader.series(query)).series.values)
     return rows
 
 

@@ -227,3 +227,13 @@ def buckets(first: date, last: date, granularity: Granularity) -> list[Bucket]:
             return out
         out.append(Bucket(start, following - timedelta(days=1)))
         start = following
+
+
+def previous_range(first: date, last: date) -> tuple[date, date] | None:
+    """The range a comparison sets beside ``[first, last]``: as many days, ending the day before
+    ``first``; clipped at 0001-01-01, and None when ``first`` is that day (docs/api.md)."""
+    if first == date.min:
+        return None
+    days = days_inclusive(first, last)
+    start = date.min if (first - date.min).days < days else first - timedelta(days=days)
+    return start, first - timedelta(days=1)

@@ -11,7 +11,7 @@ from redis.client import NEVER_DECODE
 from state import fleet, keys
 from state.connection import Store
 from state.dates import Bucket
-from state.reader import SeriesPlan
+from state.read_plans import SeriesPlan
 from state.scripts import Scripts
 
 

@@ -18,7 +18,8 @@ from state import keys
 from state.batch import Contribution, DayBatch, DeviceBatch
 from state.connection import connect_cluster
 from state.errors import LostWrites
-from state.reader import Reader, SeriesQuery, ranking_plan, series_plan
+from state.queries import RankingQuery, SeriesQuery
+from state.reader import Reader
 from state.registry import Registry
 from state.settings import StoreSettings
 from state.writer import ApplyProgress, Positions, Span, Writer
@@ -185,7 +186,6 @@ def test_the_reader_answers_from_every_primary(redis_cluster: LocalRedisCluster)
     per_day: dict[tuple[str, date], int] = {}
     for _, device, day, _, _, count, _ in events:
         per_day[(device, day)] = per_day.get((device, day), 0) + count
-    plan = series_plan(DAYS[0], DAYS[-1], "daily")
 
     async def body() -> tuple[Any, ...]:
         store = connect_cluster(StoreSettings(redis_url=redis_cluster.url, redis_timeout_s=5))
@@ -196,12 +196,14 @@ def test_the_reader_answers_from_every_primary(redis_cluster: LocalRedisCluster)
             await Writer(store).apply(batches, positions)
             reader = Reader(store)
             views = [
-                await reader.device_view(client, d, SeriesQuery("activity-count", plan))
+                await reader.series(SeriesQuery(client, d, "activity-count", DAYS[0], DAYS[-1]))
                 for _, d in devices
             ]
-            fleet = await reader.client_view(client, [SeriesQuery("activity-count", plan)])
-            ranking = await reader.ranking_view(
-                client, "activity-count", ranking_plan(DAYS[0], DAYS[-1])
+            fleet = await reader.series(
+                SeriesQuery(client, None, "activity-count", DAYS[0], DAYS[-1])
+            )
+            ranking = await reader.ranking(
+                RankingQuery(client, "activity-count", DAYS[0], DAYS[-1], "desc", len(devices))
             )
             return views, fleet, ranking
         finally:
@@ -209,11 +211,13 @@ def test_the_reader_answers_from_every_primary(redis_cluster: LocalRedisCluster)
 
     views, fleet, ranking = asyncio.run(body())
     for (_, device), view in zip(devices, views, strict=True):
-        assert view.client_exists
-        assert view.device_owner == client
-        assert view.values == [per_day.get((device, day), 0) for day in DAYS]
-    assert fleet.values == [[sum(per_day.get((d, day), 0) for _, d in devices) for day in DAYS]]
-    totals = dict(zip(ranking.devices, ranking.values.tolist(), strict=True))
+        assert view.missing is None
+        assert view.series.values == [per_day.get((device, day), 0) for day in DAYS]
+    assert fleet.missing is None
+    every = [sum(per_day.get((d, day), 0) for _, d in devices) for day in DAYS]
+    assert fleet.series.values == every
+    assert ranking.total_devices == len(devices)
+    totals = dict(ranking.devices)
     assert totals == {d: sum(per_day.get((d, day), 0) for day in DAYS) for _, d in devices}
 
 

@@ -29,7 +29,8 @@ from state.batch import Contribution, DayBatch, DeviceBatch
 from state.dates import Bucket
 from state.encoding import EXACT_USERS_LIMIT, user_member
 from state.migrate import LEGACY_DAY_PATTERN
-from state.reader import Reader, SeriesQuery
+from state.queries import SeriesQuery
+from state.reader import Reader
 from state.registry import Registry
 from state.writer import Positions, new_writer
 
@@ -138,13 +139,18 @@ async def read_all(redis: Redis, data: Data) -> dict[tuple[str, str, str], list[
     for device in data.devices:
         for metric in ("activity-count", "user-count"):
             for granularity in ("daily", "whole"):
-                view = await reader.device_view(
+                query = SeriesQuery(
                     data.client,
                     device,
-                    SeriesQuery(metric, buckets_of(granularity)),  # type: ignore[arg-type]
+                    metric,  # type: ignore[arg-type]
+                    FIRST,
+                    FIRST + timedelta(days=DAYS - 1),
                 )
-                assert view.values is not None
-                out[(device, metric, granularity)] = view.values
+                if granularity == "daily":
+                    values = (await reader.series(query)).series.values
+                else:  # the whole range's total, as a comparison reads it
+                    values = [(await reader.compare(query)).current.total]
+                out[(device, metric, granularity)] = values
     return out
 
 

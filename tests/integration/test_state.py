@@ -15,7 +15,8 @@ from redis.client import NEVER_DECODE
 from state import keys
 from state.batch import Contribution, DayBatch, DeviceBatch
 from state.dates import Bucket
-from state.reader import Reader, SeriesQuery
+from state.queries import SeriesQuery
+from state.reader import Reader
 from state.registry import Registry, hash_token
 from state.writer import Positions, Span, new_writer
 
@@ -41,13 +42,14 @@ def batch(client: str, device: str, days: dict[date, list[Contribution]]) -> Dev
 
 
 async def series(redis: Redis, device: str, metric: str, buckets: list[Bucket]) -> list[int]:
-    view = await Reader(redis).device_view(
-        "any",
-        device,
-        SeriesQuery(metric, buckets),  # type: ignore[arg-type]
-    )
-    assert view.values is not None
-    return view.values
+    """The metric over each of ``buckets``: consecutive days, or one over a whole range (its
+    total, as a comparison reads it: for user-count the distinct users over the range)."""
+    first, last = buckets[0].first, buckets[-1].last
+    query = SeriesQuery("any", device, metric, first, last)  # type: ignore[arg-type]
+    if buckets == [Bucket(first, last)] and first != last:
+        return [(await Reader(redis).compare(query)).current.total]
+    assert buckets == [Bucket(day, day) for day in Bucket(first, last).days()]
+    return (await Reader(redis).series(query)).series.values
 
 
 D1, D2, D3 = date(2026, 11, 2), date(2026, 11, 3), date(2026, 11, 4)

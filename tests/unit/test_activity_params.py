@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from api.errors import InvalidParameter
-from api.params import ActivityParams, label, parse_activity_params
+from api.params import ActivityParams, PathId, label, parse_activity_params
 from state.dates import GRANULARITIES, Bucket, Granularity, buckets
-from state.reader import Metric
+from state.queries import Metric, SeriesQuery
 
 CLIENT = "aa7cf840-9ca9-46a3-9778-9015d6580d50"
 DEVICE = "f1e2d3c4-b5a6-7890-abcd-ef1234567890"
@@ -31,7 +31,10 @@ VALID: dict[str, Any] = {
 
 
 def parse(**changes: Any) -> ActivityParams | InvalidParameter:
-    return parse_activity_params(**{**VALID, **changes})
+    args = {**VALID, **changes}
+    client = PathId.of("client_id", args.pop("client_id"))
+    device = PathId.of("device_id", args.pop("device_id"))
+    return parse_activity_params(client, device, **args)
 
 
 def accepted(**changes: Any) -> ActivityParams:
@@ -49,8 +52,8 @@ def refused(**changes: Any) -> InvalidParameter:
 
 def test_valid_parameters_are_parsed() -> None:
     params = accepted(metric="user-count", granularity="weekly")
-    assert (params.metric, params.granularity) == ("user-count", "weekly")
-    assert (params.start, params.end) == (date(2026, 1, 1), date(2026, 1, 15))
+    assert (params.query.metric, params.query.granularity) == ("user-count", "weekly")
+    assert (params.query.first, params.query.last) == (date(2026, 1, 1), date(2026, 1, 15))
 
 
 # --- metric ---------------------------------------------------------------------------------
@@ -58,7 +61,7 @@ def test_valid_parameters_are_parsed() -> None:
 
 @pytest.mark.parametrize("metric", ["activity-count", "user-count"])
 def test_both_metrics_are_accepted(metric: str) -> None:
-    assert accepted(metric=metric).metric == metric
+    assert accepted(metric=metric).query.metric == metric
 
 
 def test_unknown_metric_gives_the_specs_message_and_details() -> None:
@@ -83,13 +86,13 @@ def test_missing_metric_is_named_with_null() -> None:
 
 def test_granularity_defaults_to_daily() -> None:
     params = accepted(granularity=None)
-    assert params.granularity == "daily"
+    assert params.query.granularity == "daily"
     assert len(params.buckets) == 15  # 2026-01-01 .. 2026-01-15, one point per day
 
 
 @pytest.mark.parametrize("granularity", ["daily", "weekly", "monthly", "quarterly"])
 def test_each_granularity_is_accepted(granularity: str) -> None:
-    assert accepted(granularity=granularity).granularity == granularity
+    assert accepted(granularity=granularity).query.granularity == granularity
 
 
 @pytest.mark.parametrize("granularity", ["hourly", "Daily", "week", ""])
@@ -129,7 +132,7 @@ def test_missing_date_is_named_with_null(name: str) -> None:
 
 def test_leap_day_of_a_leap_year_is_a_date() -> None:
     params = accepted(start_date="2028-02-29", end_date="2028-03-01")
-    assert (params.start, params.end) == (date(2028, 2, 29), date(2028, 3, 1))
+    assert (params.query.first, params.query.last) == (date(2028, 2, 29), date(2028, 3, 1))
 
 
 def test_start_after_end_is_refused_naming_both() -> None:
@@ -197,8 +200,17 @@ def test_malformed_uuid_in_the_path_is_refused_naming_it(name: str, value: str) 
     assert refused(**{name: value}).details == {name: value}
 
 
-def test_upper_case_uuids_in_the_path_are_accepted() -> None:
-    accepted(client_id=CLIENT.upper(), device_id="F1E2d3c4-B5A6-7890-ABCD-ef1234567890")
+def test_upper_case_uuids_in_the_path_are_accepted_and_asked_for_in_lower_case() -> None:
+    params = accepted(client_id=CLIENT.upper(), device_id="F1E2d3c4-B5A6-7890-ABCD-ef1234567890")
+    assert (params.query.client, params.query.device) == (CLIENT, DEVICE)
+
+
+def test_a_valid_request_asks_state_for_its_series_by_meaning() -> None:
+    params = accepted(metric="user-count", granularity="monthly", compare="previous_period")
+    assert params.query == SeriesQuery(
+        CLIENT, DEVICE, "user-count", date(2026, 1, 1), date(2026, 1, 15), "monthly"
+    )
+    assert params.compare
 
 
 # --- order of checks ------------------------------------------------------------------------

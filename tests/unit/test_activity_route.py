@@ -4,7 +4,8 @@ docs/api.md. The reader is a stub; no Redis."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from api.app import create_app
 from api.auth import Authenticator
 from api.deps import get_auth, get_reader
 from api.settings import ApiSettings
-from state.reader import DeviceView, SeriesPlan, SeriesQuery
+from state.dates import buckets, previous_range
+from state.queries import Comparison, Missing, Period, Series, SeriesAnswer, SeriesQuery
 from state.registry import TokenGrant, hash_token
 
 CLIENT = "aa7cf840-9ca9-46a3-9778-9015d6580d50"
@@ -25,11 +27,14 @@ AUTH = {"Authorization": "Bearer da_token"}
 
 
 class StubReader:
-    """Grants the token CLIENT, whose device DEVICE is; answers 1, 2, 3, ... per bucket."""
+    """Grants the token CLIENT, whose device DEVICE is; answers 1, 2, 3, ... per bucket, and as
+    a range's total the sum of its buckets (activity-count) or 10 per day (user-count, which is
+    not the sum of the buckets)."""
 
     def __init__(self) -> None:
         self.grants: list[str] = []
-        self.calls: list[tuple[str, str, SeriesQuery | None]] = []
+        self.calls: list[SeriesQuery] = []
+        self.missing: Missing | None = None
 
     async def grant(self, token_hash: str) -> TokenGrant | None:
         self.grants.append(token_hash)
@@ -37,26 +42,30 @@ class StubReader:
             return None
         return TokenGrant(frozenset({CLIENT}), all_clients=False)
 
-    async def device_view(
-        self,
-        client_id: str,
-        device_id: str,
-        query: SeriesQuery | None,
-        extra: Sequence[SeriesQuery] = (),
-    ) -> DeviceView:
-        self.calls.append((client_id, device_id, query))
-        values = None if query is None else _counting(query)
-        return DeviceView(
-            client_exists=True,
-            device_owner=CLIENT,
-            values=values,
-            extra=[_counting(q) for q in extra],
-        )
+    async def series(self, query: SeriesQuery) -> SeriesAnswer:
+        self.calls.append(query)
+        return SeriesAnswer(self.missing, _counting(query, query.first, query.last))
+
+    async def compare(self, query: SeriesQuery) -> Comparison:
+        self.calls.append(query)
+        before = previous_range(query.first, query.last)
+        periods = [
+            Period(first, last, series, _total(query, first, last, series))
+            for first, last in [(query.first, query.last)] + ([] if before is None else [before])
+            for series in [_counting(query, first, last)]
+        ]
+        return Comparison(self.missing, periods[0], periods[1] if len(periods) > 1 else None)
 
 
-def _counting(query: SeriesQuery) -> list[int]:
-    assert isinstance(query.buckets, SeriesPlan)
-    return list(range(1, len(query.buckets.sizes) + 1))
+def _total(query: SeriesQuery, first: date, last: date, series: Series) -> int:
+    if query.metric == "activity-count":
+        return sum(series.values)
+    return 10 * ((last - first).days + 1)
+
+
+def _counting(query: SeriesQuery, first: date, last: date) -> Series:
+    found = buckets(first, last, query.granularity)
+    return Series(tuple(b.first.isoformat() for b in found), list(range(1, len(found) + 1)))
 
 
 @pytest.fixture
@@ -99,7 +108,7 @@ def test_the_series_of_a_valid_request_with_granularity_left_out_is_daily(
         ],
     }
     assert reader.grants == [hash_token("da_token")]
-    assert [call[:2] for call in reader.calls] == [(CLIENT, DEVICE)]
+    assert [(q.client, q.device) for q in reader.calls] == [(CLIENT, DEVICE)]
 
 
 def test_path_ids_in_upper_case_are_read_in_lower_case(
@@ -112,7 +121,7 @@ def test_path_ids_in_upper_case_are_read_in_lower_case(
     )
     assert response.status_code == 200
     assert response.json()["data"][0] == {"date": "2026-01-01", "value": 1}
-    assert reader.calls[0][:2] == (CLIENT, DEVICE)
+    assert (reader.calls[0].client, reader.calls[0].device) == (CLIENT, DEVICE)
 
 
 def test_no_bearer_token_is_401_before_redis_is_asked(
@@ -206,20 +215,25 @@ def test_requests_are_counted_by_route_and_status(client: TestClient) -> None:
     assert f'devact_api_request_seconds_count{{route="{TEMPLATE}"}} 3.0' in text
 
 
+def compared(client: TestClient, metric: str, start_date: str, end_date: str) -> Any:
+    """The body of a successful compare=previous_period request."""
+    response = get(
+        client,
+        metric=metric,
+        start_date=start_date,
+        end_date=end_date,
+        compare="previous_period",
+    )
+    assert response.status_code == 200
+    return response.json()
+
+
 def test_compare_adds_the_total_the_previous_period_and_the_change(
     client: TestClient, reader: StubReader
 ) -> None:
     """The stub answers 1, 2, 3, ... per bucket for every series: this range's 1 + 2 + 3 = 6,
     the previous three days' 6 too, so the change is 0."""
-    response = get(
-        client,
-        metric="activity-count",
-        start_date="2026-03-01",
-        end_date="2026-03-03",
-        compare="previous_period",
-    )
-    assert response.status_code == 200
-    body = response.json()
+    body = compared(client, "activity-count", "2026-03-01", "2026-03-03")
     assert body["total"] == 6
     assert body["previous"] == {
         "period": {"start": "2026-02-26", "end": "2026-02-28"},
@@ -249,3 +263,51 @@ def test_every_route_of_the_api_documents_an_example_answer(client: TestClient) 
     for path in routes:
         content = paths[path]["get"]["responses"]["200"]["content"]
         assert any("example" in media for media in content.values()), path
+
+
+def test_compare_answers_the_totals_of_state_and_a_previous_period_clipped_at_year_1(
+    client: TestClient,
+) -> None:
+    """0001-01-03 .. 01-07 is 5 days; the days before it are 01-01 and 01-02 alone."""
+    body = compared(client, "user-count", "0001-01-03", "0001-01-07")
+    assert (body["total"], body["change"]) == (50, (50 - 20) / 20)
+    assert body["previous"] == {
+        "period": {"start": "0001-01-01", "end": "0001-01-02"},
+        "total": 20,
+        "data": [{"date": "0001-01-01", "value": 1}, {"date": "0001-01-02", "value": 2}],
+    }
+
+
+def test_compare_from_the_first_day_of_the_calendar_has_no_previous_period(
+    client: TestClient,
+) -> None:
+    body = compared(client, "activity-count", "0001-01-01", "0001-01-02")
+    assert (body["total"], body["change"]) == (3, None)
+    assert body["previous"] == {"period": None, "total": 0, "data": []}
+
+
+@pytest.mark.parametrize("compare", [None, "previous_period"])
+@pytest.mark.parametrize(
+    ("missing", "message", "details"),
+    [
+        ("client", f"Unknown client: {CLIENT}", {"client_id": CLIENT.upper()}),
+        ("device", f"Unknown device for this client: {DEVICE}", {"device_id": DEVICE.upper()}),
+    ],
+)
+def test_what_state_finds_missing_is_a_404_naming_the_id_as_given(
+    client: TestClient,
+    reader: StubReader,
+    missing: Missing,
+    message: str,
+    details: dict[str, str],
+    compare: str | None,
+) -> None:
+    reader.missing = missing
+    query = {"metric": "activity-count", "start_date": "2026-01-01", "end_date": "2026-01-02"}
+    response = client.get(
+        TEMPLATE.format(client_id=CLIENT.upper(), device_id=DEVICE.upper()),
+        params=query | ({} if compare is None else {"compare": compare}),
+        headers=AUTH,
+    )
+    assert response.status_code == 404
+    assert response.json()["error"] == {"code": "not_found", "message": message, "details": details}

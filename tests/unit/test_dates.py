@@ -25,6 +25,7 @@ from state.dates import (
     day_start,
     days_inclusive,
     local_day,
+    previous_range,
 )
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -479,3 +480,24 @@ def _calendar_bucket(day: date, granularity: Granularity) -> tuple[int, ...]:
     if granularity == "monthly":
         return (day.year, day.month)
     return (day.year, (day.month - 1) // 3)
+
+
+# --- the previous range of a comparison (docs/api.md, compare=previous_period) ---------------
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "expected"),
+    [
+        # 90 days: 2026-01-01 .. 03-31; the 90 before end on 2025-12-31 and start on 10-03.
+        (date(2026, 1, 1), date(2026, 3, 31), (date(2025, 10, 3), date(2025, 12, 31))),
+        (date(2024, 3, 1), date(2024, 3, 1), (date(2024, 2, 29), date(2024, 2, 29))),
+        # Where the calendar begins: clipped to its first day, or nothing before it.
+        (date(1, 1, 3), date(1, 1, 7), (date(1, 1, 1), date(1, 1, 2))),
+        (date(1, 1, 6), date(1, 1, 10), (date(1, 1, 1), date(1, 1, 5))),
+        (date(1, 1, 1), date(1, 1, 10), None),
+    ],
+)
+def test_the_previous_range_is_as_many_days_ending_the_day_before(
+    first: date, last: date, expected: tuple[date, date] | None
+) -> None:
+    assert previous_range(first, last) == expected

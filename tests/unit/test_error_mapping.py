@@ -23,7 +23,7 @@ class ExplodingReader:
     async def grant(self, *_: object) -> TokenGrant:
         return TokenGrant(frozenset(), all_clients=True)
 
-    async def device_view(self, *_: object) -> None:
+    async def series(self, *_: object) -> None:
         raise RuntimeError("secret internal detail")
 
 
