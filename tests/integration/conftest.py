@@ -153,9 +153,11 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRed
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+def browser(backend: Backend) -> Iterator[Browser]:
     """Debian's chromium (installed when missing), driven by Playwright: the page's and the
-    documentation pages' browser tests. Never a browser build Playwright downloads."""
+    documentation pages' browser tests. Never a browser build Playwright downloads. One per
+    backend of the module (``backend``): Playwright's sync API keeps an event loop running in
+    this thread while it lives, so the next backend's stack must start before it."""
     from playwright.sync_api import sync_playwright
 
     from devtools.services.process import ensure_apt_package
