@@ -1,6 +1,6 @@
-"""The writer's transport on a Redis Cluster: each round trip split by the primary that owns
-each key's slot (``state/routing.py``); the batches, scripts and guarantees are the writer's
-(``state/writer.py``), the same as on one Redis.
+"""The transport on a Redis Cluster: each round trip split by the primary that owns each key's
+slot (``state/routing.py``); the batches, scripts and guarantees are the writer's
+(``state/writer.py``) and the reader's (``state/reader.py``), the same as on one Redis.
 
 What changes on a cluster, and why:
 
@@ -29,6 +29,11 @@ What changes on a cluster, and why:
   primary found unreachable is left out of the following batches until it answers a ``PING``
   (``_take_back``), so a frozen node costs one timeout, not one per batch. Only when every
   primary is unreachable does the batch wait, as on one Redis.
+- *A registry read may be answered from memory.* The reader's round trips (``send``) read a
+  device's keys and, beside them, its client's (whether it exists, its device set), which live
+  in another slot: when the primary of those cannot be reached, their last answer, up to
+  ``STALE_S`` old, stands in, so that a device on a healthy node still answers while the node
+  of its client is down. One Redis needs none: it answers whole or not at all.
 """
 
 from __future__ import annotations
@@ -36,16 +41,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from state import keys
 from state.errors import UNREACHABLE, StoreUnavailable
 from state.routing import Routed, answers, send_routed
-from state.transport import DEFERRED, Answered, Primary, Trip
+from state.transport import DEFERRED, Answered, OneRedis, Primary, Transport, Trip
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,10 @@ _PROBE_EVERY_S = 0.5
 a batch: between batches nothing needs it)."""
 _PROBE_TIMEOUT_S = 0.2
 """How long that ``PING`` may take."""
+STALE_S = 60.0
+"""How old a read's last answer may be to stand in while its primary is unreachable."""
+_STALE_KEPT = 4096
+"""Reads whose last answer is kept (the oldest kept is dropped first)."""
 
 
 class ClusterTransport:
@@ -63,11 +74,14 @@ class ClusterTransport:
 
     window = 1
 
-    def __init__(self, cluster: RedisCluster) -> None:
+    def __init__(self, cluster: RedisCluster, clock: Callable[[], float] = time.monotonic) -> None:
         self._cluster = cluster
+        self._clock = clock
         self._tags: dict[str, str] = {}
         self._left_out: dict[str, _LeftOut] = {}
         """Primaries (by name) found unreachable, until a probe of theirs is answered."""
+        self._stale: OrderedDict[bytes, tuple[Any, float]] = OrderedDict()
+        """The reads sent with ``stale_ok``: a command -> its last answer and when (``send``)."""
 
     @property
     def store(self) -> RedisCluster:
@@ -128,6 +142,38 @@ class ClusterTransport:
     def leaving_out(self) -> bool:
         return bool(self._left_out)
 
+    async def send(
+        self,
+        commands: Sequence[bytes],
+        routes: Sequence[str],
+        raw_from: int | None = None,
+        stale_ok: Sequence[int] = (),
+    ) -> list[Any]:
+        """A primary that cannot be reached is not left out by the reader's reads: the next
+        request tries it again, as one Redis's would."""
+        routed = [Routed(k, c) for k, c in zip(routes, commands, strict=True)]
+        replies = await send_routed(self._cluster, routed, raw_from=raw_from)
+        if stale_ok:
+            self._stand_in(commands, replies, stale_ok)
+        return replies
+
+    def _stand_in(
+        self, commands: Sequence[bytes], replies: list[Any], reads: Sequence[int]
+    ) -> None:
+        """Remember the answers of the ``reads`` (indexes in ``commands``), and put the last
+        one, up to ``STALE_S`` old, in place of the error of a read whose primary could not be
+        reached."""
+        now = self._clock()
+        for i in reads:
+            known = self._stale.get(commands[i])
+            if isinstance(replies[i], UNREACHABLE):
+                if known is not None and now - known[1] <= STALE_S:
+                    replies[i] = known[0]
+            elif not isinstance(replies[i], Exception):
+                self._stale[commands[i]] = (replies[i], now)
+                if len(self._stale) > _STALE_KEPT:
+                    self._stale.popitem(last=False)
+
     def _failures(self, replies: list[Any], sent: list[Routed]) -> set[int]:
         """The slots of the commands whose primary could not be reached (now left out)."""
         failed: set[int] = set()
@@ -146,7 +192,7 @@ class ClusterTransport:
                 "Redis Cluster primary %s unreachable (%s): its devices wait, the others go on",
                 name, error,
             )  # fmt: skip
-            self._left_out[name] = _LeftOut()
+            self._left_out[name] = _LeftOut(self._clock())
 
     async def _take_back(self) -> None:
         """Take back the primaries left out that answer a ``PING`` now (one each
@@ -158,9 +204,9 @@ class ClusterTransport:
             node = next((nodes[0] for nodes in slots.values() if nodes and nodes[0].name == name),
                         None)  # fmt: skip
             if node is not None:
-                if time.monotonic() - left.probed < _PROBE_EVERY_S:
+                if self._clock() - left.probed < _PROBE_EVERY_S:
                     continue
-                left.probed = time.monotonic()
+                left.probed = self._clock()
                 try:
                     if not await asyncio.wait_for(answers(node), _PROBE_TIMEOUT_S):
                         continue
@@ -184,7 +230,7 @@ class ClusterTransport:
 class _LeftOut:
     """A primary left out, and when a ``PING`` was last sent to see whether it is back."""
 
-    probed: float = field(default_factory=time.monotonic)
+    probed: float
 
 
 def _owner(cluster: RedisCluster, tag: str) -> ClusterNode:
@@ -197,3 +243,9 @@ def _tag_for(cluster: RedisCluster, node: ClusterNode) -> str:
         if _owner(cluster, tag) == node:
             return tag
     raise RuntimeError(f"no hash tag found for {node.name}")
+
+
+def transport_for(redis: Redis | RedisCluster) -> Transport:
+    """The transport of ``redis``: a cluster's or one Redis's (the writer's and the reader's
+    one choice between them)."""
+    return ClusterTransport(redis) if isinstance(redis, RedisCluster) else OneRedis(redis)

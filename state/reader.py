@@ -1,9 +1,10 @@
 """Answering the API's queries (state/queries.py), each in one round trip: the series, the
-comparison and the ranking it asks for by meaning, a token's grant, a client's clients."""
+comparison and the ranking it asks for by meaning, a token's grant, a client's clients. The
+round trips go through the transport of the store (state/transport.py), one Redis's or a
+cluster's, the same code for both."""
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,10 +13,9 @@ from typing import Any
 import numpy as np
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from state import fleet, keys, resp
+from state.cluster_transport import transport_for
 from state.dates import previous_range
 from state.errors import unavailable_on_failure
 from state.gate import Gate
@@ -32,8 +32,7 @@ from state.queries import (
 )
 from state.read_plans import RankingPlan, SeriesPlan, ranking_plan, series_plan, whole_plan
 from state.registry import Client, Registry, TokenGrant
-from state.routing import Routed, send_routed
-from state.scripts import Scripts
+from state.scripts import Scripts, raise_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,11 +60,6 @@ class _Fleet:
         return cls(len(owned), indexed, devices, positions, size)
 
 
-STALE_S = 60.0
-"""How old a client's last answer may be to stand in while its node is down."""
-_STALE_KEPT = 4096
-_UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError)
-
 _FLEETS_KEPT = 64
 """Clients whose ``_Fleet`` a Reader remembers (about 1 MB for one of 10,000 devices)."""
 
@@ -81,12 +75,12 @@ def _hash_fields(reply: Any) -> dict[str, str]:
 class Reader:
     def __init__(self, redis: Redis | RedisCluster, gate: Gate | None = None) -> None:
         self._redis: Any = redis
+        """The client, for the typed one-off commands (a ping, a token's grant, a timezone, the
+        registry's lists): redis-py routes and decodes those, one command each."""
         self._gate = gate or Gate(size=64, wait_s=5.0)
-        self._cluster = redis if isinstance(redis, RedisCluster) else None
+        self._transport = transport_for(redis)
         self._scripts = Scripts.register(redis)
         self._fleets: OrderedDict[str, _Fleet] = OrderedDict()
-        self._stale: OrderedDict[bytes, tuple[Any, float]] = OrderedDict()
-        """Registry reads on a cluster (a command -> its last answer and when), for ``STALE_S``."""
 
     async def ping(self) -> None:
         async with self._gate.slot():
@@ -319,31 +313,19 @@ class Reader:
         raw_from: int | None = None,
         stale_ok: Sequence[int] = (),
     ) -> list[Any]:
-        """Every reply of ``commands``, sent at once (the read script's scratch key is its own,
-        so sending again after a NOSCRIPT is safe). On a Redis Cluster, each goes to the
-        primary of the slot of its key in ``routes`` (state/routing.py), one round trip per
-        node, all at once; the replies from ``raw_from`` on are left undecoded. The commands
-        at ``stale_ok`` read the registry (a token, a client): when their node cannot be
-        reached, their last answer, up to ``STALE_S`` old, stands in, so that a device on a
-        healthy node still answers while the node of its token or client is down."""
+        """Every reply of ``commands``, sent at once through the transport (``Transport.send``:
+        on a Redis Cluster each goes to the primary of the slot of its key in ``routes``); the
+        replies from ``raw_from`` on are left undecoded. The commands at ``stale_ok`` read the
+        registry (a token, a client): on a cluster, when their node cannot be reached, their
+        last answer stands in, so that a device on a healthy node still answers while the node
+        of its token or client is down. Sent again after a NOSCRIPT (``Scripts.reloading``: the
+        read script's scratch key is its own, so that is safe); any other error reply raised."""
 
-        async def send(redis: Any, packed: Sequence[bytes]) -> list[Any]:
-            if self._cluster is None:
-                return await resp.send(redis, packed, raw_from=raw_from)
-            routed = [Routed(k, c) for k, c in zip(routes, packed, strict=True)]
-            replies = await send_routed(self._cluster, routed, raw_from=raw_from)
-            now = time.monotonic()
-            for i in stale_ok:
-                known = self._stale.get(packed[i])
-                if isinstance(replies[i], _UNREACHABLE):
-                    if known is not None and now - known[1] <= STALE_S:
-                        replies[i] = known[0]
-                elif not isinstance(replies[i], Exception):
-                    self._stale[packed[i]] = (replies[i], now)
-                    if len(self._stale) > _STALE_KEPT:
-                        self._stale.popitem(last=False)
+        async def attempt() -> list[Any]:
+            replies = await self._transport.send(commands, routes, raw_from, stale_ok)
+            raise_errors(replies)
             return replies
 
         async with self._gate.slot():
             with unavailable_on_failure():
-                return await self._scripts.send(self._redis, send, commands)
+                return await self._scripts.reloading(self._redis, attempt)

@@ -12,8 +12,6 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-Send = Callable[[Redis, Sequence[bytes]], Awaitable[list[Any]]]
-"""How packed commands reach Redis: ``resp.send`` or ``resp.send_patiently``."""
 T = TypeVar("T")
 
 
@@ -95,14 +93,3 @@ class Scripts:
         except ScriptsMissing:
             await self.load(redis)
         return await attempt()
-
-    async def send(self, redis: Redis, send: Send, commands: Sequence[bytes]) -> list[Any]:
-        """Every reply of ``commands``, which call scripts by SHA only (``reloading``). Any
-        error reply is raised."""
-
-        async def attempt() -> list[Any]:
-            replies = await send(redis, commands)
-            raise_errors(replies)
-            return replies
-
-        return await self.reloading(redis, attempt)

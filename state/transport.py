@@ -1,14 +1,17 @@
-"""How the writer reaches the store: one contract, for one Redis (here) and for a Redis Cluster
-(``state/cluster_transport.py``).
+"""How state/ reaches the store: one contract, for one Redis (here) and for a Redis Cluster
+(``state/cluster_transport.py``; ``transport_for`` picks one), used by the writer and the reader.
 
 A transport sends round trips of packed commands (``state/resp.py``), each command with the
 key that routes it, and hands back their replies in order, error replies in their place. It
 knows "the primaries in use": one Redis is one primary; a cluster's are those it can reach.
-A command whose primary cannot be reached gets ``DEFERRED`` as its reply (only on a cluster:
-one Redis is reached whole or raises), and its part of the store is added to the batch's
-``left_out`` set: the batch leaves it alone until it restarts. The round-trip protocol itself
-(batch markers, positions) is the writer's, written once over the primaries
-(``state/writer.py``).
+A command of the writer whose primary cannot be reached gets ``DEFERRED`` as its reply (only
+on a cluster: one Redis is reached whole or raises), and its part of the store is added to the
+batch's ``left_out`` set: the batch leaves it alone until it restarts. A command of the reader
+(``send``) whose primary cannot be reached gets that primary's error as its reply (one of
+``state.errors.UNREACHABLE``), or, for a read whose last answer may stand in, that answer.
+The round-trip protocol itself (batch markers, positions) is the writer's, written once over
+the primaries (``state/writer.py``); the NOSCRIPT reload, the error replies and the bound on
+round trips in flight are the reader's, written once over ``send`` (``state/reader.py``).
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ Answered = Callable[[int, list[Any]], None]
 
 
 class Transport(Protocol):
-    """Sends the writer's round trips to one Redis or to a cluster's primaries."""
+    """Sends the writer's and the reader's round trips to one Redis or to a cluster's
+    primaries."""
 
     @property
     def store(self) -> Redis | RedisCluster:
@@ -96,6 +100,22 @@ class Transport(Protocol):
 
     def leaving_out(self) -> bool:
         """Whether a primary is left out for now, unreachable."""
+        ...
+
+    async def send(
+        self,
+        commands: Sequence[bytes],
+        routes: Sequence[str],
+        raw_from: int | None = None,
+        stale_ok: Sequence[int] = (),
+    ) -> list[Any]:
+        """Every reply of ``commands``, each routed by its key in ``routes``, sent at once and
+        read within the socket timeout (``resp.send``: for small, bounded requests, the API's
+        503 within 2 s); the replies from ``raw_from`` on are bytes as Redis sent them. The
+        commands of a primary that cannot be reached get its error as their reply (an
+        ``UNREACHABLE``), but those at ``stale_ok`` (reads of what seldom changes: the
+        registry) get their last answer instead while it is recent enough. Nothing is left
+        out by it: it is the reader's, not a batch's."""
         ...
 
 
@@ -129,3 +149,14 @@ class OneRedis:
 
     def leaving_out(self) -> bool:
         return False
+
+    async def send(
+        self,
+        commands: Sequence[bytes],
+        routes: Sequence[str],
+        raw_from: int | None = None,
+        stale_ok: Sequence[int] = (),
+    ) -> list[Any]:
+        """One Redis is reached whole or not at all (``resp.send`` raises): the routes have no
+        use, and no last answer could stand in for a part of it."""
+        return await resp.send(self._redis, commands, raw_from)

@@ -18,13 +18,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from state import keys, resp
 from state.batch import DeviceBatch
-from state.cluster_transport import ClusterTransport
+from state.cluster_transport import transport_for
 from state.dates import month_expires_at
 from state.encoding import EXACT_USERS_LIMIT, user_hashes
 from state.errors import LostWrites, StoreUnavailable, unavailable_on_failure
 from state.fleet import ClientCall, client_calls
 from state.scripts import Scripts, raise_errors
-from state.transport import DEFERRED, OneRedis, Primary, Transport, Trip
+from state.transport import DEFERRED, Primary, Transport, Trip
 from state.write_types import (
     ApplyProgress,
     ApplyResult,
@@ -152,9 +152,7 @@ class Writer:
     """Applies device batches. Safe to call again with the same events: replays are skipped."""
 
     def __init__(self, redis: Redis | RedisCluster, *, fleet: bool = True) -> None:
-        self._transport: Transport = (
-            ClusterTransport(redis) if isinstance(redis, RedisCluster) else OneRedis(redis)
-        )
+        self._transport: Transport = transport_for(redis)
         self._fleet = fleet
         self._scripts = Scripts.register(redis)
         self._known_devices: set[tuple[str, str]] = set()

@@ -11,15 +11,17 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 
-from state import keys, resp
+from state import cluster_transport, keys, resp
 from state.dates import GRANULARITIES, Granularity, buckets
 from state.errors import StoreUnavailable
 from state.queries import Comparison, Period, Ranking, RankingQuery, Series, SeriesQuery
 from state.read_plans import SeriesPlan, series_plan
 from state.reader import Reader
+from state.routing import Routed
 from state.scripts import Scripts
 
 DEVICE = "f1e2d3c4-b5a6-7890-abcd-ef1234567890"
@@ -336,3 +338,34 @@ def test_a_plan_of_a_bucket_list_is_the_plan_of_its_range() -> None:
     assert fresh.users_keys.pack(tag) == cached.users_keys.pack(tag)
     assert fresh.month_keys.pack(tag) == cached.month_keys.pack(tag)
     assert fresh.month_spans == cached.month_spans
+
+
+# --- On a Redis Cluster ----------------------------------------------------------------------
+
+
+def test_on_a_cluster_a_device_answers_while_its_clients_node_is_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same request as on one Redis, routed by its keys; the client's last answer stands in
+    for its node (state/cluster_transport.py)."""
+    down = RedisConnectionError("refused")
+    sent: list[list[Routed]] = []
+    answers = [[1, CLIENT, [5]], [down, CLIENT, [6]], [down, down, [7]]]
+
+    async def send_routed(
+        _: RedisCluster, commands: Sequence[Routed], raw_from: int | None = None
+    ) -> list[Any]:
+        sent.append(list(commands))
+        return answers.pop(0)
+
+    monkeypatch.setattr(cluster_transport, "send_routed", send_routed)
+    reader = Reader(RedisCluster(host="127.0.0.1", port=1))  # never connects
+    asked = query("activity-count", date(2026, 1, 1), date(2026, 1, 1))
+
+    assert series(reader, asked).series.values == [5]
+    assert [r.key for r in sent[0]] == [
+        keys.client(CLIENT), keys.device_meta(DEVICE), keys.device_tag(DEVICE)
+    ]  # fmt: skip
+    assert series(reader, asked).series.values == [6]
+    with pytest.raises(StoreUnavailable):  # the device's owner is not remembered
+        series(reader, asked)
