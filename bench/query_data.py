@@ -320,7 +320,8 @@ async def load_redis_and_pg(
         async def send(letters: Sequence[DeadLetterRecord]) -> None:
             dead.extend(letters)
 
-        processor = build_processor(settings, redis, send, reread=_no_reread)
+        # No Kafka here: the data set is loaded straight into the processor, all of it valid.
+        processor = build_processor(settings, redis, send, reread=_no_reread, refusals=False)
         used_before = int((await redis.info("memory"))["used_memory"])
         with Meter("query: loading Redis and PostgreSQL", DAYS, "days") as loaded:
             stats = await Loader(processor, pg).load(dataset, loaded.advance)

@@ -37,12 +37,15 @@ def build_processor(
     rereading: bool = False,
     clock: Clock = utc_now,
     reread: Reread | None = None,
+    refusals: bool = True,
 ) -> BatchProcessor:
     """The processor that applies ``settings.topic`` to ``store`` (``state.connection.open_store``,
     closed by the caller). ``send`` takes the dead letters (the worker's producer; replay counts
     them, since the dead-letter topic already holds them). ``rereading``: every batch reads
     offsets read before, so every event is checked against the refusals of earlier readings.
-    ``reread``: how a gap in a partition is read again (default: from ``settings``' Kafka)."""
+    ``reread``: how a gap in a partition is read again (default: from ``settings``' Kafka).
+    ``refusals`` off: nothing was refused before (a loader of events it generated valid), so
+    Kafka's dead letters are never read back."""
     kafka = settings.kafka_connection()
     return BatchProcessor(
         registry=Registry(store),
@@ -55,6 +58,6 @@ def build_processor(
         metrics=metrics,
         limits=settings.message_limits(),
         register_unknown=settings.unknown_clients == "register",
-        refusals=Refusals(kafka, settings.topic, settings.dlq_topic),
+        refusals=Refusals(kafka, settings.topic, settings.dlq_topic) if refusals else None,
         rereading=rereading,
     )
