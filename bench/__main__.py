@@ -30,7 +30,11 @@ async def _sections(args: argparse.Namespace, run_dir: Path) -> dict[str, object
         if "query" in args.sections or "clickhouse" in args.sections:
             # The columnar peer's queries need the API's, on the same data and in the same run.
             peers = (clickhouse.measure,) if "clickhouse" in args.sections else ()
-            results.update(await query.run(endpoints.redis_url, run_dir, args.quick, peers))
+            results.update(
+                await query.run(
+                    endpoints.redis_url, run_dir, args.quick, peers, endpoints.kafka_bootstrap
+                )
+            )
         if "fleet" in args.sections:
             results.update(await fleet.run(endpoints.redis_url, run_dir, args.quick))
         if "cluster" in args.sections:

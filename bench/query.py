@@ -190,9 +190,14 @@ context and the data set's device-days, and returns its figures."""
 
 
 async def run(
-    redis_url: str, run_dir: Path, quick: bool, peers: tuple[Peer, ...] = ()
+    redis_url: str,
+    run_dir: Path,
+    quick: bool,
+    peers: tuple[Peer, ...] = (),
+    kafka_bootstrap: str = "localhost:9092",
 ) -> dict[str, object]:
-    """The query and memory section. Flushes the Redis at ``redis_url`` (the bench's own).
+    """The query and memory section. Flushes the Redis at ``redis_url`` (the bench's own);
+    ``kafka_bootstrap``: the bench's Kafka, where the loading processor looks for dead letters.
     ``peers`` run after the API and the SQL baseline, PostgreSQL still up but idle.
 
     Figures (flat): ``query_rps``, ``query_p50_ms``, ``query_p99_ms`` (one API process, 90-day
@@ -208,7 +213,7 @@ async def run(
     postgres = PostgresServer(run_dir, free_port())
     try:
         await waiting("query: starting PostgreSQL", asyncio.to_thread(postgres.start))
-        token, results = await load_redis_and_pg(redis_url, postgres.dsn, dataset)
+        token, results = await load_redis_and_pg(redis_url, postgres.dsn, dataset, kafka_bootstrap)
         ctx = Context(mode, dataset, redis_url, postgres, token, devices_file, run_dir)
         results.update(await measure_queries(ctx))
         for peer in peers:

@@ -300,13 +300,15 @@ async def redis_key_bytes(redis: Redis, dataset: Dataset, devices: int) -> tuple
 
 
 async def load_redis_and_pg(
-    redis_url: str, pg_dsn: str, dataset: Dataset
+    redis_url: str, pg_dsn: str, dataset: Dataset, kafka_bootstrap: str = "localhost:9092"
 ) -> tuple[str, dict[str, object]]:
-    """Flush Redis, register the clients, load both stores; returns the token and the figures."""
+    """Flush Redis, register the clients, load both stores; returns the token and the figures.
+    ``kafka_bootstrap``: where the processor reads earlier refusals (dead letters) from, the
+    bench's own Kafka (there are none: every event of the data set is valid)."""
     # The device keys alone: the fleet keys are measured apart (bench/fleet.py).
     settings = WorkerSettings(
         redis_url=redis_url, redis_cluster=False, redis_timeout_s=60.0, fleet_aggregates=False,
-        default_timezone="UTC", retention_days=400,
+        default_timezone="UTC", retention_days=400, kafka_bootstrap=kafka_bootstrap,
     )  # fmt: skip
     redis = connect(settings)
     pg = await asyncpg.connect(pg_dsn)
