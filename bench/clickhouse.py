@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import shutil
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import chdb  # type: ignore[import-untyped]
+import httpx
 
 from bench import dataset as ingest_data
 from bench.ch_api import DATABASE, PATH_ENV, TABLE_ENV, Table, schema_sql
@@ -49,6 +52,8 @@ INGEST_BATCH_ROWS = 10_000
 """Rows per INSERT: ClickHouse's advice is thousands or more per insert, never one."""
 INGEST_SEED = 4
 INGEST_DEVICES = 10_000
+ONE_CLIENT_REQUESTS = 200
+"""Requests of the one-client latency, one after the other (the issue's hand measurement)."""
 NULL = "\\N"
 """NULL in ClickHouse's TSV."""
 
@@ -217,13 +222,35 @@ async def _no_store_cpu() -> float:
     return 0.0
 
 
+async def one_client_ms(server: HttpServer, ctx: Context) -> tuple[float, float]:
+    """p50 and p99 of ``ONE_CLIENT_REQUESTS`` 90-day daily series of random devices (both
+    metrics in turn), asked by one client one after the other: latency without queueing."""
+    rng = random.Random(ctx.dataset.seed)
+    took = []
+    async with httpx.AsyncClient(timeout=30) as http:
+        for n in range(ONE_CLIENT_REQUESTS):
+            device = rng.choice(ctx.dataset.devices)
+            metric = ("activity-count", "user-count")[n % 2]
+            path = (
+                f"/v2/clients/{device.client_id}/analytics/devices/{device.device_id}/activity"
+                f"?metric={metric}&granularity=daily"
+                f"&start_date={ctx.dataset.first_day}&end_date={ctx.dataset.last_day}"
+            )
+            started = time.perf_counter()
+            (await http.get(server.url + path)).raise_for_status()
+            took.append(1000 * (time.perf_counter() - started))
+    cuts = statistics.quantiles(took, n=100)
+    return round(cuts[49], 3), round(cuts[98], 3)
+
+
 async def measure(ctx: Context, device_days: int) -> dict[str, object]:
     """Load the query data set (``device_days`` device-days in Redis), then put each table's
     server under the query section's load.
 
     Figures: ``ch_raw_*`` and ``ch_rollup_*`` as the query section's (rps, p50, p99, CPU per
     request, latency curve), ``ch_*_bytes_per_device_day`` on disk, ``..._memory_...`` (primary
-    key and marks), ``..._uncompressed_...``; ``ch_checked_requests``.
+    key and marks), ``..._uncompressed_...``; ``ch_*_one_client_p50_ms`` and ``_p99_ms``;
+    ``ch_checked_requests``.
     """
     path = ctx.run_dir / "clickhouse"
     results: dict[str, object] = {}
@@ -245,6 +272,9 @@ async def measure(ctx: Context, device_days: int) -> dict[str, object]:
                         check_same_answers(api, ch, ctx.token, ctx.dataset),
                     )
                     results |= flat(f"ch_{table}", await drive(ch, daily, ctx.mode, _no_store_cpu))
+                    p50, p99 = await one_client_ms(ch, ctx)
+                    results[f"ch_{table}_one_client_p50_ms"] = p50
+                    results[f"ch_{table}_one_client_p99_ms"] = p99
         results["ch_checked_requests"] = checked
     finally:
         shutil.rmtree(path, ignore_errors=True)

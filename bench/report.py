@@ -384,6 +384,15 @@ def _clickhouse_section(results: dict[str, Any]) -> list[str]:
             " page cache). Redis, for comparison: the Memory section.",
             "",
         ]
+    if "ch_rollup_one_client_p50_ms" in results:
+        out += [
+            "One client asking one request after the other (no queueing), 90-day daily series:"
+            f" raw p50 {results['ch_raw_one_client_p50_ms']} ms, p99"
+            f" {results['ch_raw_one_client_p99_ms']} ms; rollup p50"
+            f" {results['ch_rollup_one_client_p50_ms']} ms, p99"
+            f" {results['ch_rollup_one_client_p99_ms']} ms.",
+            "",
+        ]
     return out
 
 
