@@ -10,7 +10,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import accuracy, cluster, fleet, freshness, ingest, pressure, query, report
+from bench import accuracy, clickhouse, cluster, fleet, freshness, ingest, pressure, query, report
 from bench.common import local_stack
 
 log = logging.getLogger("bench")
@@ -25,8 +25,12 @@ async def _sections(args: argparse.Namespace, run_dir: Path) -> dict[str, object
             results.update(await ingest.run(endpoints, run_dir, args.quick, now, only))
         if "freshness" in args.sections:
             results.update(await freshness.run(endpoints, run_dir, args.quick, now))
-        if "query" in args.sections:
-            results.update(await query.run(endpoints.redis_url, run_dir, args.quick))
+        if "clickhouse" in args.sections:
+            results.update(await clickhouse.ingest(run_dir, args.quick, now))
+        if "query" in args.sections or "clickhouse" in args.sections:
+            # The columnar peer's queries need the API's, on the same data and in the same run.
+            peers = (clickhouse.measure,) if "clickhouse" in args.sections else ()
+            results.update(await query.run(endpoints.redis_url, run_dir, args.quick, peers))
         if "fleet" in args.sections:
             results.update(await fleet.run(endpoints.redis_url, run_dir, args.quick))
         if "cluster" in args.sections:
@@ -42,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--quick", action="store_true", help="a smaller run, under 3 minutes")
     parser.add_argument(
-        "--sections", default="ingest,freshness,query,fleet,cluster,pressure,accuracy"
+        "--sections", default="ingest,freshness,clickhouse,query,fleet,cluster,pressure,accuracy"
     )
     parser.add_argument(
         "--contenders",

@@ -26,6 +26,7 @@ import random
 import shutil
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -183,8 +184,19 @@ async def measure_queries(ctx: Context) -> dict[str, object]:
     return results
 
 
-async def run(redis_url: str, run_dir: Path, quick: bool) -> dict[str, object]:
-    """The query and memory section. Flushes the Redis at ``redis_url`` (the bench's own).
+Peer = Callable[["Context", int], Awaitable[dict[str, object]]]
+"""Another store measured on the same data set and load (bench/clickhouse.py): it is given the
+context and the data set's device-days, and returns its figures."""
+
+
+async def run(
+    redis_url: str,
+    run_dir: Path,
+    quick: bool,
+    peers: tuple[Peer, ...] = (),
+) -> dict[str, object]:
+    """The query and memory section. Flushes the Redis at ``redis_url`` (the bench's own);
+    ``peers`` run after the API and the SQL baseline, PostgreSQL still up but idle.
 
     Figures (flat): ``query_rps``, ``query_p50_ms``, ``query_p99_ms`` (one API process, 90-day
     daily series of both metrics), ``query_rps_per_core`` (all workers of the API with one
@@ -202,6 +214,8 @@ async def run(redis_url: str, run_dir: Path, quick: bool) -> dict[str, object]:
         token, results = await load_redis_and_pg(redis_url, postgres.dsn, dataset)
         ctx = Context(mode, dataset, redis_url, postgres, token, devices_file, run_dir)
         results.update(await measure_queries(ctx))
+        for peer in peers:
+            results.update(await peer(ctx, int(str(results["query_device_days"]))))
     finally:
         postgres.stop()
         shutil.rmtree(postgres.data_dir, ignore_errors=True)  # about 0.5 GB at full size

@@ -36,6 +36,20 @@ LATEST_KEYS = (
     "sql_p99_ms",
     "redis_bytes_per_device_day",
     "pg_bytes_per_device_day",
+    "ch_ingest_eps",
+    "ch_ingest_cpu_us_per_event",
+    "ch_raw_rps",
+    "ch_raw_p50_ms",
+    "ch_raw_p99_ms",
+    "ch_raw_server_cpu_ms_per_request",
+    "ch_raw_bytes_per_device_day",
+    "ch_raw_memory_bytes_per_device_day",
+    "ch_rollup_rps",
+    "ch_rollup_p50_ms",
+    "ch_rollup_p99_ms",
+    "ch_rollup_server_cpu_ms_per_request",
+    "ch_rollup_bytes_per_device_day",
+    "ch_rollup_memory_bytes_per_device_day",
     "rank_activity_p99_ms",
     "rank_users_p99_ms",
     "fleet_series_p99_ms",
@@ -64,6 +78,9 @@ TARGETS: tuple[tuple[str, str, float, bool], ...] = (
     ("query_vs_sql", "API req/s / SQL baseline req/s", 10, True),
     ("redis_bytes_per_device_day", "Redis bytes per device-day", 400, False),
     ("pg_vs_redis_bytes", "PostgreSQL bytes / Redis bytes per device-day", 20, True),
+    ("query_vs_ch_rollup_rps", "API req/s / ClickHouse rollup req/s", 5, True),
+    ("ch_rollup_vs_query_p99", "ClickHouse rollup p99 / API p99 (above 1: API lower)", 1, True),
+    ("ch_rollup_disk_vs_redis_bytes", "ClickHouse rollup on disk / Redis, bytes", 1, True),
     ("rank_activity_p99_ms", "ranking p99 (ms), activity, 10,000 devices, 90 days", 50, False),
     ("rank_users_p99_ms", "ranking p99 (ms), users, 10,000 devices, 90 days", 250, False),
     ("fleet_series_p99_ms", "client-wide 90-day series p99 (ms)", 10, False),
@@ -103,6 +120,14 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
         "ingest_fleet_vs_nofleet": ("ingest_eps", "ingest_nofleet_eps"),
         "query_vs_sql": ("query_rps", "sql_rps"),
         "pg_vs_redis_bytes": ("pg_bytes_per_device_day", "redis_bytes_per_device_day"),
+        "query_vs_ch_rollup_rps": ("query_rps", "ch_rollup_rps"),
+        "query_vs_ch_raw_rps": ("query_rps", "ch_raw_rps"),
+        "ch_rollup_vs_query_p99": ("ch_rollup_p99_ms", "query_p99_ms"),
+        "ch_rollup_disk_vs_redis_bytes": (
+            "ch_rollup_bytes_per_device_day",
+            "redis_bytes_per_device_day",
+        ),
+        "ingest_vs_ch_ingest": ("ingest_eps", "ch_ingest_eps"),
     }
     return {
         name: round(results[a] / results[b], 2)
@@ -201,7 +226,8 @@ def _markdown(results: dict[str, Any], quick: bool, started: datetime, charts: l
             f"| {'yes' if met else '**no**'} |"
         )
     out += _ingest_section(results) + _freshness_section(results) + _query_section(results)
-    out += _memory_section(results) + _pressure_section(results) + _accuracy_section(results)
+    out += _memory_section(results) + _clickhouse_section(results)
+    out += _pressure_section(results) + _accuracy_section(results)
     out += ["## Charts", ""] + [f"![{c}]({c})" for c in charts] + [""]
     return "\n".join(out)
 
@@ -277,6 +303,8 @@ def _query_section(results: dict[str, Any]) -> list[str]:
         ("API, daily and weekly mix", "query_mix"),
         ("seed SQL, daily and weekly mix", "sql_mix"),
         ("seed SQL, 1 process per core", "sql_per_core"),
+        ("ClickHouse raw MergeTree (chdb), 1 process", "ch_raw"),
+        ("ClickHouse rollup (chdb), 1 process", "ch_rollup"),
     )
     for label, prefix in rows:
         if f"{prefix}_rps" not in results:
@@ -306,6 +334,66 @@ def _memory_section(results: dict[str, Any]) -> list[str]:
         f" {results['pg_bytes_per_device_day']} bytes per device-day (table and index).",
         "",
     ]
+
+
+def _clickhouse_section(results: dict[str, Any]) -> list[str]:
+    if "ch_rollup_rps" not in results and "ch_ingest_eps" not in results:
+        return []
+    out = [
+        "## The columnar peer (ClickHouse through chdb)",
+        "",
+        "The same events in ClickHouse, in-process (chdb): a raw `MergeTree` ordered by"
+        " `(device_id, generated_at_utc)` and an `AggregatingMergeTree` per client, device and"
+        " local day (`sumState`, `uniqExactState`) filled by a materialized view, each behind"
+        " the SQL baseline's route and body (bench/ch_api.py), checked against the API's"
+        " answers, under the same wrk load. chdb runs in the server process: its CPU per request"
+        " is all of the peer's (in the server column). chdb serves concurrent requests: each"
+        " process holds 4 connections to the same path, one query at a time each, in threads"
+        " (a single connection serialises its queries).",
+        "",
+    ]
+    if "ch_ingest_eps" in results:
+        out += [
+            f"Ingest: {results['ch_ingest_events']:,} heartbeats (the ingest section's), as JSON"
+            f" rows in inserts of {results['ch_ingest_batch_rows']:,} into a `Null` table whose"
+            f" view fills the rollup: {_num(results['ch_ingest_eps'])} events/s,"
+            f" {results['ch_ingest_cpu_us_per_event']} µs CPU per event (the whole process)."
+            + (
+                f" Our worker: {_num(results['ingest_eps'])} events/s from Kafka (ratio"
+                f" {results['ingest_vs_ch_ingest']}); no goal is set for this gap."
+                if "ingest_vs_ch_ingest" in results
+                else ""
+            ),
+            "",
+        ]
+    if "ch_rollup_bytes_per_device_day" in results:
+        out += [
+            "| table | bytes per device-day on disk | uncompressed | primary key and marks |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, prefix in (("raw MergeTree", "ch_raw"), ("rollup", "ch_rollup")):
+            out.append(
+                f"| {name} | {results[f'{prefix}_bytes_per_device_day']}"
+                f" | {results[f'{prefix}_uncompressed_bytes_per_device_day']}"
+                f" | {results[f'{prefix}_memory_bytes_per_device_day']} |"
+            )
+        out += [
+            "",
+            "On disk: `bytes_on_disk` of the active parts after `OPTIMIZE FINAL`; in memory: the"
+            " parts' primary key and marks (what stays resident; the data is read through the"
+            " page cache). Redis, for comparison: the Memory section.",
+            "",
+        ]
+    if "ch_rollup_one_client_p50_ms" in results:
+        out += [
+            "One client asking one request after the other (no queueing), 90-day daily series:"
+            f" raw p50 {results['ch_raw_one_client_p50_ms']} ms, p99"
+            f" {results['ch_raw_one_client_p99_ms']} ms; rollup p50"
+            f" {results['ch_rollup_one_client_p50_ms']} ms, p99"
+            f" {results['ch_rollup_one_client_p99_ms']} ms.",
+            "",
+        ]
+    return out
 
 
 def _pressure_section(results: dict[str, Any]) -> list[str]:
