@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -172,9 +172,11 @@ async def wait_applied(
     deadline_s: float,
     alive: list[Child] | None = None,
     label: str = "",
+    on_first: Callable[[], object] | None = None,
 ) -> Progress:
     """Poll the applied positions of ``topic`` until every partition reached its end offset,
-    showing them as messages applied under ``label`` (default: the topic).
+    showing them as messages applied under ``label`` (default: the topic); ``on_first`` is
+    called once the first batch is applied (the consumers have started and joined).
 
     The positions are written by state/ in the same Redis transaction as the counters they
     cover, so "position at end" means "Redis holds every event". On a Redis Cluster they are
@@ -196,6 +198,8 @@ async def wait_applied(
             applied = sum(int(v) + 1 for v in values if v is not None)
             if first is None and applied:
                 first = (now, applied)
+                if on_first is not None:
+                    on_first()
             meter.update(applied)  # reaches the display a few times a second at most
             if applied >= total and first is not None:
                 return Progress(first[0], now, first[1], total)

@@ -37,6 +37,7 @@ from bench.common import (
     worker_env,
 )
 from bench.dataset import Dataset, generate, produce, register_clients, verify
+from bench.flame import flame_graph
 from devact.progress import Meter
 from devtools.services import Endpoints
 from devtools.services.redis_cluster import LocalRedisCluster, consecutive_free_ports
@@ -110,6 +111,11 @@ CONTENDERS = (
 )
 
 
+PROFILED = Contender("ingest_profiled", "devact worker (Faust), 1 process", 1, batched=False)
+"""The worker as deployed, run once more under py-spy after the measured runs, in a consumer
+group of its own (so it reads the topic from the start)."""
+
+
 async def run(
     endpoints: Endpoints,
     run_dir: Path,
@@ -150,11 +156,26 @@ async def run(
             stores[True] = (connect_cluster(StoreSettings(redis_url=cluster.url)), cluster.url)
         try:
             runs = await _races(chosen, stores, endpoints, topics, ends, run_dir, now, results)
+            if isinstance(results.get("ingest_eps"), float | int):
+                store, url = stores[False]
+                topic, data = topics[False]
+                graph = run_dir / "flame-worker.svg"
+                with Meter(f"ingest: {PROFILED.label}, profiled (figures not kept)"):
+                    await _race(
+                        PROFILED, store, url, endpoints, topic, data, ends[topic], run_dir, now,
+                        graph,
+                    )  # fmt: skip
+                if graph.exists():
+                    results["flame_graphs"] = {"worker": str(graph)}
         finally:
             for store, _ in stores.values():
                 await store.aclose()
     results["ingest_runs"] = runs
     results.update(_fleet_cost(runs))
+    worker = next((r for r in runs if r["key"] == "ingest_eps" and r["finished"]), None)
+    if worker is not None:
+        results["ingest_worker_cpu_us"] = worker["cpu_us_per_event"]
+        results["ingest_redis_cpu_us"] = worker["redis_cpu_us_per_event"]
     return results
 
 
@@ -215,7 +236,10 @@ async def _race(
     ends: dict[int, int],
     run_dir: Path,
     now: datetime,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
+    """One contender's run; with ``profile``, its first process's flame graph is written there
+    (``bench/flame.py``)."""
     await redis.flushall()
     await register_clients(redis, data.clients, now)
     commands = contender.commands(endpoints, topic, run_dir, redis_url)
@@ -223,10 +247,15 @@ async def _race(
     redis_cpu = sum(_process_cpu_s(pid) for pid in redis_pids)
     launched = time.monotonic()
     per_message = data.events / sum(ends.values())
-    with children(*commands, logs=run_dir / "logs") as procs:
+    with children(*commands, logs=run_dir / "logs") as procs, contextlib.ExitStack() as spying:
+
+        def profiling() -> None:  # from the first batch on: start-up is not the steady state
+            if profile is not None:
+                spying.enter_context(flame_graph(procs[0].process.pid, profile))
+
         try:
             progress = await wait_applied(
-                redis, topic, ends, RUN_DEADLINE_S, alive=procs, label=contender.key
+                redis, topic, ends, RUN_DEADLINE_S, procs, contender.key, profiling
             )
         except NotFinished as late:
             return {

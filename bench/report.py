@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import textwrap
 from datetime import datetime
@@ -21,6 +22,8 @@ import matplotlib.pyplot as plt
 RESULTS = Path(__file__).resolve().parent / "results"
 LATEST_KEYS = (
     "ingest_eps",
+    "ingest_worker_cpu_us",
+    "ingest_redis_cpu_us",
     "ingest_raw_eps",
     "ingest_quix_eps",
     "ingest_2w_eps",
@@ -67,7 +70,9 @@ LATEST_KEYS = (
 # (figure, goal, higher is better): the issue's targets, for the summary table.
 TARGETS: tuple[tuple[str, str, float, bool], ...] = (
     ("ingest_eps", "events/s, one worker, one heartbeat per message", 50_000, True),
-    ("ingest_vs_raw", "worker / bare aiokafka loop", 0.5, True),
+    ("ingest_worker_cpu_us", "worker CPU per event (us), one worker", 10, False),
+    ("ingest_redis_cpu_us", "Redis CPU per event (us), one worker", 8, False),
+    ("ingest_vs_raw", "worker / bare aiokafka loop", 0.95, True),
     ("ingest_vs_quix", "worker / Quix Streams app", 1.0, True),
     ("ingest_batched_eps", "events/s, arrays of 100", 200_000, True),
     ("ingest_fleet_vs_nofleet", "worker / the same without fleet aggregates", 0.85, True),
@@ -154,8 +159,9 @@ def write(results: dict[str, Any], quick: bool, started: datetime) -> Path:
     (out / "latest.json").write_text(json.dumps(latest, indent=2) + "\n")
     (out / "details.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     charts = _charts(results, out)
+    graphs = _flame_graphs(results, out)
     report = out / "report.md"
-    report.write_text(_markdown(results, quick, started, charts))
+    report.write_text(_markdown(results, quick, started, charts, graphs))
     return report
 
 
@@ -198,7 +204,24 @@ def _charts(results: dict[str, Any], out: Path) -> list[str]:
     return made
 
 
-def _markdown(results: dict[str, Any], quick: bool, started: datetime, charts: list[str]) -> str:
+def _flame_graphs(results: dict[str, Any], out: Path) -> dict[str, str]:
+    """The flame graphs of the run (``bench/flame.py``), copied beside the report: a process's
+    name -> the file's name there."""
+    copied = {}
+    for name, made in (results.get("flame_graphs") or {}).items():
+        target = out / f"flame-{name}.svg"
+        shutil.copyfile(made, target)
+        copied[name] = target.name
+    return copied
+
+
+def _markdown(
+    results: dict[str, Any],
+    quick: bool,
+    started: datetime,
+    charts: list[str],
+    graphs: dict[str, str],
+) -> str:
     out = [
         "# device-activity benchmark",
         "",
@@ -229,6 +252,16 @@ def _markdown(results: dict[str, Any], quick: bool, started: datetime, charts: l
     out += _memory_section(results) + _clickhouse_section(results)
     out += _pressure_section(results) + _accuracy_section(results)
     out += ["## Charts", ""] + [f"![{c}]({c})" for c in charts] + [""]
+    if graphs:
+        out += [
+            "## Flame graphs",
+            "",
+            "Where each process spends its CPU under the bench's load, sampled by py-spy in a"
+            " pass of its own after the measured ones (open the SVG in a browser: a frame's width"
+            " is its share of the samples; click to zoom):",
+            "",
+        ]
+        out += [f"- [{name}]({file})" for name, file in graphs.items()] + [""]
     return "\n".join(out)
 
 
