@@ -46,6 +46,19 @@ def bearer_token(headers: Any) -> str:
     return token
 
 
+def query_args(query: str) -> dict[str, str]:
+    """The query's parameters, the last of each name, as Starlette's ``QueryParams`` reads them
+    (``parse_qsl`` keeping blank values); without its unquoting when nothing is quoted."""
+    if "%" in query or "+" in query:
+        return dict(parse_qsl(query, keep_blank_values=True))
+    args: dict[str, str] = {}
+    for pair in query.split("&"):
+        if pair:
+            name, _, value = pair.partition("=")
+            args[name] = value
+    return args
+
+
 class SeriesFastPath:
     def __init__(self, app: ASGIApp, routes: list[APIRoute]) -> None:
         self.app = app
@@ -74,7 +87,7 @@ class SeriesFastPath:
         scope["path_params"] = {**scope.get("path_params", {}), **params}
         try:
             token = bearer_token(scope["headers"])
-            args = dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+            args = query_args(scope["query_string"].decode("latin-1"))
             state = scope["app"].state
             response = await series_answer(
                 params, args, token, state.auth, state.reader, state.settings

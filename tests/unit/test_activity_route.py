@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.datastructures import QueryParams
 
 from api import fast_path
 from api.app import create_app
@@ -433,3 +434,22 @@ def test_a_get_of_a_series_is_answered_by_the_lean_path_and_other_methods_are_no
         app.dependency_overrides[get_reader] = lambda: reader
         assert client.get(PATH, params=query, headers=AUTH).status_code == 200
         assert len(answered) == 3
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "a=1",
+        "a=1&b=2&a=3",
+        "a&b=&=c&&d==e",
+        "metric=activity-count&start_date=2026-01-01&end_date=2026-03-31&granularity=daily",
+        "a=%41%2B+b&c+d=%zz&e=%E2%82%AC",
+        "a=1;b=2&c",
+        "&&&",
+        "x=\u00e9&y=\u00ff",
+    ],
+)
+def test_the_lean_paths_query_is_starlettes(query: str) -> None:
+    raw = query.encode("utf-8").decode("latin-1")
+    assert fast_path.query_args(raw) == dict(QueryParams(query.encode("utf-8")))
