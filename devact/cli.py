@@ -127,8 +127,10 @@ class ApiServer(StrEnum):
 
 
 DEFAULT_API_SERVER = ApiServer.uvicorn
-"""The one that answered the most series per second on one process (bench/query.py measures
-both side by side: query_uvicorn_rps, query_granian_rps)."""
+"""The default stays uvicorn unless granian answers more than 10% more series per second on one
+process (bench/query.py measures both in the same run: query_uvicorn_*, query_granian_*). Issue
+22's runs: granian never did, and cost more API CPU per request in three runs of four (0.57 to
+0.64 ms against uvicorn's 0.46 to 0.64)."""
 
 
 @app.command()
