@@ -15,12 +15,13 @@ from api.access_log import AccessLog
 from api.auth import Authenticator
 from api.docs import docs_router
 from api.errors import install_error_handlers
+from api.fast_path import SeriesFastPath
 from api.head import HeadAsGet
 from api.live import LiveHub
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.overload import InFlightLimit
 from api.request_id import RequestIdMiddleware
-from api.routes import STATIC, router
+from api.routes import STATIC, router, series_routes
 from api.security_headers import SecurityHeaders
 from api.settings import ApiSettings
 from state.connection import open_store
@@ -81,10 +82,14 @@ def create_app(settings: ApiSettings) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # /docs and /redoc are api/docs.py's: the viewers the product ships
         redoc_url=None,
+        # FastAPI's native OpenTelemetry asks on every request whether a provider is set up; the
+        # product sets none up (its metrics are Prometheus', api/metrics.py).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.metrics = ApiMetrics()
     # Innermost first: a request refused for overload is still counted, timed and given its id.
+    app.add_middleware(SeriesFastPath, routes=series_routes())
     app.add_middleware(InFlightLimit, limit=settings.max_in_flight, metrics=app.state.metrics)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(HeadAsGet)  # outermost: HEAD is GET to everything inside

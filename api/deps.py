@@ -17,6 +17,8 @@ from api.errors import Unauthorized
 from api.settings import ApiSettings
 from state.reader import Reader
 
+MISSING_TOKEN = "Missing bearer token: send Authorization: Bearer <token>"
+
 
 class BearerToken(HTTPBearer):
     """The token of an ``Authorization: Bearer <token>`` header, or 401.
@@ -28,7 +30,7 @@ class BearerToken(HTTPBearer):
     async def __call__(self, request: HTTPConnection) -> str:  # type: ignore[override]
         credentials = await super().__call__(request)
         if credentials is None or not credentials.credentials:
-            raise Unauthorized("Missing bearer token: send Authorization: Bearer <token>")
+            raise Unauthorized(MISSING_TOKEN)
         return credentials.credentials
 
 

@@ -56,6 +56,7 @@ from bench.query_load import (
     serving,
     sql_server,
 )
+from devact.cli import DEFAULT_API_SERVER, ApiServer
 from devtools.services.process import free_port
 from devtools.services.redis import RedisServer
 
@@ -140,35 +141,57 @@ class Context:
         return _series_path(self.dataset.devices[0], self.dataset, "activity-count", "daily")
 
 
+API_SERVERS = tuple(ApiServer)
+"""Every server `devact api` can run under, driven in turn under the same load."""
+
+
 async def measure_queries(ctx: Context) -> dict[str, object]:
-    """Same answers first, then each server under the same load: one process of each, then one
-    per core. The server not under load meanwhile sits idle."""
+    """Same answers first, then each server under the same load: one process of the API under
+    each HTTP server it can run under (query_uvicorn_*, query_granian_*; the default's figures
+    are also the main ones, query_*), one of the SQL baseline, then one per core of each. The
+    server not under load meanwhile sits idle."""
     redis_seconds, pg_seconds = redis_cpu(ctx.redis_url), pg_cpu(ctx.postgres)
     daily, mix, extra = ctx.env("daily"), ctx.env("mix"), ctx.mode.extra_runs
     cores = os.cpu_count() or 1
     # Other work on the machine slows every figure but the CPU per request; this says how much.
     results: dict[str, object] = {"query_load_average_1m": round(os.getloadavg()[0], 2)}
     runs: list[WrkResult] = []
+    default = str(DEFAULT_API_SERVER)
 
     def record(prefix: str, result: WrkResult) -> None:
         runs.append(result)
         results.update(flat(prefix, result))
 
-    async with (
-        serving(api_server(ctx.redis_url, 1, ctx.run_dir), "/readyz", ctx.auth) as api,
-        serving(sql_server(ctx.postgres.dsn, 1, ctx.run_dir), ctx.sql_probe, {}) as sql,
-    ):
-        results["query_checked_requests"] = await check_same_answers(
-            api, sql, ctx.token, ctx.dataset
-        )
-        record("query", await drive(api, daily, ctx.mode, redis_seconds))
-        if extra:
-            record("query_mix", await drive(api, mix, ctx.mode, redis_seconds))
+    async with serving(sql_server(ctx.postgres.dsn, 1, ctx.run_dir), ctx.sql_probe, {}) as sql:
+        for name in API_SERVERS:
+            api = api_server(ctx.redis_url, 1, ctx.run_dir, name)
+            async with serving(api, "/readyz", ctx.auth) as api:
+                results[f"query_{name}_checked_requests"] = await check_same_answers(
+                    api, sql, ctx.token, ctx.dataset
+                )
+                result = await drive(api, daily, ctx.mode, redis_seconds)
+                record(f"query_{name}", result)
+                if name == default:
+                    record("query", result)
+                    if extra:
+                        record("query_mix", await drive(api, mix, ctx.mode, redis_seconds))
         record("sql", await drive(sql, daily, ctx.mode, pg_seconds))
         if extra:
             record("sql_mix", await drive(sql, mix, ctx.mode, pg_seconds))
-    async with serving(api_server(ctx.redis_url, cores, ctx.run_dir), "/readyz", ctx.auth) as api:
-        record("query_per_core", await drive(api, daily, ctx.mode, redis_seconds))
+    results["query_checked_requests"] = results[f"query_{default}_checked_requests"]
+    results["api_server"] = default
+    results["query_cpu_ms"] = round(
+        float(str(results["query_server_cpu_ms_per_request"]))
+        + float(str(results["query_store_cpu_ms_per_request"])),
+        3,
+    )
+    for name in API_SERVERS:
+        api = api_server(ctx.redis_url, cores, ctx.run_dir, name)
+        async with serving(api, "/readyz", ctx.auth) as api:
+            result = await drive(api, daily, ctx.mode, redis_seconds)
+            record(f"query_{name}_per_core", result)
+            if name == default:
+                record("query_per_core", result)
     if extra:
         async with serving(
             sql_server(ctx.postgres.dsn, cores, ctx.run_dir), ctx.sql_probe, {}
@@ -179,6 +202,10 @@ async def measure_queries(ctx: Context) -> dict[str, object]:
         results["sql_rps_per_core"] = results["sql_per_core_rps"]
     results["query_per_core_workers"] = cores
     results["query_series"] = "query_*, sql_*: 90-day daily series of both metrics, in turn"
+    results["query_servers"] = (
+        "query_uvicorn_*, query_granian_*: the same under each server of devact api --server;"
+        " query_* are api_server's, query_cpu_ms its API + Redis CPU ms per request"
+    )
     results["query_mix_series"] = "query_mix_*, sql_mix_*: 90-day daily and weekly of both"
     results["loadgen_cpu_pct"] = max(r.loadgen_cpu_pct for r in runs)
     return results

@@ -111,11 +111,17 @@ async def serving(
         server.stop()
 
 
-def api_server(redis_url: str, workers: int, log_dir: Path) -> HttpServer:
+def api_server(
+    redis_url: str, workers: int, log_dir: Path, server: str | None = None
+) -> HttpServer:
+    """`devact api` under ``server`` (uvicorn or granian: `devact api --server`; None: its
+    default)."""
     devact = str(Path(sys.executable).parent / "devact")
     port = free_port()
     argv = [devact, "api", "--port", str(port), "--workers", str(workers)]
-    return HttpServer(f"api-{workers}", argv, {"DEVACT_REDIS_URL": redis_url}, port, log_dir)
+    argv += [] if server is None else ["--server", server]
+    name = f"api-{workers}" if server is None else f"api-{server}-{workers}"
+    return HttpServer(name, argv, {"DEVACT_REDIS_URL": redis_url}, port, log_dir)
 
 
 def sql_server(dsn: str, workers: int, log_dir: Path) -> HttpServer:

@@ -34,6 +34,10 @@ LATEST_KEYS = (
     "query_rps",
     "query_p50_ms",
     "query_p99_ms",
+    "query_cpu_ms",
+    "api_server",
+    "query_uvicorn_rps",
+    "query_granian_rps",
     "sql_rps",
     "sql_p50_ms",
     "sql_p99_ms",
@@ -323,8 +327,9 @@ def _query_section(results: dict[str, Any]) -> list[str]:
     if "query_note" in results:
         out += [str(results["query_note"]), ""]
     out += [
-        "CPU per request: the server process (uvicorn) and its store (Redis or PostgreSQL),"
-        " from their CPU time over the run; steadier than req/s on a shared machine.",
+        "CPU per request: the server process (the API's under its HTTP server, uvicorn or"
+        " granian; the main rows under api_server's) and its store (Redis or PostgreSQL), from"
+        " their CPU time over the run; steadier than req/s on a shared machine.",
         "",
         "| endpoint | req/s | p50 ms | p99 ms | server CPU ms/req | store CPU ms/req |",
         "|---|---:|---:|---:|---:|---:|",
@@ -332,6 +337,10 @@ def _query_section(results: dict[str, Any]) -> list[str]:
     rows = (
         ("API (Redis), 1 process", "query"),
         ("API (Redis), 1 process per core", "query_per_core"),
+        ("API under uvicorn, 1 process", "query_uvicorn"),
+        ("API under granian, 1 process", "query_granian"),
+        ("API under uvicorn, 1 process per core", "query_uvicorn_per_core"),
+        ("API under granian, 1 process per core", "query_granian_per_core"),
         ("seed SQL (PostgreSQL), 1 process", "sql"),
         ("API, daily and weekly mix", "query_mix"),
         ("seed SQL, daily and weekly mix", "sql_mix"),

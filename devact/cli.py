@@ -119,16 +119,36 @@ def replay(
     )
 
 
+class ApiServer(StrEnum):
+    """The HTTP servers `devact api` runs the same ASGI app under (docs/operations.md)."""
+
+    uvicorn = "uvicorn"
+    granian = "granian"
+
+
+DEFAULT_API_SERVER = ApiServer.uvicorn
+"""The default stays uvicorn unless granian answers more than 10% more series per second on one
+process (bench/query.py measures both in the same run: query_uvicorn_*, query_granian_*). Issue
+22's runs: granian never did, and cost more API CPU per request in three runs of four (0.57 to
+0.64 ms against uvicorn's 0.46 to 0.64)."""
+
+
 @app.command()
 def api(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(help="Server worker processes.")] = 1,
+    server: Annotated[
+        ApiServer, typer.Option(help="The HTTP server: uvicorn or granian.")
+    ] = DEFAULT_API_SERVER,
 ) -> None:
     """Run the HTTP API."""
+    _setup_logging()
+    if server is ApiServer.granian:
+        _serve_granian(host, port, workers)
+        return
     import uvicorn
 
-    _setup_logging()
     uvicorn.run(
         "api.main:app_factory",
         factory=True,
@@ -138,6 +158,27 @@ def api(
         log_level="warning",
         access_log=False,
     )
+
+
+def _serve_granian(host: str, port: int, workers: int) -> None:
+    """Granian's ASGI interface, lifespan included: a worker whose startup fails (Redis settings
+    refused, say) stops the server, as under uvicorn. Its own log at warning, without its access
+    log (the app writes its own, api/access_log.py); the factory sets the app's logging up in
+    each worker process (api/main.py)."""
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.server import Server
+
+    Server(
+        "api.main:app_factory",
+        factory=True,
+        address=host,
+        port=port,
+        workers=workers,
+        interface=Interfaces.ASGI,
+        log_level=LogLevels.warning,
+        log_access=False,
+    ).serve()
 
 
 @client_app.command("add")

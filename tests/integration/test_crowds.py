@@ -117,11 +117,15 @@ def crowd(stack: Stack) -> Crowd:
     return found
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["uvicorn", "granian"])
 def limited_api(
-    stack: Stack, crowd: Crowd, tmp_path_factory: pytest.TempPathFactory
+    stack: Stack,
+    crowd: Crowd,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[str]:
-    """A second API process on the same Redis, with small limits: its base URL."""
+    """A second API process on the same Redis, with small limits, under each server of
+    `devact api --server`: its base URL."""
     port = free_port()
     env = {
         **stack.env,
@@ -132,7 +136,10 @@ def limited_api(
     log_path = tmp_path_factory.mktemp("limited") / "api.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [devact_executable(), "api", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                *(devact_executable(), "api", "--host", "127.0.0.1", "--port", str(port)),
+                *("--server", request.param),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

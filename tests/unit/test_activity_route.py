@@ -4,20 +4,24 @@ docs/api.md. The reader is a stub; no Redis."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import date
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.datastructures import QueryParams
 
+from api import fast_path
 from api.app import create_app
 from api.auth import Authenticator
 from api.deps import get_auth, get_reader
 from api.settings import ApiSettings
 from state.dates import buckets, previous_range
+from state.logs import current_fields
 from state.queries import Comparison, Missing, Period, Series, SeriesAnswer, SeriesQuery
-from state.registry import TokenGrant, hash_token
+from state.registry import TokenGrant, hash_token, token_id
 
 CLIENT = "aa7cf840-9ca9-46a3-9778-9015d6580d50"
 DEVICE = "f1e2d3c4-b5a6-7890-abcd-ef1234567890"
@@ -73,15 +77,21 @@ def reader() -> StubReader:
     return StubReader()
 
 
-@pytest.fixture
-def client(reader: StubReader) -> Iterator[TestClient]:
+@pytest.fixture(params=["fastapi", "lean"])
+def client(request: pytest.FixtureRequest, reader: StubReader) -> Iterator[TestClient]:
+    """Each test runs twice: through FastAPI's route (its dependencies overridden with the
+    stubs), and through the lean path of api/fast_path.py (the stubs in the app's state, where
+    the lifespan puts the real ones), which must answer the same."""
     app = create_app(
         ApiSettings(redis_url="redis://127.0.0.1:1/0", redis_cluster=False, max_range_days=90)
     )
-    app.dependency_overrides[get_reader] = lambda: reader
     auth = Authenticator(reader, ttl_s=5.0)  # type: ignore[arg-type]
-    app.dependency_overrides[get_auth] = lambda: auth
+    if request.param == "fastapi":
+        app.dependency_overrides[get_reader] = lambda: reader
+        app.dependency_overrides[get_auth] = lambda: auth
     with TestClient(app) as test_client:
+        if request.param == "lean":
+            app.state.reader, app.state.auth = reader, auth
         yield test_client
 
 
@@ -311,3 +321,135 @@ def test_what_state_finds_missing_is_a_404_naming_the_id_as_given(
     )
     assert response.status_code == 404
     assert response.json()["error"] == {"code": "not_found", "message": message, "details": details}
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Bearer ", "Bearer    ", "Basic da_token", "da_token", "Token da_token"],
+)
+def test_a_missing_or_other_scheme_token_is_the_same_401(
+    client: TestClient, reader: StubReader, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = get(client, headers=headers, metric="activity-count")
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json() == {
+        "error": {
+            "code": "unauthorized",
+            "message": "Missing bearer token: send Authorization: Bearer <token>",
+            "details": {},
+        }
+    }
+    assert reader.grants == []
+
+
+@pytest.mark.parametrize(
+    "authorization", ["bearer da_token", "BEARER  da_token ", "Bearer da_token"]
+)
+def test_the_scheme_is_read_in_any_case_and_the_token_stripped(
+    client: TestClient, authorization: str
+) -> None:
+    response = get(
+        client,
+        headers={"Authorization": authorization},
+        metric="activity-count",
+        start_date="2026-01-01",
+        end_date="2026-01-02",
+    )
+    assert response.status_code == 200
+
+
+def test_the_last_of_a_repeated_parameter_counts(client: TestClient) -> None:
+    query = "metric=nonsense&metric=user-count&start_date=2026-01-01&end_date=2026-01-02"
+    response = client.get(f"{PATH}?{query}", headers=AUTH)
+    assert response.status_code == 200
+    assert response.json()["metric"] == "user-count"
+
+
+class FieldsHandler(logging.Handler):
+    """Each record's message beside the context fields in effect when it was logged."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[tuple[str, dict[str, object]]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.getMessage(), dict(current_fields())))
+
+
+def test_the_access_log_names_the_route_the_client_the_token_and_the_request(
+    client: TestClient,
+) -> None:
+    access = logging.getLogger("devact.access")
+    handler, level = FieldsHandler(), access.level
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    try:
+        get(client, metric="activity-count", start_date="2026-01-01", end_date="2026-01-02")
+        get(client, headers={"Authorization": "Bearer da_token", "X-Request-ID": "r-1"})
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
+    [(ok, fields), (bad, bad_fields)] = handler.lines
+    assert (ok, bad) == (f"GET {TEMPLATE} 200", f"GET {TEMPLATE} 400")
+    assert fields["client_id"] == bad_fields["client_id"] == CLIENT
+    assert fields["token_id"] == token_id(hash_token("da_token"))
+    assert (fields["status"], fields["route"]) == (200, TEMPLATE)
+    assert bad_fields["request_id"] == "r-1"
+
+
+def test_a_get_of_a_series_is_answered_by_the_lean_path_and_other_methods_are_not(
+    reader: StubReader, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lean path (api/fast_path.py) answers a GET of either series route, unless a test
+    overrides the app's dependencies; a HEAD is a GET inside (api/head.py), a POST is FastAPI's
+    405."""
+    answered: list[str] = []
+    original = fast_path.series_answer
+
+    async def spy(path: Any, *rest: Any) -> Any:
+        answered.append(path["client_id"])
+        return await original(path, *rest)
+
+    monkeypatch.setattr(fast_path, "series_answer", spy)
+    app = create_app(ApiSettings(redis_url="redis://127.0.0.1:1/0", redis_cluster=False))
+    query = {"metric": "activity-count", "start_date": "2026-01-01", "end_date": "2026-01-02"}
+    with TestClient(app) as client:
+        app.state.reader, app.state.auth = reader, Authenticator(reader, ttl_s=5.0)  # type: ignore[arg-type]
+        assert client.get(PATH, params=query, headers=AUTH).status_code == 200
+        assert (
+            client.get(
+                f"/v2/clients/{CLIENT}/analytics/activity", params=query, headers=AUTH
+            ).status_code
+            == 200
+        )
+        head = client.head(PATH, params=query, headers=AUTH)
+        assert (head.status_code, head.content) == (200, b"")
+        assert len(answered) == 3
+        post = client.post(PATH, params=query, headers=AUTH)
+        assert post.status_code == 405
+        assert post.json()["error"]["code"] == "method_not_allowed"
+        assert len(answered) == 3
+        app.dependency_overrides[get_reader] = lambda: reader
+        assert client.get(PATH, params=query, headers=AUTH).status_code == 200
+        assert len(answered) == 3
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "a=1",
+        "a=1&b=2&a=3",
+        "a&b=&=c&&d==e",
+        "metric=activity-count&start_date=2026-01-01&end_date=2026-03-31&granularity=daily",
+        "a=%41%2B+b&c+d=%zz&e=%E2%82%AC",
+        "a=1;b=2&c",
+        "&&&",
+        "x=\u00e9&y=\u00ff",
+    ],
+)
+def test_the_lean_paths_query_is_starlettes(query: str) -> None:
+    raw = query.encode("utf-8").decode("latin-1")
+    assert fast_path.query_args(raw) == dict(QueryParams(query.encode("utf-8")))

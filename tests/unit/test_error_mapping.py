@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -27,13 +28,18 @@ class ExplodingReader:
         raise RuntimeError("secret internal detail")
 
 
-def test_a_bug_is_a_500_internal_error_without_a_stack_trace() -> None:
+@pytest.mark.parametrize("path", ["fastapi", "lean"])
+def test_a_bug_is_a_500_internal_error_without_a_stack_trace(path: str) -> None:
+    """Through FastAPI's route (dependencies overridden) and through api/fast_path.py alike."""
     app = create_app(ApiSettings(redis_url="redis://127.0.0.1:1/0", redis_cluster=False))
     reader = ExplodingReader()
     auth = Authenticator(reader, ttl_s=5.0)  # type: ignore[arg-type]
-    app.dependency_overrides[get_reader] = lambda: reader
-    app.dependency_overrides[get_auth] = lambda: auth
+    if path == "fastapi":
+        app.dependency_overrides[get_reader] = lambda: reader
+        app.dependency_overrides[get_auth] = lambda: auth
     with TestClient(app, raise_server_exceptions=False) as client:
+        if path == "lean":
+            app.state.reader, app.state.auth = reader, auth
         response = client.get(ACTIVITY, params=QUERY, headers={"Authorization": "Bearer t"})
     assert response.status_code == 500
     assert response.json() == {

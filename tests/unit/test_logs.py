@@ -236,3 +236,19 @@ def test_an_unknown_format_is_refused_before_anything_changes(
     with pytest.raises(LogFormatError, match=re.escape(expected)):
         configure_logging("INFO", "xml" if source == "argument" else None)
     assert logging.getLogger().handlers == handlers
+
+
+def test_a_text_value_is_quoted_exactly_when_a_character_is_whitespace_a_quote_or_equals() -> None:
+    """Every code point of the Basic Multilingual Plane, alone and inside a word: quoted exactly
+    when ``str.isspace`` or one of ``"'=``, as the formatter has always decided."""
+    from state.logs import _text_value
+
+    for code in range(0x10000):
+        c = chr(code)
+        if 0xD800 <= code <= 0xDFFF:
+            continue  # lone surrogates: not text a value could hold here
+        quoted = c.isspace() or c in "\"'="
+        for text in (c, f"a{c}b"):
+            assert (_text_value(text) != text) == quoted, (hex(code), text)
+    assert _text_value("") == '""'
+    assert _text_value(None) == "None"
