@@ -37,7 +37,8 @@ def flame_graph(pid: int, out: Path) -> Iterator[None]:
         log.warning("flame graph of %d not made: py-spy is not installed", pid)
         yield
         return
-    argv = [spy, "record", "--pid", str(pid), "--rate", str(RATE_HZ)]
+    # --subprocesses: a server's workers too (granian's are children of the process started).
+    argv = [spy, "record", "--pid", str(pid), "--rate", str(RATE_HZ), "--subprocesses"]
     argv += ["--format", "flamegraph", "--output", str(out)]
     spying = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -166,7 +166,7 @@ async def run(
                         graph,
                     )  # fmt: skip
                 if graph.exists():
-                    results["flame_graphs"] = {"worker": str(graph)}
+                    results["flame_graphs_ingest"] = {"worker": str(graph)}
         finally:
             for store, _ in stores.values():
                 await store.aclose()

@@ -35,6 +35,7 @@ import httpx
 import orjson
 
 from bench.common import waiting
+from bench.flame import flame_graph
 from bench.postgres import PostgresServer
 from bench.query_data import (
     BenchError,
@@ -178,6 +179,15 @@ async def measure_queries(ctx: Context) -> dict[str, object]:
         record("sql", await drive(sql, daily, ctx.mode, pg_seconds))
         if extra:
             record("sql_mix", await drive(sql, mix, ctx.mode, pg_seconds))
+    graph = ctx.run_dir / "flame-api.svg"
+    async with serving(
+        api_server(ctx.redis_url, 1, ctx.run_dir, default), "/readyz", ctx.auth
+    ) as api:
+        assert api.process is not None
+        with flame_graph(api.process.pid, graph):  # a pass of its own: its figures not kept
+            await drive(api, daily, ctx.mode, redis_seconds)
+    if graph.exists():
+        results["flame_graphs_query"] = {"api": str(graph)}
     results["query_checked_requests"] = results[f"query_{default}_checked_requests"]
     results["api_server"] = default
     results["query_cpu_ms"] = round(

@@ -212,7 +212,8 @@ def _flame_graphs(results: dict[str, Any], out: Path) -> dict[str, str]:
     """The flame graphs of the run (``bench/flame.py``), copied beside the report: a process's
     name -> the file's name there."""
     copied = {}
-    for name, made in (results.get("flame_graphs") or {}).items():
+    made_by = [v for k, v in results.items() if k.startswith("flame_graphs_")]  # per section
+    for name, made in ((n, m) for graphs in made_by for n, m in graphs.items()):
         target = out / f"flame-{name}.svg"
         shutil.copyfile(made, target)
         copied[name] = target.name
