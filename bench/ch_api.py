@@ -34,12 +34,12 @@ from contextlib import asynccontextmanager
 from datetime import date
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import FastAPI, Query
 from fastapi.responses import Response
 
 from api.errors import InvalidParameter, NotFound, install_error_handlers
-from api.params import PathId, label, parse_activity_params
+from api.params import PathId, parse_activity_params
+from bench.baseline_body import series_response
 from state.dates import Granularity
 
 PATH_ENV = "BENCH_CH_PATH"
@@ -203,19 +203,7 @@ def create_app(path: str, table: Table) -> FastAPI:
             values["tz"] = zone
         sql = series_sql(table, params.metric, params.granularity)
         rows = parse_rows(await asyncio.to_thread(app.state.pool.query, sql, values))
-        # A calendar bucket's first day, clipped to the range, is the point's date (docs/api.md).
-        found = {max(bucket, params.first): value for bucket, value in rows.items()}
-        body = {
-            "metric": params.metric,
-            "label": label(params.metric, params.granularity),
-            "granularity": params.granularity,
-            "period": {"start": params.first.isoformat(), "end": params.last.isoformat()},
-            "data": [
-                {"date": b.first.isoformat(), "value": found.get(b.first, 0)}
-                for b in parsed.buckets
-            ],
-        }
-        return Response(orjson.dumps(body), media_type="application/json")
+        return series_response(parsed, rows)
 
     return app
 

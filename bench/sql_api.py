@@ -20,16 +20,15 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import date
 from typing import Annotated
 
 import asyncpg  # type: ignore[import-untyped]
-import orjson
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
 from api.errors import InvalidParameter, NotFound, install_error_handlers
-from api.params import PathId, label, parse_activity_params
+from api.params import PathId, parse_activity_params
+from bench.baseline_body import series_response
 from state.dates import Granularity
 
 DSN_ENV = "BENCH_PG_DSN"
@@ -121,23 +120,8 @@ def create_app(dsn: str) -> FastAPI:
         )
         if not rows:
             raise NotFound(f"Unknown client: {client_id}", {"client_id": client_id})
-        # A calendar bucket's first day, clipped to the range, is the point's date (docs/api.md).
-        found: dict[date, int] = {
-            max(row["bucket"], params.first): int(row["value"])
-            for row in rows
-            if row["bucket"] is not None
-        }
-        body = {
-            "metric": params.metric,
-            "label": label(params.metric, params.granularity),
-            "granularity": params.granularity,
-            "period": {"start": params.first.isoformat(), "end": params.last.isoformat()},
-            "data": [
-                {"date": b.first.isoformat(), "value": found.get(b.first, 0)}
-                for b in parsed.buckets
-            ],
-        }
-        return Response(orjson.dumps(body), media_type="application/json")
+        found = {row["bucket"]: int(row["value"]) for row in rows if row["bucket"] is not None}
+        return series_response(parsed, found)
 
     return app
 
