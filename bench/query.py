@@ -26,9 +26,9 @@ import random
 import shutil
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -123,13 +123,22 @@ class Context:
     run_dir: Path
 
     def env(self, mix: str) -> dict[str, str]:
-        """What the wrk script reads (bench/wrk/activity.lua)."""
+        """What the wrk script reads (bench/wrk/activity.lua): the whole range's series of both
+        metrics, daily ("daily") or daily and weekly ("mix")."""
+        granularities = ("daily", "weekly") if mix == "mix" else ("daily",)
+        return self.series_env(mix, self.dataset.first_day, granularities)
+
+    def series_env(self, mix: str, first: date, granularities: Sequence[str]) -> dict[str, str]:
+        """The series of both metrics from ``first`` to the data set's last day, in each of
+        ``granularities`` in turn."""
+        pairs = [f"{m}:{g}" for g in granularities for m in ("activity-count", "user-count")]
         return {
             "BENCH_DEVICES": str(self.devices_file),
-            "BENCH_START": self.dataset.first_day.isoformat(),
+            "BENCH_START": first.isoformat(),
             "BENCH_END": self.dataset.last_day.isoformat(),
             "BENCH_TOKEN": self.token,
             "BENCH_SEED": str(SEED),
+            "BENCH_SERIES": ",".join(pairs),
             "BENCH_MIX": mix,
         }
 
@@ -179,6 +188,7 @@ async def measure_queries(ctx: Context) -> dict[str, object]:
         record("sql", await drive(sql, daily, ctx.mode, pg_seconds))
         if extra:
             record("sql_mix", await drive(sql, mix, ctx.mode, pg_seconds))
+    results["query_range_curve"] = await _range_curve(ctx, default, redis_seconds)
     graph = ctx.run_dir / "flame-api.svg"
     async with serving(
         api_server(ctx.redis_url, 1, ctx.run_dir, default), "/readyz", ctx.auth
@@ -219,6 +229,39 @@ async def measure_queries(ctx: Context) -> dict[str, object]:
     results["query_mix_series"] = "query_mix_*, sql_mix_*: 90-day daily and weekly of both"
     results["loadgen_cpu_pct"] = max(r.loadgen_cpu_pct for r in runs)
     return results
+
+
+RANGE_CURVE: tuple[tuple[int, str], ...] = (
+    (1, "daily"), (7, "daily"), (30, "daily"), (90, "daily"),
+    (90, "weekly"), (90, "monthly"), (90, "quarterly"),
+)  # fmt: skip
+"""The series of how a request's cost grows: range length in days, and granularity."""
+RANGE_CURVE_S = 5
+"""Seconds of load per point of the curve (after one of warm-up): its shape is what it shows."""
+
+
+async def _range_curve(
+    ctx: Context, server: str, redis_seconds: Callable[[], Awaitable[float]]
+) -> list[dict[str, object]]:
+    """One API process under the same load for each range and granularity of ``RANGE_CURVE``
+    (both metrics in turn, the range ending on the data set's last day)."""
+    mode = replace(ctx.mode, duration_s=RANGE_CURVE_S, warmup_s=1)
+    curve: list[dict[str, object]] = []
+    async with serving(
+        api_server(ctx.redis_url, 1, ctx.run_dir, server), "/readyz", ctx.auth
+    ) as api:
+        for days, granularity in RANGE_CURVE:
+            first = ctx.dataset.last_day - timedelta(days=days - 1)
+            env = ctx.series_env(f"{days} days, {granularity}", first, (granularity,))
+            result = await drive(api, env, mode, redis_seconds)
+            curve.append(
+                {
+                    "days": days, "granularity": granularity, "rps": result.rps,
+                    "p50_ms": result.p50_ms, "p99_ms": result.p99_ms,
+                    "server_cpu_ms": result.server_cpu_ms, "store_cpu_ms": result.store_cpu_ms,
+                }
+            )  # fmt: skip
+    return curve
 
 
 Peer = Callable[["Context", int], Awaitable[dict[str, object]]]

@@ -3,7 +3,8 @@
 -- Environment (set by bench/query.py):
 --   BENCH_DEVICES   file of "<client_id> <device_id>" lines
 --   BENCH_START, BENCH_END   the range, YYYY-MM-DD (inclusive)
---   BENCH_MIX       "daily": daily series of both metrics; "mix": daily and weekly of both
+--   BENCH_SERIES    the series asked in turn: "metric:granularity" pairs, comma-separated
+--   BENCH_MIX       the name of that mix, for the bench's messages
 --   BENCH_TOKEN     bearer token
 --   BENCH_SEED      seed of the device choice (each thread adds its own number)
 --
@@ -17,10 +18,10 @@ for line in io.lines(os.getenv("BENCH_DEVICES")) do
   if client then devices[#devices + 1] = {client, device} end
 end
 
-local series = {"metric=activity-count&granularity=daily", "metric=user-count&granularity=daily"}
-if os.getenv("BENCH_MIX") == "mix" then
-  series[#series + 1] = "metric=activity-count&granularity=weekly"
-  series[#series + 1] = "metric=user-count&granularity=weekly"
+local series = {}
+for pair in os.getenv("BENCH_SERIES"):gmatch("[^,]+") do
+  local metric, granularity = pair:match("^(.-):(.+)$")
+  series[#series + 1] = "metric=" .. metric .. "&granularity=" .. granularity
 end
 local range = "&start_date=" .. os.getenv("BENCH_START") .. "&end_date=" .. os.getenv("BENCH_END")
 wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
