@@ -62,7 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="devact-bench-") as tmp:
         run_dir = args.run_dir or Path(tmp)
         results = asyncio.run(_sections(args, run_dir))
-    written = report.write(results, args.quick, started)
+        written = report.write(results, args.quick, started)  # it copies files of the run dir
     log.info("report: %s", written)
     print(
         json.dumps({k: v for k, v in results.items() if not isinstance(v, list | dict)}, indent=2)
