@@ -1,13 +1,14 @@
 """Ingest: the same heartbeats, already in Kafka, consumed into Redis by each contender in turn.
 
 Contenders: one ``devact worker`` (Faust), the bare aiokafka loop (the Python ceiling), the Quix
-Streams app, two ``devact worker`` processes in one group, and one worker reading the same events
-sent as arrays of 100. Each starts on an empty Redis with a consumer group of its own. The rate is
-events/s from the first applied batch to the moment Redis holds every event (the applied
-positions state/ writes with the counters), so process start-up and the group join are excluded
-and reported apart; so is the contender's CPU per event (from /proc). Every run is then checked
-against the oracle. A contender that has not finished by ``RUN_DEADLINE_S`` is reported as "did
-not finish", with the events it applied by then, and the run goes on with the next one.
+Streams app, one to three ``devact worker`` processes in one group on 6 and on 12 partitions, one
+worker reading the same events sent as arrays of 100, and one on a Redis Cluster. Each starts on
+an empty Redis with a consumer group of its own. The rate is events/s from the first applied
+batch to the moment Redis holds every event (the applied positions state/ writes with the
+counters), so process start-up and the group join are excluded and reported apart; so is the
+contender's CPU per event (from /proc). Every run is then checked against the oracle. A
+contender that has not finished by ``RUN_DEADLINE_S`` is reported as "did not finish", with the
+events it applied by then, and the run goes on with the next one.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ from stream.kafka import KafkaConnection
 log = logging.getLogger(__name__)
 
 PARTITIONS = 6
+Feed = tuple[bool, int]
+"""What a contender reads: arrays of heartbeats or one a message, on how many partitions."""
+TOPICS: dict[Feed, str] = {
+    (False, PARTITIONS): "bench.ingest",
+    (True, PARTITIONS): "bench.ingest.batched",
+    (False, 12): "bench.ingest.p12",
+}
 BATCHED_PER_MESSAGE = 100
 RUN_DEADLINE_S = 600.0
 DID_NOT_FINISH = "did not finish"
@@ -65,6 +73,18 @@ class Contender:
     """Extra environment of its processes."""
     cluster: bool = False
     """Run against a local Redis Cluster (three primaries, a replica each) instead."""
+    partitions: int = PARTITIONS
+    """Partitions of the topic it reads (the same events either way)."""
+
+    @property
+    def feed(self) -> Feed:
+        return (self.batched, self.partitions)
+
+    @property
+    def scales(self) -> bool:
+        """One of the worker's runs that differ only in processes and partitions."""
+        plain = not (self.batched or self.cluster or self.env)
+        return plain and self.key not in ("ingest_raw_eps", "ingest_quix_eps")
 
     def commands(
         self, endpoints: Endpoints, topic: str, run_dir: Path, redis_url: str
@@ -99,6 +119,28 @@ CONTENDERS = (
     Contender("ingest_raw_eps", "bare aiokafka loop, 1 process", 1, batched=False),
     Contender("ingest_quix_eps", "Quix Streams app, 1 process", 1, batched=False),
     Contender("ingest_2w_eps", "devact worker (Faust), 2 processes", 2, batched=False),
+    Contender("ingest_3w_eps", "devact worker (Faust), 3 processes", 3, batched=False),
+    Contender(
+        "ingest_p12_eps",
+        "devact worker (Faust), 1 process, 12 partitions",
+        1,
+        batched=False,
+        partitions=12,
+    ),
+    Contender(
+        "ingest_2w_p12_eps",
+        "devact worker (Faust), 2 processes, 12 partitions",
+        2,
+        batched=False,
+        partitions=12,
+    ),
+    Contender(
+        "ingest_3w_p12_eps",
+        "devact worker (Faust), 3 processes, 12 partitions",
+        3,
+        batched=False,
+        partitions=12,
+    ),
     Contender("ingest_batched_eps", "devact worker, arrays of 100", 1, batched=True),
     Contender(
         "cluster_ingest_eps",
@@ -125,25 +167,39 @@ async def run(
 ) -> dict[str, object]:
     events = 100_000 if quick else 1_000_000
     started = time.monotonic()
-    with Meter("ingest: generating", 2 * events, "heartbeats") as generated:
-        single = generate(events, 10_000, 1, now, seed=4, progress=generated.advance)
-        batched = generate(
-            events, 10_000, BATCHED_PER_MESSAGE, now, seed=4, progress=generated.advance
-        )
-    topics = {False: ("bench.ingest", single), True: ("bench.ingest.batched", batched)}
-    for topic, data in topics.values():
-        await create_topic(kafka(endpoints), topic, PARTITIONS)
+    by_key = {c.key: c for c in CONTENDERS}
+    chosen = [by_key[k] for k in only] if only else list(CONTENDERS)
+    feeds = sorted({c.feed for c in chosen} | {PROFILED.feed})
+    kinds = sorted({batched for batched, _ in feeds})
+    with Meter("ingest: generating", len(kinds) * events, "heartbeats") as generated:
+        data_of = {
+            batched: generate(
+                events,
+                10_000,
+                BATCHED_PER_MESSAGE if batched else 1,
+                now,
+                seed=4,
+                progress=generated.advance,
+            )
+            for batched in kinds
+        }
+    topics: dict[Feed, tuple[str, Dataset]] = {}
+    for feed in feeds:
+        topic, data = TOPICS[feed], data_of[feed[0]]
+        topics[feed] = (topic, data)
+        await create_topic(kafka(endpoints), topic, feed[1])
         with Meter(f"ingest: producing {topic}", len(data.messages), "messages") as sent:
             await produce(kafka(endpoints), topic, data.messages, sent.advance)
     log.info(
         "ingest: %d events generated and produced in %.1f s", events, time.monotonic() - started
     )
-    ends = {topic: await _end_offsets(kafka(endpoints), topic) for topic, _ in topics.values()}
+    ends = {
+        topic: await _end_offsets(kafka(endpoints), topic, feed[1])
+        for feed, (topic, _) in topics.items()
+    }
 
     results: dict[str, object] = {"ingest_events": events}
     runs = []
-    by_key = {c.key: c for c in CONTENDERS}
-    chosen = [by_key[k] for k in only] if only else list(CONTENDERS)
     with contextlib.ExitStack() as stack:
         stores: dict[bool, tuple[Store, str]] = {
             False: (Redis.from_url(endpoints.redis_url), endpoints.redis_url)
@@ -158,7 +214,7 @@ async def run(
             runs = await _races(chosen, stores, endpoints, topics, ends, run_dir, now, results)
             if isinstance(results.get("ingest_eps"), float | int):
                 store, url = stores[False]
-                topic, data = topics[False]
+                topic, data = topics[PROFILED.feed]
                 graph = run_dir / "flame-worker.svg"
                 with Meter(f"ingest: {PROFILED.label}, profiled (figures not kept)"):
                     await _race(
@@ -183,7 +239,7 @@ async def _races(
     chosen: list[Contender],
     stores: dict[bool, tuple[Store, str]],
     endpoints: Endpoints,
-    topics: dict[bool, tuple[str, Dataset]],
+    topics: dict[Feed, tuple[str, Dataset]],
     ends: dict[str, dict[int, int]],
     run_dir: Path,
     now: datetime,
@@ -191,7 +247,7 @@ async def _races(
 ) -> list[dict[str, Any]]:
     runs = []
     for contender in chosen:
-        topic, data = topics[contender.batched]
+        topic, data = topics[contender.feed]
         store, url = stores[contender.cluster]
         figures = await _race(
             contender, store, url, endpoints, topic, data, ends[topic], run_dir, now
@@ -208,7 +264,12 @@ async def _races(
             results[f"{contender.key.removesuffix('_eps')}_events_applied"] = figures[
                 "events_applied"
             ]
-        runs.append({"key": contender.key, "label": contender.label, **figures})
+        runs.append(
+            {
+                "key": contender.key, "label": contender.label, "processes": contender.processes,
+                "partitions": contender.partitions, "scales": contender.scales, **figures,
+            }
+        )  # fmt: skip
     return runs
 
 
@@ -304,11 +365,11 @@ def _process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _end_offsets(connection: KafkaConnection, topic: str) -> dict[int, int]:
+async def _end_offsets(connection: KafkaConnection, topic: str, count: int) -> dict[int, int]:
     consumer = AIOKafkaConsumer(**connection.client_kwargs())
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        partitions = [TopicPartition(topic, p) for p in range(count)]
         ends = await consumer.end_offsets(partitions)
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:

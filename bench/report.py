@@ -205,6 +205,24 @@ def _charts(results: dict[str, Any], out: Path) -> list[str]:
         fig.savefig(out / "queries.png", dpi=110)
         plt.close(fig)
         made.append("queries.png")
+    scaling = [r for r in runs if r.get("scales")]
+    if len({r["processes"] for r in scaling}) > 1:
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        for partitions in sorted({r["partitions"] for r in scaling}):
+            line = sorted(
+                (r["processes"], r["eps"]) for r in scaling if r["partitions"] == partitions
+            )
+            ax.plot(*zip(*line, strict=True), marker="o", label=f"{partitions} partitions")
+        ax.set_xticks(sorted({r["processes"] for r in scaling}))
+        ax.set_xlabel("worker processes (one group)")
+        ax.set_ylabel("events per second")
+        ax.set_ylim(bottom=0)
+        ax.set_title("Ingest against workers and partitions")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "ingest_scaling.png", dpi=110)
+        plt.close(fig)
+        made.append("ingest_scaling.png")
     curve = results.get("query_range_curve")
     if curve:
         # CPU, not latency: at 32 connections one saturated process's latency is its queue.
@@ -318,7 +336,29 @@ def _ingest_section(results: dict[str, Any]) -> list[str]:
             f"| {r['label']} | {r['eps']:,.0f} | {r['seconds']} | {r['startup_s']} | {r['cpu_s']}"
             f" | {r.get('cpu_us_per_event', '')} | {r.get('redis_cpu_us_per_event', '')} |"
         )
-    return [*out, ""]
+    return [*out, "", *_scaling_lines(runs)]
+
+
+def _scaling_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """The one line of the chart of ingest against workers and partitions."""
+    scaling = [r for r in runs if r.get("scales") and r.get("finished", True)]
+    if len({r["processes"] for r in scaling}) < 2:
+        return []
+    rates = [
+        f"{p} partitions: "
+        + ", ".join(
+            f"{r['processes']} process{'es' if r['processes'] > 1 else ''} {r['eps']:,.0f}"
+            for r in sorted(scaling, key=lambda r: r["processes"])
+            if r["partitions"] == p
+        )
+        for p in sorted({r["partitions"] for r in scaling})
+    ]
+    return [
+        "Workers and partitions (events/s; ingest_scaling.png): " + "; ".join(rates) + ". Every"
+        " process of this run shares the machine's cores with Kafka, Redis and the others, so"
+        " what a process adds is bounded by the cores left, not by the partitions.",
+        "",
+    ]
 
 
 def _freshness_section(results: dict[str, Any]) -> list[str]:
