@@ -1,5 +1,6 @@
-"""The body the real API gives for a series (docs/api.md), built from a baseline's values: the
-SQL baseline (bench/sql_api.py) and the columnar peer (bench/ch_api.py) answer with it, so the
+"""What the baselines share with the real API: a series request's parameters, checked by the
+API's own code, and the body it gives (docs/api.md), built from a baseline's values. The SQL
+baseline (bench/sql_api.py) and the columnar peer (bench/ch_api.py) answer with them, so the
 bench can compare their answers with the API's byte for byte."""
 
 from __future__ import annotations
@@ -10,7 +11,28 @@ from datetime import date
 import orjson
 from fastapi.responses import Response
 
-from api.params import ActivityParams, label
+from api.errors import InvalidParameter
+from api.params import ActivityParams, PathId, label, parse_activity_params
+
+MAX_RANGE_DAYS = 90
+
+
+def series_params(
+    client_id: str,
+    device_id: str,
+    metric: str | None,
+    start_date: str | None,
+    end_date: str | None,
+    granularity: str | None,
+) -> ActivityParams:
+    """A device's series request, checked as the real API checks it (its 400s raised)."""
+    client, device = PathId.of("client_id", client_id), PathId.of("device_id", device_id)
+    parsed = parse_activity_params(
+        client, device, metric, start_date, end_date, granularity, MAX_RANGE_DAYS
+    )
+    if isinstance(parsed, InvalidParameter):
+        raise parsed
+    return parsed
 
 
 def series_response(parsed: ActivityParams, values: Mapping[date, int]) -> Response:

@@ -37,16 +37,14 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, Query
 from fastapi.responses import Response
 
-from api.errors import InvalidParameter, NotFound, install_error_handlers
-from api.params import PathId, parse_activity_params
-from bench.baseline_body import series_response
+from api.errors import NotFound, install_error_handlers
+from bench.baseline_body import series_params, series_response
 from state.dates import Granularity
 
 PATH_ENV = "BENCH_CH_PATH"
 TABLE_ENV = "BENCH_CH_TABLE"
 POOL_SIZE = 4
 """Connections per process: two per core of a 2-core machine, as more only queue in the engine."""
-MAX_RANGE_DAYS = 90
 DATABASE = "bench"
 FALLBACK_TIMEZONE = "UTC"
 """The day of a client missing from the view's timezones: UTC, as the worker's default."""
@@ -183,19 +181,14 @@ def create_app(path: str, table: Table) -> FastAPI:
         end_date: Annotated[str | None, Query()] = None,
         granularity: Annotated[str | None, Query()] = None,
     ) -> Response:
-        client, device = PathId.of("client_id", client_id), PathId.of("device_id", device_id)
-        parsed = parse_activity_params(
-            client, device, metric, start_date, end_date, granularity, MAX_RANGE_DAYS
-        )
-        if isinstance(parsed, InvalidParameter):
-            raise parsed
+        parsed = series_params(client_id, device_id, metric, start_date, end_date, granularity)
         params = parsed.query
-        zone = app.state.zones.get(client.id)
+        zone = app.state.zones.get(params.client)
         if zone is None:
             raise NotFound(f"Unknown client: {client_id}", {"client_id": client_id})
         values = {
-            "client": client.id,
-            "device": device.id,
+            "client": params.client,
+            "device": params.device,
             "first": params.first.isoformat(),
             "last": params.last.isoformat(),
         }

@@ -26,16 +26,14 @@ import asyncpg  # type: ignore[import-untyped]
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import Response
 
-from api.errors import InvalidParameter, NotFound, install_error_handlers
-from api.params import PathId, parse_activity_params
-from bench.baseline_body import series_response
+from api.errors import NotFound, install_error_handlers
+from bench.baseline_body import series_params, series_response
 from state.dates import Granularity
 
 DSN_ENV = "BENCH_PG_DSN"
 POOL_SIZE = 16
 """Connections per API process: several per core of a 2-core machine keeps PostgreSQL busy
 while the event loop parses and serialises; more would only queue inside PostgreSQL."""
-MAX_RANGE_DAYS = 90
 
 _LOCAL_TIME = "h.generated_at_utc AT TIME ZONE 'UTC' AT TIME ZONE c.timezone"
 _BUCKET: dict[Granularity, str] = {
@@ -104,17 +102,12 @@ def create_app(dsn: str) -> FastAPI:
         end_date: Annotated[str | None, Query()] = None,
         granularity: Annotated[str | None, Query()] = None,
     ) -> Response:
-        client, device = PathId.of("client_id", client_id), PathId.of("device_id", device_id)
-        parsed = parse_activity_params(
-            client, device, metric, start_date, end_date, granularity, MAX_RANGE_DAYS
-        )
-        if isinstance(parsed, InvalidParameter):
-            raise parsed
+        parsed = series_params(client_id, device_id, metric, start_date, end_date, granularity)
         params = parsed.query
         rows = await request.app.state.pool.fetch(
             series_sql(params.metric, params.granularity),
-            client.id,
-            device.id,
+            params.client,
+            params.device,
             params.first,
             params.last,
         )

@@ -1,5 +1,6 @@
-"""The baselines' series body (bench/baseline_body.py): the real API's shape, with each value at
-its bucket's first day inside the range and 0 where a baseline found nothing."""
+"""What the baselines share with the API (bench/baseline_body.py): its parameter checks, and its
+body, with each value at its bucket's first day inside the range and 0 where a baseline found
+nothing."""
 
 from __future__ import annotations
 
@@ -7,23 +8,27 @@ import uuid
 from datetime import date, timedelta
 
 import orjson
+import pytest
 
-from api.params import ActivityParams, PathId, parse_activity_params
-from bench.baseline_body import series_response
+from api.errors import InvalidParameter
+from api.params import ActivityParams
+from bench.baseline_body import series_params, series_response
 
 
 def _params(start: date, end: date, granularity: str) -> ActivityParams:
-    parsed = parse_activity_params(
-        PathId.of("client_id", str(uuid.uuid4())),
-        PathId.of("device_id", str(uuid.uuid4())),
-        "activity-count",
-        start.isoformat(),
-        end.isoformat(),
-        granularity,
-        90,
-    )
-    assert isinstance(parsed, ActivityParams)
-    return parsed
+    return series_params(
+        str(uuid.uuid4()), str(uuid.uuid4()), "activity-count", start.isoformat(),
+        end.isoformat(), granularity,
+    )  # fmt: skip
+
+
+def test_a_request_the_api_refuses_is_refused_the_same_way() -> None:
+    client, device = str(uuid.uuid4()), str(uuid.uuid4())
+    with pytest.raises(InvalidParameter) as refused:
+        series_params(client, device, "activity-count", "2026-01-01", "2026-06-30", "daily")
+    assert "90" in str(refused.value)  # the range's limit, named in the API's message
+    with pytest.raises(InvalidParameter):
+        series_params(client, device, "steps", "2026-01-01", "2026-01-02", "daily")
 
 
 def test_a_week_begun_before_the_range_is_dated_at_the_ranges_first_day() -> None:
